@@ -1,0 +1,295 @@
+"""Every exchange with the Pushgateway: push, retry, background delivery, errors.
+
+A :class:`PushgatewaySender` owns one group on the gateway (``job`` plus a
+grouping key). Callers hand it the latest state of a *part* (``"train"``,
+``"test"``, ``"predict"``) with :meth:`~PushgatewaySender.submit`, which never
+blocks: a daemon thread delivers it with an HTTP POST (prometheus_client's
+``pushadd_to_gateway``). POST replaces only the metrics with the same names, so
+parts never wipe each other; every delivery carries the latest state of every
+part, so a gateway that restarted empty is refilled by the next delivery.
+
+Failures are retried with exponential backoff (``retry_initial`` doubling up
+to ``retry_max``) for as long as something is undelivered; only the latest
+state is kept, so memory stays bounded. A failure is logged once, as one
+warning line on the ``gangplank`` logger naming the gateway and the error, and
+once more when the gateway answers again. At interpreter exit every sender
+gets a last try, bounded in total by ``GANGPLANK_EXIT_FLUSH_SECONDS``
+(default 5 s).
+
+Example:
+    >>> from prometheus_client.core import GaugeMetricFamily
+    >>> sender = PushgatewaySender("127.0.0.1:9091", "demo")
+    >>> sender.submit("train", [GaugeMetricFamily("demo_loss", "loss", value=0.5)])
+    >>> delivered = sender.flush(timeout=2.0)  # True once the gateway has it
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import logging
+import os
+import threading
+import time
+import urllib.error
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client.exposition import default_handler, pushadd_to_gateway
+from prometheus_client.metrics_core import Metric
+
+from .errors import PushError
+
+logger = logging.getLogger("gangplank")
+
+DEFAULT_TIMEOUT = 5.0
+EXIT_FLUSH_ENV = "GANGPLANK_EXIT_FLUSH_SECONDS"
+_live_senders: "weakref.WeakSet[PushgatewaySender]" = weakref.WeakSet()
+
+
+def redact_address(address: str) -> str:
+    """``address`` with any ``user:password@`` removed, for messages and logs.
+
+    >>> redact_address("https://alice:s3cret@gw.example:9091/")
+    'https://gw.example:9091/'
+    """
+    parts = urlsplit(address if "://" in address else f"http://{address}")
+    if parts.username is None and parts.password is None:
+        return address
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def describe_failure(gateway: str, error: BaseException) -> PushError:
+    """Turn whatever a push raised into a :class:`PushError`."""
+    if isinstance(error, PushError):
+        return error
+    if isinstance(error, urllib.error.HTTPError):
+        return PushError(gateway, error.code, str(error.reason))
+    if isinstance(error, urllib.error.URLError):
+        reason = error.reason
+        detail = getattr(reason, "strerror", None) or str(reason)
+        return PushError(gateway, None, detail)
+    if isinstance(error, (TimeoutError, http.client.HTTPException, OSError)):
+        detail = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        if isinstance(error, TimeoutError):
+            detail = f"timed out ({detail})" if "timed out" not in detail else detail
+        return PushError(gateway, None, detail)
+    return PushError(gateway, None, f"{type(error).__name__}: {error}")
+
+
+class _Snapshot:
+    """A collector over a fixed list of metric families (what one push sends)."""
+
+    def __init__(self, metrics: list[Metric]):
+        self._metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self._metrics
+
+
+class PushgatewaySender:
+    """Delivers the latest metrics of one Pushgateway group, in the background.
+
+    Args:
+        gateway: ``host:port``, ``http://…`` or ``https://…``.
+        job: the ``job`` label of the group.
+        grouping_key: further labels of the group, e.g. ``{"instance": "w0"}``.
+        handler: a prometheus_client push handler (e.g. a wrapped
+            ``basic_auth_handler``); the default speaks plain HTTP(S).
+        timeout: seconds one push may take before it counts as failed.
+        retry_initial, retry_max: the first and the largest delay between
+            retries, in seconds.
+    """
+
+    def __init__(
+        self,
+        gateway: str,
+        job: str,
+        grouping_key: Mapping[str, str] | None = None,
+        handler: Callable | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+    ):
+        if not gateway or not str(gateway).strip():
+            raise ValueError("gateway address is empty; expected e.g. '127.0.0.1:9091'")
+        if not job:
+            raise ValueError("job name is empty")
+        if timeout is None or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.gateway = str(gateway)
+        self.display_address = redact_address(self.gateway)
+        self.job = str(job)
+        self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
+        self.handler = handler or default_handler
+        self.timeout = float(timeout)
+        self.retry_initial = float(retry_initial)
+        self.retry_max = float(retry_max)
+
+        self._parts: dict[str, list[Metric]] = {}
+        self._version = 0
+        self._delivered = 0
+        self._last_error: PushError | None = None
+        self._failing = False
+        self._retry_now = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._io_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        _live_senders.add(self)
+
+    # -- what callers use -------------------------------------------------
+    def submit(self, part: str, metrics: Iterable[Metric]) -> None:
+        """Replace the latest state of ``part``; delivery happens in the background."""
+        metrics = list(metrics)
+        with self._cond:
+            self._parts[part] = metrics
+            self._version += 1
+            self._ensure_thread()
+            self._cond.notify_all()
+
+    def push_now(self) -> None:
+        """Deliver the latest state synchronously; raise :class:`PushError` on failure."""
+        error = self._attempt()
+        if error is not None:
+            raise error
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the latest state to be delivered.
+
+        A sender that is backing off retries at once. Returns whether
+        everything submitted so far has reached the gateway.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            if self._delivered >= self._version:
+                return True
+            self._retry_now = True
+            self._ensure_thread()
+            self._cond.notify_all()
+            while self._delivered < self._version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Flush for at most ``timeout`` seconds, then stop the thread."""
+        delivered = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return delivered
+
+    @property
+    def last_error(self) -> PushError | None:
+        """The failure of the latest attempt, or ``None`` after a success."""
+        return self._last_error
+
+    @property
+    def pending(self) -> bool:
+        """Whether some submitted state has not reached the gateway yet."""
+        return self._delivered < self._version
+
+    # -- the work -----------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closed = False
+            self._thread = threading.Thread(
+                target=self._run, name=f"gangplank-push-{self.job}", daemon=True
+            )
+            self._thread.start()
+
+    def _attempt(self) -> PushError | None:
+        with self._io_lock:
+            with self._cond:
+                version = self._version
+                metrics = [m for part in self._parts.values() for m in part]
+            try:
+                pushadd_to_gateway(
+                    self.gateway,
+                    job=self.job,
+                    registry=_Snapshot(metrics),
+                    grouping_key=self.grouping_key,
+                    timeout=self.timeout,
+                    handler=self.handler,
+                )
+            except Exception as exc:  # every failure becomes one PushError
+                error = describe_failure(self.display_address, exc)
+                self._record_failure(error)
+                return error
+            self._record_success(version)
+            return None
+
+    def _record_success(self, version: int) -> None:
+        with self._cond:
+            self._delivered = max(self._delivered, version)
+            self._last_error = None
+            if self._failing:
+                self._failing = False
+                logger.warning(
+                    "gangplank: Pushgateway %s answers again; job %r delivered",
+                    self.display_address, self.job,
+                )
+            self._cond.notify_all()
+
+    def _record_failure(self, error: PushError) -> None:
+        with self._cond:
+            previous, self._last_error = self._last_error, error
+            if not self._failing or (previous is not None and str(previous) != str(error)):
+                logger.warning(
+                    "gangplank: %s (job %r); retrying in the background, keeping the latest state",
+                    error, self.job,
+                )
+            self._failing = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        delay = self.retry_initial
+        while True:
+            with self._cond:
+                while self._delivered >= self._version and not self._closed:
+                    self._cond.wait()
+                if self._closed and self._delivered >= self._version:
+                    return
+                self._retry_now = False
+            if self._attempt() is None:
+                delay = self.retry_initial
+                continue
+            with self._cond:
+                deadline = time.monotonic() + delay
+                while not (self._retry_now or self._closed):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._closed and not self._retry_now:
+                    return
+            delay = min(delay * 2, self.retry_max)
+
+
+def flush_all(timeout: float) -> bool:
+    """Give every live sender a last try, all within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delivered = True
+    for sender in list(_live_senders):
+        if sender.pending:
+            delivered &= sender.flush(max(0.0, deadline - time.monotonic()))
+    return delivered
+
+
+def _flush_at_exit() -> None:
+    try:
+        timeout = float(os.environ.get(EXIT_FLUSH_ENV, "5"))
+    except ValueError:
+        timeout = 5.0
+    if not flush_all(timeout):
+        logger.warning("gangplank: some metrics could not be delivered before exit")
+
+
+atexit.register(_flush_at_exit)

@@ -4,20 +4,46 @@ Example:
     >>> import gangplank
     >>> exporter = gangplank.TrainTestExporter("127.0.0.1:9091", "mnist")
     >>> model.fit(x, y, callbacks=[exporter])  # doctest: +SKIP
+
+The callbacks import Keras; they are loaded on first use, so the statistics
+and ``python -m gangplank.localstack`` start without it.
 """
 
+from importlib import import_module
+
 from .errors import GangplankError, PushError, ReferenceFormatError
-from .train_test_exporter import TrainTestExporter
 from .weights import HISTOGRAM_WEIGHT_BUCKETS_0_3, HISTOGRAM_WEIGHT_BUCKETS_1_0
 
 __version__ = "1.0.0.dev0"
 
+_LAZY = {
+    "TrainTestExporter": ".train_test_exporter",
+    "ProductionDriftExporter": ".production_drift_exporter",
+    "DriftReference": ".reference",
+    "WindowReport": ".reference",
+}
+
 __all__ = [
+    "DriftReference",
     "GangplankError",
     "HISTOGRAM_WEIGHT_BUCKETS_0_3",
     "HISTOGRAM_WEIGHT_BUCKETS_1_0",
+    "ProductionDriftExporter",
     "PushError",
     "ReferenceFormatError",
     "TrainTestExporter",
+    "WindowReport",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gangplank' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -11,13 +11,16 @@ Example:
     ...     print(gateway.url)
     http://127.0.0.1:40125
 
-Command line: ``python -m gangplank.localstack --help``.
+Command line: ``python -m gangplank.localstack up --config-dir deploy/prometheus``
+(``--help`` for the options; ``down --pid-file F`` stops a stack started with
+``--pid-file F``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -257,28 +260,114 @@ class LocalStack:
         return body["data"]["result"]
 
 
-def main(argv=None) -> int:
-    import argparse
+def config_dir_files(config_dir: str | Path) -> tuple[list[str], Path | None]:
+    """The rule files (``rules/*.yml``) and ``alertmanager.yml`` of a directory laid out like ``deploy/prometheus``."""
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        raise FileNotFoundError(f"config directory {config_dir} does not exist")
+    alertmanager = config_dir / "alertmanager.yml"
+    return sorted(str(p) for p in (config_dir / "rules").glob("*.yml")), alertmanager if alertmanager.exists() else None
+
+
+def with_webhook_url(alertmanager_config: str | Path, url: str, dest: str | Path) -> Path:
+    """Copy an Alertmanager configuration with every webhook ``url:`` replaced by ``url``."""
+    text = Path(alertmanager_config).read_text()
+    text, count = re.subn(r"^(\s*(?:-\s+)?url:\s*)\S+", lambda m: m.group(1) + url, text, flags=re.M)
+    if not count:
+        raise ValueError(f"{alertmanager_config} has no webhook url to replace")
+    Path(dest).write_text(text)
+    return Path(dest)
+
+
+def _is_localstack(pid: int) -> bool:
+    try:
+        return b"gangplank.localstack" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_by_pid_file(pid_file: str | Path, timeout: float = 30.0) -> bool:
+    """Stop the ``up`` process recorded in ``pid_file`` (SIGTERM, then wait); False if none was running."""
+    import os
     import signal
 
-    parser = argparse.ArgumentParser(prog="python -m gangplank.localstack", description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", nargs="*", default=[], help="Prometheus rule files")
-    parser.add_argument("--alertmanager-config", help="Alertmanager configuration file")
+    path = Path(pid_file)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if not _is_localstack(pid):
+        path.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not _is_localstack(pid), timeout, interval=0.1, what=f"local stack process {pid} to exit")
+    path.unlink(missing_ok=True)
+    return True
+
+
+def main(argv=None) -> int:
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m gangplank.localstack",
+        description=__doc__.splitlines()[0],
+        epilog="Example: python -m gangplank.localstack up --config-dir deploy/prometheus --pid-file /tmp/stack.pid &"
+        "  ...  python -m gangplank.localstack down --pid-file /tmp/stack.pid",
+    )
+    parser.add_argument("command", nargs="?", choices=["up", "down"], default="up",
+                        help="up: run the stack in the foreground until SIGTERM or Ctrl-C (default); down: stop the one in --pid-file")
+    parser.add_argument("--config-dir", help="a directory like deploy/prometheus: loads rules/*.yml and alertmanager.yml")
+    parser.add_argument("--rules", nargs="*", help="Prometheus rule files (instead of the config dir's)")
+    parser.add_argument("--alertmanager-config", help="Alertmanager configuration file (instead of the config dir's)")
+    parser.add_argument("--webhook-url", help="send alerts to this webhook instead of the one in the Alertmanager configuration")
+    parser.add_argument("--scrape-interval", default="1s", help="scrape and rule evaluation interval (default 1s)")
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--alertmanager-port", type=int, default=9093)
+    parser.add_argument("--workdir", help="where data and logs go (default: a new temporary directory)")
+    parser.add_argument("--pid-file", help="up: written once the stack is ready, removed at exit; down: the process to stop")
     args = parser.parse_args(argv)
-    stack = LocalStack(args.rules, args.alertmanager_config, ports={
+
+    if args.command == "down":
+        if not args.pid_file:
+            parser.error("down needs --pid-file")
+        stopped = stop_by_pid_file(args.pid_file)
+        print("stopped" if stopped else f"no local stack running for {args.pid_file}", flush=True)
+        return 0
+
+    rules, am_config = config_dir_files(args.config_dir) if args.config_dir else ([], None)
+    rules = args.rules if args.rules is not None else rules
+    am_config = args.alertmanager_config or am_config
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="gangplank-stack-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.webhook_url:
+        if not am_config:
+            parser.error("--webhook-url needs an Alertmanager configuration (--config-dir or --alertmanager-config)")
+        am_config = with_webhook_url(am_config, args.webhook_url, workdir / "alertmanager-webhook.yml")
+    stack = LocalStack(rules, am_config, scrape_interval=args.scrape_interval, workdir=workdir, ports={
         "pushgateway": args.pushgateway_port, "prometheus": args.prometheus_port, "alertmanager": args.alertmanager_port,
     })
-    with stack:
-        print(f"Pushgateway {stack.pushgateway.url}  Prometheus {stack.prometheus.url}  Alertmanager {stack.alertmanager.url}", flush=True)
-        print("Ctrl-C stops all three.", flush=True)
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        with contextlib.suppress(KeyboardInterrupt):
-            while not stop:
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # also during start-up: stop() runs either way
+    try:
+        with stack:
+            print(f"Pushgateway {stack.pushgateway.url}  Prometheus {stack.prometheus.url}  "
+                  f"Alertmanager {stack.alertmanager.url}  (data and logs: {workdir})", flush=True)
+            print(f"{len(rules)} rule file(s); Ctrl-C or SIGTERM stops all three.", flush=True)
+            if args.pid_file:
+                Path(args.pid_file).write_text(f"{os.getpid()}\n")
+            while True:
                 time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if args.pid_file and Path(args.pid_file).exists() and Path(args.pid_file).read_text().strip() == str(os.getpid()):
+            Path(args.pid_file).unlink()
     return 0
 
 

@@ -1,0 +1,95 @@
+"""Checking and shaping what users hand to the drift exporter and the reference.
+
+Every check raises ``ValueError`` saying what was expected and what came.
+
+Example:
+    >>> import numpy as np
+    >>> as_inputs(np.zeros((2, 28, 28)), n_features=784).shape
+    (2, 784)
+    >>> as_probabilities(np.array([[2.0, 0.0]]), n_classes=2)[1]  # logits: softmax, 1 row normalised
+    1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import softmax
+
+SUM_TOLERANCE = 1e-3
+
+
+def as_inputs(x, n_features: int | None = None) -> np.ndarray:
+    """Inputs as a (rows, features) float32 array; images are flattened per row."""
+    array = _numeric_array(x, "inputs")
+    if array.ndim == 0:
+        raise ValueError(f"inputs must have one row per sample, got a scalar {array!r}")
+    if array.ndim == 1:
+        if n_features is not None and array.size == n_features:
+            array = array.reshape(1, -1)
+        else:
+            raise ValueError(f"inputs must be 2-D (rows, {n_features or 'features'}), got shape {array.shape}")
+    array = array.reshape(array.shape[0], -1)
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"inputs must have {n_features} features per row, got {array.shape[1]} (shape {array.shape})")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Probabilities as (rows, classes) float64, and how many rows had to be normalised.
+
+    Rows with a negative value or a value above 1 are taken as logits and go
+    through softmax; non-negative rows whose sum is off 1 by more than 1e-3
+    are divided by their sum (an all-zero row becomes uniform). NaN or ±Inf
+    is rejected.
+    """
+    array = _numeric_array(p, "probabilities")
+    if array.ndim == 1:
+        array = array.reshape(1, -1) if n_classes is not None and array.size == n_classes else array
+    if array.ndim != 2:
+        raise ValueError(f"probabilities must be 2-D (rows, {n_classes or 'classes'}), got shape {array.shape}")
+    if n_classes is not None and array.shape[1] != n_classes:
+        raise ValueError(f"probabilities must have {n_classes} classes per row, got {array.shape[1]} (shape {array.shape})")
+    if array.shape[1] < 2:
+        raise ValueError(f"probabilities need at least 2 classes, got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("probabilities contain NaN or infinity; the batch was not recorded")
+    logits = (array < 0).any(axis=1) | (array > 1).any(axis=1)
+    sums = array.sum(axis=1)
+    off = ~logits & (np.abs(sums - 1.0) > SUM_TOLERANCE)
+    if logits.any():
+        array[logits] = softmax(array[logits], axis=1)
+    if off.any():
+        rows = array[off]
+        totals = rows.sum(axis=1, keepdims=True)
+        array[off] = np.divide(rows, totals, out=np.full_like(rows, 1.0 / rows.shape[1]), where=totals > 0)
+    return array, int(logits.sum() + off.sum())
+
+
+def as_labels(y, n_classes: int, rows: int) -> np.ndarray:
+    """Class labels as an int64 vector of ``rows`` values in ``[0, n_classes)``; one-hot rows are accepted."""
+    array = _numeric_array(y, "labels")
+    if array.ndim == 2 and array.shape == (rows, n_classes):
+        array = array.argmax(axis=1)
+    array = array.reshape(-1) if array.ndim == 2 and 1 in array.shape else array
+    if array.ndim != 1 or array.shape[0] != rows:
+        raise ValueError(f"labels must be {rows} class indices (one per row), got shape {array.shape}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or (array != np.round(array)).any():
+            raise ValueError("labels must be whole class indices; got non-integer values")
+    labels = array.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be in [0, {n_classes}), got values from {labels.min()} to {labels.max()}")
+    return labels
+
+
+def _numeric_array(value, what: str) -> np.ndarray:
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy() if not hasattr(value, "detach") else value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} must be a numeric array: {exc}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
+    return array

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np
 import pytest
 
 from gangplank.localstack import LocalStack, start_pushgateway
@@ -32,3 +33,67 @@ def local_stack(tmp_path_factory):
 
     with LocalStack(rule_files=RULE_FILES, workdir=tmp_path_factory.mktemp("stack")) as stack:
         yield stack
+
+
+@pytest.fixture
+def make_exporter():
+    """``make_exporter(address, job, **kwargs)``: a TrainTestExporter whose sender is closed after the test.
+
+    Closing (with a short flush) keeps a test's background sender from
+    retrying against a dead address, or delaying interpreter exit, after it.
+    """
+    from gangplank import TrainTestExporter
+
+    made = []
+
+    def make(*args, **kwargs):
+        exporter = TrainTestExporter(*args, **kwargs)
+        made.append(exporter)
+        return exporter
+
+    yield make
+    for exporter in made:
+        exporter.sender.close(timeout=0.2)
+
+
+@pytest.fixture
+def make_sender():
+    """``make_sender(address, job, **kwargs)``: a PushgatewaySender closed after the test."""
+    from gangplank.transport import PushgatewaySender
+
+    made = []
+
+    def make(*args, **kwargs):
+        sender = PushgatewaySender(*args, **kwargs)
+        made.append(sender)
+        return sender
+
+    yield make
+    for sender in made:
+        sender.close(timeout=0.2)
+
+
+@pytest.fixture
+def data():
+    """A few hundred random samples, 8 features, 2 classes (backend-agnostic numpy)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 8), dtype=np.float32)
+    y = (x[:, 0] + x[:, 1] > 1.0).astype("int32")
+    return x, y
+
+
+@pytest.fixture
+def make_model():
+    """``make_model(metrics=["accuracy"], hidden=8, inputs=8)``: a tiny compiled Dense classifier."""
+    import keras
+
+    def make(metrics=("accuracy",), hidden=8, inputs=8, classes=2, seed=0, build=True):
+        keras.utils.set_random_seed(seed)
+        layers = [keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(classes, activation="softmax")]
+        if build:
+            layers.insert(0, keras.Input((inputs,)))
+        model = keras.Sequential(layers)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=list(metrics))
+        return model
+
+    return make

@@ -14,7 +14,10 @@ from .naming import unique_names
 from .transport import DEFAULT_TIMEOUT, PushgatewaySender
 from .weights import WeightHistogram
 
-_BUILTIN_SUFFIXES = ("epochs_count", "elapsed_time_seconds", "model_parameters_count", "model_weights", "running")
+_BUILTIN_SUFFIXES = (
+    "epochs_count", "elapsed_time_seconds", "model_parameters_count", "running",
+    "model_weights", "model_weights_bucket", "model_weights_count", "model_weights_sum",
+)
 
 
 class TrainTestExporter(keras.callbacks.Callback):
@@ -28,7 +31,9 @@ class TrainTestExporter(keras.callbacks.Callback):
     serve any number of ``fit`` and ``evaluate`` calls.
 
     Args:
-        pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or ``https://…``.
+        pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or ``https://…``;
+            credentials in it (``http://user:pw@host:9091``) are sent as HTTP
+            Basic auth and never shown in warnings or exceptions.
         job: the ``job`` label of the pushed metrics.
         metrics: log keys to export (e.g. ``["loss", "val_loss"]``); default
             every numeric key Keras logs.
@@ -71,6 +76,21 @@ class TrainTestExporter(keras.callbacks.Callback):
         self.sender = PushgatewaySender(pgw_addr, job, grouping_key, handler, timeout)
         self._phase: str | None = None
         self._started = 0.0
+        self._elapsed = 0.0
+        self._epochs_done = 0
+        self._last_logs: Mapping = {}
+
+    def set_params(self, params):
+        # Keras makes a new CallbackList, and so calls set_params, at the start
+        # of every fit / evaluate / predict; validation inside fit reuses fit's
+        # list. A fit that ended in an exception (an aborted run, a PushError,
+        # Ctrl-C) never calls on_train_end: close it here, so that it does not
+        # read as running and the next evaluate is not taken for validation.
+        super().set_params(params)
+        if self._phase == "train":
+            self._phase = None
+            self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, elapsed=self._elapsed)
+        self._phase = None
 
     # -- fit --------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -82,9 +102,8 @@ class TrainTestExporter(keras.callbacks.Callback):
         self._publish("train", logs or {}, epochs=epoch + 1, running=True)
 
     def on_train_end(self, logs=None):
-        epochs = self._epochs_done
-        self._publish("train", self._last_logs, epochs=epochs, running=False, final=True)
         self._phase = None
+        self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, final=True)
 
     # -- evaluate (validation inside fit calls these too: ignored) --------
     def on_test_begin(self, logs=None):
@@ -93,8 +112,8 @@ class TrainTestExporter(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         if self._phase == "test":
-            self._publish("test", logs or {}, final=True)
             self._phase = None
+            self._publish("test", logs or {}, final=True)
 
     # -- the glue -----------------------------------------------------------
     def _begin(self, phase: str) -> None:
@@ -103,17 +122,20 @@ class TrainTestExporter(keras.callbacks.Callback):
         self._epochs_done = 0
         self._last_logs: Mapping = {}
 
-    def _publish(self, phase, logs, epochs=None, running=None, final=False):
+    def _publish(self, phase, logs, epochs=None, running=None, final=False, elapsed=None):
+        if elapsed is None:
+            elapsed = time.monotonic() - self._started
         if phase == "train":
             self._last_logs = logs or self._last_logs
+            self._elapsed = elapsed
             if epochs is not None:
                 self._epochs_done = epochs
-        families = self._families(phase, logs, epochs, running, final)
+        families = self._families(phase, logs, epochs, running, final, elapsed)
         self.sender.submit(phase, families)
         if final and not self.ignore_exceptions:
             self.sender.push_now()
 
-    def _families(self, phase, logs, epochs, running, final):
+    def _families(self, phase, logs, epochs, running, final, elapsed):
         prefix = f"gangplank_{phase}_"
         values = self._numeric_logs(logs)
         names = unique_names(values, reserved=_BUILTIN_SUFFIXES)
@@ -121,9 +143,10 @@ class TrainTestExporter(keras.callbacks.Callback):
             GaugeMetricFamily(prefix + names[key], f"Keras log value {key!r} at the end of the last {'epoch' if phase == 'train' else 'evaluation'}", value=value)
             for key, value in values.items()
         ]
-        families.append(GaugeMetricFamily(prefix + "elapsed_time_seconds", f"Seconds since {phase} began", value=time.monotonic() - self._started))
-        if self.model is not None:
-            families.append(GaugeMetricFamily(prefix + "model_parameters_count", "Number of model parameters (Keras count_params)", value=self.model.count_params()))
+        families.append(GaugeMetricFamily(prefix + "elapsed_time_seconds", f"Seconds since {phase} began", value=elapsed))
+        parameters = self._parameter_count()
+        if parameters is not None:
+            families.append(GaugeMetricFamily(prefix + "model_parameters_count", "Number of model parameters (Keras count_params)", value=parameters))
         if phase == "train":
             families.append(GaugeMetricFamily(prefix + "epochs_count", "Epochs completed in the current fit", value=epochs))
             families.append(GaugeMetricFamily(prefix + "running", "1 while fit is running, 0 after it ended", value=1 if running else 0))
@@ -131,6 +154,19 @@ class TrainTestExporter(keras.callbacks.Callback):
             histogram = WeightHistogram.from_model(self.model, self.histogram_buckets)
             families.append(histogram.to_metric(prefix + "model_weights", "Model parameters (kernels, biases) by value"))
         return families
+
+    def _parameter_count(self) -> int | None:
+        """``model.count_params()``, or ``None`` while the model is not built yet.
+
+        A ``Sequential`` without an ``Input`` is built by its first batch,
+        after ``on_train_begin``; the count is pushed from the first epoch on.
+        """
+        if self.model is None:
+            return None
+        try:
+            return int(self.model.count_params())
+        except ValueError:
+            return None
 
     def _numeric_logs(self, logs: Mapping) -> dict[str, float]:
         keys: Iterable = logs.keys() if self.metrics is None else [k for k in self.metrics if k in logs]

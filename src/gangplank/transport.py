@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import base64
 import http.client
 import logging
 import os
@@ -34,7 +35,7 @@ import time
 import urllib.error
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client.exposition import default_handler, pushadd_to_gateway
 from prometheus_client.metrics_core import Metric
@@ -58,9 +59,34 @@ def redact_address(address: str) -> str:
     if parts.username is None and parts.password is None:
         return address
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=host))
+
+
+def address_credentials(address: str) -> tuple[str, str] | None:
+    """The ``(user, password)`` written in ``address`` (percent-decoded), or ``None``.
+
+    >>> address_credentials("http://alice:s3cret@gw.example:9091")
+    ('alice', 's3cret')
+    """
+    parts = urlsplit(address if "://" in address else f"http://{address}")
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def with_basic_auth(handler: Callable, username: str, password: str) -> Callable:
+    """``handler`` with an HTTP Basic ``Authorization`` header added to every push."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+    def handle(url, method, timeout, headers, data):
+        headers = list(headers) + [("Authorization", f"Basic {token}")]
+        return handler(url=url, method=method, timeout=timeout, headers=headers, data=data)
+
+    return handle
 
 
 def describe_failure(gateway: str, error: BaseException) -> PushError:
@@ -100,6 +126,10 @@ class PushgatewaySender:
         grouping_key: further labels of the group, e.g. ``{"instance": "w0"}``.
         handler: a prometheus_client push handler (e.g. a wrapped
             ``basic_auth_handler``); the default speaks plain HTTP(S).
+            Credentials written in the address (``http://user:pw@host:9091``)
+            are taken out of the URL and sent as an HTTP Basic
+            ``Authorization`` header through this handler; they never appear
+            in a log line or an exception.
         timeout: seconds one push may take before it counts as failed.
         retry_initial, retry_max: the first and the largest delay between
             retries, in seconds.
@@ -126,6 +156,11 @@ class PushgatewaySender:
         self.job = str(job)
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
         self.handler = handler or default_handler
+        # urllib would take "user:pw@host" for a host name: push to the address
+        # without the credentials and send them as a Basic auth header instead.
+        self._push_address = self.display_address
+        credentials = address_credentials(self.gateway)
+        self._push_handler = self.handler if credentials is None else with_basic_auth(self.handler, *credentials)
         self.timeout = float(timeout)
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
@@ -149,6 +184,8 @@ class PushgatewaySender:
         with self._cond:
             self._parts[part] = metrics
             self._version += 1
+            self._closed = False
+            _live_senders.add(self)
             self._ensure_thread()
             self._cond.notify_all()
 
@@ -179,11 +216,16 @@ class PushgatewaySender:
             return True
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """Flush for at most ``timeout`` seconds, then stop the thread."""
+        """Flush for at most ``timeout`` seconds, then stop the thread.
+
+        A closed sender is left out of the flush at interpreter exit; a later
+        :meth:`submit` starts delivering again.
+        """
         delivered = self.flush(timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        _live_senders.discard(self)
         return delivered
 
     @property
@@ -212,12 +254,12 @@ class PushgatewaySender:
                 metrics = [m for part in self._parts.values() for m in part]
             try:
                 pushadd_to_gateway(
-                    self.gateway,
+                    self._push_address,
                     job=self.job,
                     registry=_Snapshot(metrics),
                     grouping_key=self.grouping_key,
                     timeout=self.timeout,
-                    handler=self.handler,
+                    handler=self._push_handler,
                 )
             except Exception as exc:  # every failure becomes one PushError
                 error = describe_failure(self.display_address, exc)
@@ -239,9 +281,11 @@ class PushgatewaySender:
             self._cond.notify_all()
 
     def _record_failure(self, error: PushError) -> None:
+        # One warning per failure episode, however many retries fail (and
+        # whatever they fail with); the next success logs the recovery.
         with self._cond:
-            previous, self._last_error = self._last_error, error
-            if not self._failing or (previous is not None and str(previous) != str(error)):
+            self._last_error = error
+            if not self._failing:
                 logger.warning(
                     "gangplank: %s (job %r); retrying in the background, keeping the latest state",
                     error, self.job,

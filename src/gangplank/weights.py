@@ -49,15 +49,19 @@ class WeightHistogram:
     @classmethod
     def from_arrays(cls, arrays: Iterable[np.ndarray], buckets: Sequence[float]) -> "WeightHistogram":
         """Count every value of ``arrays`` into the buckets ``le=b`` for b in ``buckets``."""
-        bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
-        if bounds.size and np.isposinf(bounds[-1]):
-            bounds = bounds[:-1]
+        bounds = np.asarray([float(b) for b in buckets], dtype=np.float64)
+        if np.isnan(bounds).any():
+            raise ValueError(f"histogram bucket bounds must be numbers, got {list(buckets)!r}")
+        # Sorted, each bound once (a repeated ``le`` makes the gateway refuse
+        # the push); +Inf is always the last bucket and is added below.
+        bounds = np.unique(bounds[~np.isposinf(bounds)])
         counts = np.zeros(bounds.size + 1, dtype=np.int64)
         total = 0.0
         for array in arrays:
             values = np.asarray(array, dtype=np.float64).ravel()
             counts += np.bincount(np.searchsorted(bounds, values, side="left"), minlength=counts.size)
-            total += float(values.sum())
+            with np.errstate(invalid="ignore", over="ignore"):  # +Inf and -Inf weights sum to NaN, silently
+                total += float(values.sum())
         return cls(tuple(bounds.tolist()), np.cumsum(counts), total)
 
     @classmethod

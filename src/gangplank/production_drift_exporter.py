@@ -41,6 +41,9 @@ class ProductionDriftExporter(keras.callbacks.Callback):
             :class:`gangplank.PushError` from the next ``observe`` and from
             ``close``.
         timeout: seconds one push may take.
+        basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth
+            (or write them in the address: ``https://user:pw@host:9091``).
+        ca_file: CA bundle that signed an ``https://`` gateway's certificate.
         on_window: called with each closed window's :class:`WindowReport`
             (outside the exporter's lock, so it may call ``observe``).
 
@@ -64,6 +67,8 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         ignore_exceptions: bool = True,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | None = None,
         on_window: Callable[[WindowReport], None] | None = None,
     ):
         super().__init__()
@@ -83,7 +88,7 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         self.ignore_exceptions = ignore_exceptions
         self.on_window = on_window
         key = {**(grouping_key or {}), "agent": self.agent}
-        self.sender = PushgatewaySender(pgw_addr, job, key, handler, timeout)
+        self.sender = PushgatewaySender(pgw_addr, job, key, handler, timeout, basic_auth=basic_auth, ca_file=ca_file)
         self.last_report: WindowReport | None = None
         self._totals = drift_metrics.Totals()
         self._window = reference.new_window()

@@ -48,6 +48,9 @@ class TrainTestExporter(keras.callbacks.Callback):
         grouping_key: extra labels of the group, e.g. ``{"instance": "w0"}``;
             give each concurrent run its own to keep them apart.
         timeout: seconds one push may take.
+        basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth
+            (or write them in the address: ``https://user:pw@host:9091``).
+        ca_file: CA bundle that signed an ``https://`` gateway's certificate.
 
     Example:
         >>> exporter = TrainTestExporter("127.0.0.1:9091", "mnist")
@@ -66,6 +69,8 @@ class TrainTestExporter(keras.callbacks.Callback):
         *,
         grouping_key: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | None = None,
     ):
         super().__init__()
         if isinstance(metrics, str):
@@ -73,7 +78,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         self.metrics = None if metrics is None else list(metrics)
         self.histogram_buckets = None if histogram_buckets is None else tuple(histogram_buckets)
         self.ignore_exceptions = ignore_exceptions
-        self.sender = PushgatewaySender(pgw_addr, job, grouping_key, handler, timeout)
+        self.sender = PushgatewaySender(pgw_addr, job, grouping_key, handler, timeout, basic_auth=basic_auth, ca_file=ca_file)
         self._phase: str | None = None
         self._started = 0.0
         self._elapsed = 0.0

@@ -3,9 +3,9 @@
 A :class:`PushgatewaySender` owns one group on the gateway (``job`` plus a
 grouping key). Callers hand it the latest state of a *part* (``"train"``,
 ``"test"``, ``"predict"``) with :meth:`~PushgatewaySender.submit`, which never
-blocks: a daemon thread delivers it with an HTTP POST (prometheus_client's
-``pushadd_to_gateway``). POST replaces only the metrics with the same names, so
-parts never wipe each other; every delivery carries the latest state of every
+blocks: a daemon thread delivers it with an HTTP POST, as prometheus_client's
+``pushadd_to_gateway`` does. POST replaces only the metrics with the same
+names, so parts never wipe each other; every delivery carries the latest state of every
 part, so a gateway that restarted empty is refilled by the next delivery.
 
 Failures are retried with exponential backoff (``retry_initial`` doubling up
@@ -18,9 +18,9 @@ gets a last try, bounded in total by ``GANGPLANK_EXIT_FLUSH_SECONDS``
 
 Example:
     >>> from prometheus_client.core import GaugeMetricFamily
-    >>> sender = PushgatewaySender("127.0.0.1:9091", "demo")
-    >>> sender.submit("train", [GaugeMetricFamily("demo_loss", "loss", value=0.5)])
-    >>> delivered = sender.flush(timeout=2.0)  # True once the gateway has it
+    >>> sender = PushgatewaySender("127.0.0.1:9091", "demo")  # doctest: +SKIP
+    >>> sender.submit("train", [GaugeMetricFamily("demo_loss", "loss", value=0.5)])  # doctest: +SKIP
+    >>> sender.flush(timeout=2.0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,14 +30,17 @@ import base64
 import http.client
 import logging
 import os
+import re
+import ssl
 import threading
 import time
 import urllib.error
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.request import HTTPSHandler, Request, build_opener
 
-from prometheus_client.exposition import default_handler, pushadd_to_gateway
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, default_handler, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from .errors import PushError
@@ -89,6 +92,52 @@ def with_basic_auth(handler: Callable, username: str, password: str) -> Callable
     return handle
 
 
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def group_url(gateway: str, job: str, grouping_key: Mapping[str, str]) -> str:
+    """The Pushgateway URL of a group, every awkward label value base64-encoded.
+
+    prometheus_client encodes only values with ``/``; a value such as ``..``
+    would reach the gateway as a path step and land in another group. Here
+    any value that is not a plain token goes as ``name@base64/…``.
+
+    >>> group_url("127.0.0.1:9091", "mnist", {"instance": ".."})
+    'http://127.0.0.1:9091/metrics/job/mnist/instance@base64/Li4'
+    """
+    base = gateway if re.match(r"https?://", gateway) else f"http://{gateway}"
+    path = "".join(_segment(name, value) for name, value in [("job", job), *sorted(grouping_key.items())])
+    return base.rstrip("/") + "/metrics" + path
+
+
+def _segment(name: str, value: str) -> str:
+    if _PLAIN_VALUE.fullmatch(value) and set(value) != {"."}:
+        return f"/{name}/{value}"
+    encoded = base64.urlsafe_b64encode(value.encode()).decode().rstrip("=") or "="
+    return f"/{name}@base64/{quote(encoded, safe='')}"
+
+
+def tls_handler(ca_file: str | None = None) -> Callable:
+    """A push handler that verifies the gateway's certificate against ``ca_file``.
+
+    >>> handler = tls_handler("/etc/ssl/certs/ca-certificates.crt")  # doctest: +SKIP
+    """
+    context = ssl.create_default_context(cafile=ca_file)
+
+    def handler(url, method, timeout, headers, data):
+        def handle():
+            request = Request(url, data=data, method=method)
+            for name, value in headers:
+                request.add_header(name, value)
+            with build_opener(HTTPSHandler(context=context)).open(request, timeout=timeout):
+                pass
+
+        return handle
+
+    return handler
+
+
 def describe_failure(gateway: str, error: BaseException) -> PushError:
     """Turn whatever a push raised into a :class:`PushError`."""
     if isinstance(error, PushError):
@@ -133,6 +182,9 @@ class PushgatewaySender:
         timeout: seconds one push may take before it counts as failed.
         retry_initial, retry_max: the first and the largest delay between
             retries, in seconds.
+        basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth.
+        ca_file: a CA bundle to verify an ``https://`` gateway's certificate
+            (ignored when ``handler`` is given).
     """
 
     def __init__(
@@ -144,6 +196,9 @@ class PushgatewaySender:
         timeout: float = DEFAULT_TIMEOUT,
         retry_initial: float = 0.5,
         retry_max: float = 10.0,
+        *,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | os.PathLike | None = None,
     ):
         if not gateway or not str(gateway).strip():
             raise ValueError("gateway address is empty; expected e.g. '127.0.0.1:9091'")
@@ -155,11 +210,15 @@ class PushgatewaySender:
         self.display_address = redact_address(self.gateway)
         self.job = str(job)
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
-        self.handler = handler or default_handler
+        for name in self.grouping_key:
+            if not _LABEL_NAME.fullmatch(name) or name == "job":
+                raise ValueError(f"grouping key label {name!r} is not a valid Prometheus label name (or is 'job')")
+        self.handler = handler or (tls_handler(os.fspath(ca_file)) if ca_file is not None else default_handler)
         # urllib would take "user:pw@host" for a host name: push to the address
         # without the credentials and send them as a Basic auth header instead.
         self._push_address = self.display_address
-        credentials = address_credentials(self.gateway)
+        credentials = basic_auth or address_credentials(self.gateway)
+        self._url = group_url(self._push_address, self.job, self.grouping_key)
         self._push_handler = self.handler if credentials is None else with_basic_auth(self.handler, *credentials)
         self.timeout = float(timeout)
         self.retry_initial = float(retry_initial)
@@ -253,14 +312,13 @@ class PushgatewaySender:
                 version = self._version
                 metrics = [m for part in self._parts.values() for m in part]
             try:
-                pushadd_to_gateway(
-                    self._push_address,
-                    job=self.job,
-                    registry=_Snapshot(metrics),
-                    grouping_key=self.grouping_key,
+                self._push_handler(
+                    url=self._url,
+                    method="POST",
                     timeout=self.timeout,
-                    handler=self._push_handler,
-                )
+                    headers=[("Content-Type", CONTENT_TYPE_LATEST)],
+                    data=generate_latest(_Snapshot(metrics)),
+                )()
             except Exception as exc:  # every failure becomes one PushError
                 error = describe_failure(self.display_address, exc)
                 self._record_failure(error)

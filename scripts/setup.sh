@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what gangplank's tests and demo need on a fresh Debian machine:
+# the Prometheus stack from Debian packages and a virtualenv in .venv.
+# Idempotent: what is already there is not installed again.
+# Usage: source scripts/setup.sh   (sets PY to the venv's python)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+missing=0
+for binary in prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool; do
+  command -v "$binary" >/dev/null 2>&1 || missing=1
+done
+if [ "$missing" = 1 ]; then
+  echo "setup: installing prometheus, prometheus-pushgateway, prometheus-alertmanager (Debian)"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway prometheus-alertmanager >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+EXTRAS=${GANGPLANK_EXTRAS:-tensorflow}
+if ! .venv/bin/python -c "import gangplank, keras, tensorflow" >/dev/null 2>&1 || [ "$EXTRAS" != tensorflow ]; then
+  echo "setup: pip install -e .[$EXTRAS]"
+  .venv/bin/pip install -q -e ".[$EXTRAS]"
+fi
+PY=$PWD/.venv/bin/python
+export PY

@@ -2,8 +2,8 @@
 
 Counters (``*_total``) are cumulative over the exporter's life so PromQL can
 ``sum`` and ``rate`` them across replicas; gauges describe the last closed
-window. :data:`METRICS` lists every name with its type and help text; the
-README table is generated from the same list.
+window. :data:`METRICS` lists every name with its type and help text; a test
+checks that the README's table documents each of them.
 
 Example:
     >>> totals = Totals()

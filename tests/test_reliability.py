@@ -13,7 +13,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily
 
@@ -145,3 +145,59 @@ def test_hostile_job_and_grouping_values_land_in_their_own_group(shared_gateway,
 def test_invalid_grouping_label_names_are_refused_up_front(key):
     with pytest.raises(ValueError, match="label"):
         PushgatewaySender("127.0.0.1:9091", "job", key)
+
+
+# -- bad input, property-based: a clear ValueError or an accepted batch, never a corrupted window --
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+dtypes = st.sampled_from(["float32", "float64", "int64", "uint8", "bool", "complex64", "U3", "O"])
+shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9)
+
+
+@st.composite
+def hostile_arrays(draw):
+    dtype = draw(dtypes)
+    shape = draw(shapes)
+    if dtype == "O":
+        return np.empty(shape, dtype=object)
+    return draw(hnp.arrays(dtype, shape))
+
+
+@pytest.fixture(scope="module")
+def offline_exporter(reference):
+    # A closed port: these tests are about the window, not delivery.
+    from tests.gateway_tools import closed_port_address
+
+    exporter = gangplank.ProductionDriftExporter(closed_port_address(), "bad-input", reference, agent="hyp", window_size=50)
+    yield exporter
+    exporter.sender.close(0)
+
+
+def right_shape(columns, dtype="float64"):
+    """Arrays of the expected width and a shared row count, with any values (NaN, ±Inf, huge)."""
+    return hnp.arrays(dtype, st.tuples(st.just(4), st.just(columns)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    inputs=st.one_of(st.none(), hostile_arrays(), right_shape(8), right_shape(8, "float32")),
+    probabilities=st.one_of(hostile_arrays(), right_shape(3), hnp.arrays("float64", (4, 3), elements=st.floats(0, 1))),
+    labels=st.one_of(st.none(), hostile_arrays(), hnp.arrays("int64", (4,), elements=st.integers(-2, 4))),
+)
+def test_any_array_is_accepted_whole_or_refused_with_value_error(offline_exporter, inputs, probabilities, labels):
+    exporter = offline_exporter
+    seen_before = exporter._totals.samples + exporter._window.samples
+    try:
+        exporter.observe(inputs, probabilities, labels)
+    except ValueError as error:
+        event("refused")
+        assert str(error)
+        assert exporter._totals.samples + exporter._window.samples == seen_before
+        return
+    event("accepted")
+    rows = np.asarray(probabilities).reshape(-1, 3).shape[0]
+    assert exporter._totals.samples + exporter._window.samples == seen_before + rows
+    assert 0 <= exporter._window.samples < exporter.window_size
+    window = exporter._window
+    assert window.class_counts.sum() == window.samples == window.confidence_counts.sum()
+    assert window.input_rows <= window.samples

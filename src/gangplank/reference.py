@@ -10,7 +10,11 @@ accuracy, then *calibrates* the drift thresholds: it draws
   simulated PSI of that feature (at least ``min_feature_psi``);
 * the threshold of the share of features over their cut, and of the
   confidence PSI, at the ``1 − α`` quantile of a scaled chi-square matched to
-  the simulated values (see :func:`moment_matched_threshold`);
+  the simulated values (see :func:`moment_matched_threshold`). When that
+  share threshold would be 1 or more (a handful of features, where the share
+  can never exceed it), each feature is tested on its own instead: its cut
+  becomes the ``1 − α/d`` moment-matched quantile of its simulated PSI and the
+  share threshold 0, so any one feature over its cut fires (Bonferroni);
 * the chi-square p-value threshold of the predicted classes, and of the
   one-sided binomial test of feedback accuracy, at ``α``;
 
@@ -38,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +199,20 @@ class DriftReference:
         cuts = np.maximum(np.quantile(feature_psi, 1 - feature_alpha, axis=0), min_feature_psi)
         ratios = (feature_psi > cuts).mean(axis=1)
         alpha = false_alarm_rate / len(SIGNALS)
+        ratio_threshold = ds.moment_matched_threshold(ratios, alpha, floor=2 * feature_alpha)
+        if ratio_threshold >= 1.0:
+            # Too few (or too correlated) features for the share ever to cross
+            # its threshold: the input signal could never fire. Test each
+            # feature on its own instead (Bonferroni, alpha / d each) and
+            # alarm when any feature is over its cut.
+            d = cuts.size
+            cuts = np.array([
+                ds.moment_matched_threshold(feature_psi[:, j], alpha / d, floor=cuts[j]) for j in range(d)
+            ])
+            ratio_threshold = 0.0
         thresholds = Thresholds(
             feature_psi=cuts,
-            drifted_features_ratio=ds.moment_matched_threshold(ratios, alpha, floor=2 * feature_alpha),
+            drifted_features_ratio=ratio_threshold,
             confidence_psi=ds.moment_matched_threshold(np.array(confidence_psi), alpha),
             class_p_value=alpha,
             accuracy_p_value=alpha,
@@ -327,28 +341,42 @@ class DriftReference:
     @classmethod
     def load(cls, path) -> "DriftReference":
         """Read a profile written by :meth:`save`; :class:`ReferenceFormatError` if it is not one."""
+        data = Path(path).read_bytes()  # FileNotFoundError etc. pass through unchanged
         try:
-            data = Path(path).read_bytes()
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            loaded = np.load(io.BytesIO(data), allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError(f"expected an .npz archive, found a single {type(loaded).__name__}")
+            with loaded as archive:
                 arrays = {name: archive[name] for name in archive.files}
             header = json.loads(arrays.pop("header").tobytes().decode())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ReferenceFormatError(f"{path} is not a readable gangplank drift reference: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make numpy/zipfile/zlib raise
+            raise ReferenceFormatError(
+                f"{path} is not a readable gangplank drift reference: {type(exc).__name__}: {exc}"
+            ) from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {header.get('format') if isinstance(header, dict) else None!r})")
+            got = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {got!r}, expected {FORMAT!r})")
         if header.get("version") != VERSION:
             raise ReferenceFormatError(f"{path} has reference format version {header.get('version')!r}; this gangplank reads version {VERSION}")
         try:
             return cls._from_parts(header, arrays)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ReferenceFormatError(f"{path} is a damaged gangplank drift reference: {exc}") from None
 
     @classmethod
     def _from_parts(cls, header: dict, arrays: dict) -> "DriftReference":
+        for name in ("low", "scale", "class_shares", "confidence_edges", "confidence_counts", "feature_psi"):
+            if arrays[name].ndim != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {arrays[name].shape}")
+        for name, array in arrays.items():
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
         low, scale, lookup = arrays["low"], arrays["scale"], arrays["lookup"]
         d, n_columns = low.shape[0], int(header["n_columns"])
+        if not 2 <= n_columns <= 256:
+            raise ValueError(f"n_columns must be between 2 and 256, got {n_columns}")
+        if lookup.ndim != 2 or lookup.shape[1] < 1:
+            raise ValueError(f"lookup must be 2-D (features, grid cells), got shape {lookup.shape}")
         input_counts = arrays["input_counts"]
         expected = {
             "scale": (scale.shape, (d,)), "lookup": (lookup.shape[:1], (d,)),

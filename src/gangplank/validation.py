@@ -28,7 +28,7 @@ def as_inputs(x, n_features: int | None = None) -> np.ndarray:
             array = array.reshape(1, -1)
         else:
             raise ValueError(f"inputs must be 2-D (rows, {n_features or 'features'}), got shape {array.shape}")
-    array = array.reshape(array.shape[0], -1)
+    array = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))  # -1 fails on a batch of 0 rows
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(f"inputs must have {n_features} features per row, got {array.shape[1]} (shape {array.shape})")
     return np.ascontiguousarray(array, dtype=np.float32)
@@ -69,6 +69,8 @@ def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
 def as_labels(y, n_classes: int, rows: int) -> np.ndarray:
     """Class labels as an int64 vector of ``rows`` values in ``[0, n_classes)``; one-hot rows are accepted."""
     array = _numeric_array(y, "labels")
+    if array.ndim == 0 and rows == 1:  # one sample's label given as a plain number
+        array = array.reshape(1)
     if array.ndim == 2 and array.shape == (rows, n_classes):
         array = array.argmax(axis=1)
     array = array.reshape(-1) if array.ndim == 2 and 1 in array.shape else array

@@ -87,8 +87,9 @@ class FeatureBinner:
 
     def cells(self, x: np.ndarray) -> np.ndarray:
         """Grid cell of every value, (samples, features) int32; NaN gets ``grid`` (missing)."""
-        t = np.subtract(x, self.low, dtype=np.float32)
-        t *= self.scale
+        with np.errstate(over="ignore", invalid="ignore"):  # ±Inf and NaN are handled below
+            t = np.subtract(x, self.low, dtype=np.float32)
+            t *= self.scale
         np.clip(t, 0, self.grid - 1, out=t)
         nan = np.isnan(t)
         has_nan = nan.any()

@@ -150,7 +150,8 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         """
         self._raise_known_failure()
         predictions = np.asarray(predictions)
-        if predictions.ndim == 2:
+        one_probability_row = predictions.ndim == 1 and predictions.dtype.kind == "f" and predictions.size == self.reference.n_classes
+        if predictions.ndim == 2 or one_probability_row:
             predicted = as_probabilities(predictions, self.reference.n_classes)[0].argmax(axis=1)
         else:
             predicted = as_labels(predictions, self.reference.n_classes, predictions.shape[0] if predictions.ndim else 1)
@@ -159,15 +160,22 @@ class ProductionDriftExporter(keras.callbacks.Callback):
             self._window.add_feedback(y, predicted)
 
     def close(self) -> None:
-        """Close the last window (if it holds anything) and deliver everything."""
+        """Close the last window (if it holds anything), deliver everything, stop the threads.
+
+        Waits at most ``timeout`` seconds for the gateway; with
+        ``ignore_exceptions=False`` a failed delivery raises :class:`PushError`.
+        """
         with self._lock:
             closed = [self._close_window()] if self._window.samples or self._window.labelled else []
             self._closed.set()
         self._report(closed)
-        if self.ignore_exceptions:
-            self.sender.flush(self.sender.timeout)
+        if not self.ignore_exceptions:
+            try:
+                self.sender.push_now()
+            finally:
+                self.sender.close(0)
         else:
-            self.sender.push_now()
+            self.sender.close(self.sender.timeout)
 
     def __enter__(self) -> "ProductionDriftExporter":
         return self

@@ -26,7 +26,8 @@ but never alarm. Every threshold can be overridden with :meth:`with_thresholds`.
 
 The fitted profile is saved with :meth:`save` as a ``.npz`` file of plain
 arrays plus a JSON header (format ``gangplank-drift-reference``, version 1);
-:meth:`load` reads it without pickle, so an untrusted file cannot run code.
+:meth:`load` reads it without pickle, so an untrusted file cannot run code,
+and refuses archives that claim more than 1 GiB unpacked.
 
 Example:
     >>> import numpy as np
@@ -42,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,6 +345,7 @@ class DriftReference:
         """Read a profile written by :meth:`save`; :class:`ReferenceFormatError` if it is not one."""
         data = Path(path).read_bytes()  # FileNotFoundError etc. pass through unchanged
         try:
+            _refuse_oversized(data)
             loaded = np.load(io.BytesIO(data), allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise ValueError(f"expected an .npz archive, found a single {type(loaded).__name__}")
@@ -412,6 +415,19 @@ class DriftReference:
                 min_window_samples=int(t["min_window_samples"]),
             ),
         )
+
+
+MAX_UNPACKED_BYTES = 1 << 30
+
+
+def _refuse_oversized(data: bytes) -> None:
+    """Refuse an archive that claims more than 1 GiB unpacked (a zip bomb) before reading it."""
+    if data[:2] != b"PK":
+        return  # not a zip; np.load says what it is
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        claimed = sum(info.file_size for info in archive.infolist())
+    if claimed > MAX_UNPACKED_BYTES:
+        raise ValueError(f"archive claims {claimed} bytes unpacked, more than the {MAX_UNPACKED_BYTES} allowed")
 
 
 def _confidence_edges(confidence: np.ndarray, bins: int) -> np.ndarray:

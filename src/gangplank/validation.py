@@ -31,7 +31,8 @@ def as_inputs(x, n_features: int | None = None) -> np.ndarray:
     array = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))  # -1 fails on a batch of 0 rows
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(f"inputs must have {n_features} features per row, got {array.shape[1]} (shape {array.shape})")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become ±Inf: the outermost bins
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
@@ -55,10 +56,11 @@ def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
     if not np.isfinite(array).all():
         raise ValueError("probabilities contain NaN or infinity; the batch was not recorded")
     logits = (array < 0).any(axis=1) | (array > 1).any(axis=1)
-    sums = array.sum(axis=1)
+    with np.errstate(over="ignore"):  # huge logits: the sums may overflow, softmax still copes
+        sums = array.sum(axis=1)
+        if logits.any():
+            array[logits] = softmax(array[logits], axis=1)
     off = ~logits & (np.abs(sums - 1.0) > SUM_TOLERANCE)
-    if logits.any():
-        array[logits] = softmax(array[logits], axis=1)
     if off.any():
         rows = array[off]
         totals = rows.sum(axis=1, keepdims=True)

@@ -51,7 +51,8 @@ class Window:
         """Add a batch's bin ``counts`` and its summary; ``x`` is (rows, features) float32."""
         self.input_counts += counts
         self.input_rows += x.shape[0]
-        total = float(x.sum(dtype=np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = float(x.sum(dtype=np.float64))
         if np.isfinite(total):
             flat = x.reshape(-1).astype(np.float64, copy=False)
             self.input_sum += total

@@ -66,7 +66,9 @@ def test_fit_pushes_exactly_the_contract_metrics(pushgateway, scrape, make_expor
 def test_evaluate_adds_the_test_set_and_keeps_the_train_set(pushgateway, scrape, make_exporter, make_model, data):
     x, y = data
     model = make_model()
-    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[make_exporter(pushgateway.address, "mnist")])
+    first_exporter = make_exporter(pushgateway.address, "mnist")
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[first_exporter])
+    assert first_exporter.sender.flush(15)
     train_exporter = make_exporter(pushgateway.address, "mnist")  # a second instance, same job
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[train_exporter])
     assert train_exporter.sender.flush(15)
@@ -271,7 +273,9 @@ def test_public_api():
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "torch", reason="already running on torch")
 def test_callback_tests_pass_on_torch_backend():
     env = dict(os.environ, KERAS_BACKEND="torch")
-    files = ["tests/test_train_test_exporter.py", "tests/test_naming.py", "tests/test_weights.py", "tests/test_faults_training.py"]
+    files = ["tests/test_train_test_exporter.py", "tests/test_naming.py", "tests/test_weights.py", "tests/test_faults_training.py",
+             "tests/test_production_drift_exporter.py::test_keras_predict_observes_inputs_and_equals_observe",
+             "tests/test_production_drift_exporter.py::test_keras_predict_splits_windows_across_batches"]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,

@@ -66,8 +66,9 @@ def test_histogram_of_a_real_model_matches_numpy(pushgateway, scrape, make_expor
     y = rng.integers(0, 10, 256)
     exporter = make_exporter(pushgateway.address, "mnist", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[exporter])
-    model.evaluate(x, y, verbose=0, callbacks=[make_exporter(pushgateway.address, "mnist", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_1_0)])
-    assert exporter.sender.flush(15)
+    evaluator = make_exporter(pushgateway.address, "mnist", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_1_0)
+    model.evaluate(x, y, verbose=0, callbacks=[evaluator])
+    assert exporter.sender.flush(15) and evaluator.sender.flush(15)
 
     samples = scrape()
     weights = trainable_arrays(model)

@@ -224,12 +224,16 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     assert reports[0].labelled == 60 and reports[0].correct == 50 and reports[0].samples == 100
     assert reports[0].accuracy == pytest.approx(50 / 60)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == pytest.approx(50 / 60)
-    exporter.observe(x[100:200], p[100:200])
-    exporter.feedback((y[100:200] + 1) % K, p[100:200])  # all wrong: lands in the next (open) window
-    exporter.close()
-    assert reports[-1].labelled == 100 and reports[-1].accuracy == 0.0 and reports[-1].signals["accuracy"]
-    assert np.all(reports[-1].recall == 0.0)
+    exporter.observe(x[100:150], p[100:150])
+    exporter.feedback((y[100:150] + 1) % K, p[100:150])  # all wrong, in the open window
+    exporter.observe(x[150:200], p[150:200])
+    assert reports[-1].labelled == 50 and reports[-1].accuracy == 0.0 and reports[-1].signals["accuracy"]
+    assert np.all(reports[-1].recall[np.isfinite(reports[-1].recall)] == 0.0)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == 0.0
+    exporter.feedback((y[150:200] + 1) % K, p[150:200])  # after the last sample: no window of labels alone
+    exporter.close()
+    assert len(reports) == 2
+    assert gateway_value(pushgateway, PREFIX + "drift_detected", agent="web") == 1  # the last real window's verdict stays
     assert gateway_value(pushgateway, PREFIX + "feedback_samples_total", agent="web") == 160
     assert gateway_value(pushgateway, PREFIX + "feedback_correct_total", agent="web") == 50
     with pytest.raises(ValueError, match=r"labels must be 4 class indices \(one per row\), got shape \(3,\)"):

@@ -283,3 +283,12 @@ def test_callback_tests_pass_on_torch_backend():
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
 
+
+
+def test_close_delivers_before_returning(pushgateway, scrape, make_model, data):
+    x, y = data
+    exporter = TrainTestExporter(pushgateway.address, "closing")
+    make_model().fit(x, y, epochs=1, verbose=0, callbacks=[exporter])
+    assert exporter.close() is True
+    assert value(scrape(), "gangplank_train_epochs_count", job="closing") == 1
+    assert not exporter.sender.pending

@@ -90,6 +90,7 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         key = {**(grouping_key or {}), "agent": self.agent}
         self.sender = PushgatewaySender(pgw_addr, job, key, handler, timeout, basic_auth=basic_auth, ca_file=ca_file)
         self.last_report: WindowReport | None = None
+        self._last_closed_at = float("nan")
         self._totals = drift_metrics.Totals()
         self._window = reference.new_window()
         self._lock = threading.Lock()
@@ -166,7 +167,11 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         ``ignore_exceptions=False`` a failed delivery raises :class:`PushError`.
         """
         with self._lock:
-            closed = [self._close_window()] if self._window.samples or self._window.labelled else []
+            if self._window.samples:
+                closed = [self._close_window()]
+            else:
+                closed = []
+                self._count_pending_feedback()
             self._closed.set()
         self._report(closed)
         if not self.ignore_exceptions:
@@ -220,7 +225,7 @@ class ProductionDriftExporter(keras.callbacks.Callback):
     def _window_expired(self) -> bool:
         return (
             self.window_seconds is not None
-            and (self._window.samples or self._window.labelled)
+            and self._window.samples
             and time.time() - self._window.started >= self.window_seconds
         )
 
@@ -233,7 +238,8 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         totals.feedback_samples += report.labelled
         totals.feedback_correct += report.correct
         totals.input_nonfinite += report.input_nonfinite_values
-        self.sender.submit("predict", drift_metrics.families(totals, report, self.reference, time.time()))
+        self._last_closed_at = time.time()
+        self.sender.submit("predict", drift_metrics.families(totals, report, self.reference, self._last_closed_at))
         self.last_report = report
         self._window.reset()
         return report
@@ -242,6 +248,20 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         if self.on_window is not None:
             for report in reports:
                 self.on_window(report)
+
+    def _count_pending_feedback(self) -> None:
+        """Labels that arrived after the last sample: counted in the totals, the last window's gauges kept.
+
+        A window of labels alone is no window: closing it would report
+        ``drift_detected=0`` and NaN statistics over the last real window.
+        """
+        window = self._window
+        if not window.labelled:
+            return
+        self._totals.feedback_samples += window.labelled
+        self._totals.feedback_correct += window.correct
+        window.reset()
+        self.sender.submit("predict", drift_metrics.families(self._totals, self.last_report, self.reference, self._last_closed_at))
 
     def _close_by_time(self) -> None:
         while not self._closed.wait(min(self.window_seconds, 1.0)):

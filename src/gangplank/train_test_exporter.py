@@ -97,6 +97,14 @@ class TrainTestExporter(keras.callbacks.Callback):
             self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, elapsed=self._elapsed)
         self._phase = None
 
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is pending, waiting at most ``timeout`` seconds (default: the push timeout).
+
+        Optional: at interpreter exit gangplank flushes anyway. Returns whether
+        everything reached the gateway; the exporter can still be used after.
+        """
+        return self.sender.close(self.sender.timeout if timeout is None else timeout)
+
     # -- fit --------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._begin("train")

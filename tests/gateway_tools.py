@@ -45,14 +45,19 @@ def wait_for(predicate, timeout=15.0, interval=0.05):
     return predicate()
 
 
+def listening_socket() -> tuple[socket.socket, str]:
+    """A TCP socket listening on a free loopback port, and its ``host:port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock, "127.0.0.1:%d" % sock.getsockname()[1]
+
+
 class SilentServer:
     """Accepts TCP connections and never answers (a hung gateway)."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.sock, self.address = listening_socket()
         self._held = []
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -153,10 +158,7 @@ class SlowProxy:
         self.answered = 0
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.sock, self.address = listening_socket()
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()

@@ -69,17 +69,14 @@ def test_observe_keeps_going_against_a_silent_gateway(reference):
 
 
 PRODUCER = textwrap.dedent("""
-    import sys, numpy as np, gangplank
+    import sys, zlib, numpy as np, gangplank
+    from tests.test_reliability import stream
     address, job, agent, rows = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    rng = np.random.default_rng(abs(hash(agent)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(agent.encode()))
     x, p = rng.normal(size=(1000, 8)), rng.dirichlet([1, 1, 1], size=1000)
     reference = gangplank.DriftReference.fit(x, p, window_size=50, n_simulations=50)
     with gangplank.ProductionDriftExporter(address, job, reference, agent=agent, ignore_exceptions=False) as drift:
-        done = 0
-        while done < rows:
-            n = int(min(rng.integers(1, 21), rows - done))
-            drift.observe(rng.normal(size=(n, 8)), rng.dirichlet([1, 1, 1], size=n))
-            done += n
+        stream(drift, rows, seed=zlib.crc32(job.encode()))
 """)
 
 

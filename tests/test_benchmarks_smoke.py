@@ -1,0 +1,112 @@
+"""Smoke test of benchmarks/run.py: every benchmark runs in --quick mode and produces results.
+
+No timing assertions: the figures of a --quick run on a shared machine mean
+nothing. It checks that each benchmark ran, that both sides of every
+comparison produced numbers, and that the structure RESULTS.md is written
+from is there. The gangplank 0.5.0 side is installed by the runner with pip;
+where pip cannot fetch it the runner reports it skipped, and so does this test
+for that side only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "benchmarks" / "run.py"
+
+pytestmark = pytest.mark.slow  # trains two tiny convnets
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GANGPLANK_EXIT_FLUSH_SECONDS": "0"}
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), "all", "--quick", "--json", str(out), "--cache-dir", str(tmp / "cache")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,  # a hang guard, not a timing check
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_every_benchmark_ran_and_printed_its_table(quick_run):
+    results, stdout = quick_run
+    for name in ("histogram", "hook", "drift", "memory", "detection"):
+        assert results[name]["status"] == "ok"
+    for heading in ("### 1. Weight histogram", "### 2. One epoch-end hook", "### 3. Drift", "### 4. Memory", "### 5. Detection"):
+        assert heading in stdout
+    meta = results["meta"]
+    assert meta["quick"] is True
+    for key in ("date", "cpu", "numpy", "scipy", "keras", "tensorflow", "prometheus_client", "command"):
+        assert meta[key]
+    assert meta["gp05"] is not None or meta["gp05_skipped"]
+
+
+def test_histogram_counts_every_weight_on_both_sides(quick_run):
+    results, _ = quick_run
+    row = results["histogram"]["rows"][0]
+    assert row["parameters"] == 104202
+    assert row["ours_count"] == 104202
+    assert positive(row["ours_histogram"]["median_ms"]) and positive(row["ours_end_hook"]["median_ms"])
+    if results["meta"]["gp05"] is None:
+        pytest.skip(f"gangplank 0.5.0 side skipped: {results['meta']['gp05_skipped']}")
+    assert row["gp05_count"] == 104202
+    assert positive(row["gp05_histogram"]["median_ms"]) and positive(row["ratio_histogram"])
+    assert isinstance(row["bucket_count_differences"], int)
+
+
+def test_hook_ran_against_every_kind_of_gateway(quick_run):
+    results, _ = quick_run
+    rows = {r["scenario"]: r for r in results["hook"]["rows"]}
+    assert set(rows) == {"live gateway", "closed port", "silent gateway", "HTTP 500"}
+    for row in rows.values():
+        assert row["ours"]["n"] >= 1 and positive(row["ours"]["median_ms"])
+        if results["meta"]["gp05"] is not None:
+            assert positive(row["gp05"]["median_ms"]) and positive(row["ratio"])
+    if results["meta"]["gp05"] is not None:
+        assert rows["silent gateway"]["gp05_timeout_s"] > 0  # the shortened 0.5 timeout is reported
+
+
+def test_drift_compares_observe_with_ks_and_the_floor(quick_run):
+    results, _ = quick_run
+    drift = results["drift"]
+    assert drift["batch"] == [200, 784]
+    for key in ("floor", "ours_closing", "ours_accumulating", "ours_10_rows", "ks_per_feature", "ks_one_call"):
+        assert positive(drift["stats"][key]["median_ms"]) and positive(drift["stats"][key]["samples_per_s"])
+    for key in ("ks_over_ours_closing", "ours_closing_over_floor"):
+        assert positive(drift[key])
+    assert positive(drift["fit"]["median_ms"])
+
+
+def test_memory_children_reported_checkpoints(quick_run):
+    results, _ = quick_run
+    rows = results["memory"]["rows"]
+    assert len(rows) >= 2
+    for row in rows:
+        assert row["marks"][-1]["samples"] == row["samples"]
+        assert all(positive(mark["rss_mb"]) and positive(mark["peak_mb"]) for mark in row["marks"])
+        assert row["samples_in_windows"] == row["samples"]  # every observed row reached a closed window
+
+
+def test_detection_covers_every_scenario_and_rule(quick_run):
+    results, _ = quick_run
+    scenarios = results["detection"]["scenarios"]
+    assert set(scenarios) == {"correct", "inverted pixels", "wrong model"}
+    for scenario in scenarios.values():
+        for rule in ("ours", "ours_with_labels", "gp05_faithful", "gp05_window_uniform", "gp05_window_train_shares", "gp05_own_batches"):
+            outcome = scenario["rules"][rule]
+            assert outcome["windows"] == outcome["streams"] * scenario["windows_per_stream"] > 0
+            assert 0 <= outcome["alarms_per_100_windows"] <= 100

@@ -22,46 +22,68 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import special, stats
 
 SMOOTHING = 1e-4
 
 
-def _shares(counts: np.ndarray, valid: np.ndarray | None, smoothing: float = 0.0) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    if valid is None:
-        valid = np.ones(counts.shape, dtype=bool)
-    counts = np.where(valid, counts, 0.0)
-    totals = counts.sum(axis=-1, keepdims=True)
-    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    if smoothing:
+@dataclass(frozen=True)
+class Shares:
+    """Bin shares of count matrices, in the three forms the statistics use.
+
+    Made once per window, and once per reference (which never changes).
+    """
+
+    raw: np.ndarray  # counts / total, 0 outside ``valid``
+    smoothed: np.ndarray  # (raw + ε) / (1 + B·ε) inside ``valid``, for PSI
+    cumulative: np.ndarray  # running sum of ``raw`` along the bins, for KS
+
+    @classmethod
+    def of(cls, counts: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> "Shares":
+        counts = np.asarray(counts, dtype=np.float64)
+        if valid is None:
+            valid = np.ones(counts.shape, dtype=bool)
+        counts = np.where(valid, counts, 0.0)
+        totals = counts.sum(axis=-1, keepdims=True)
+        raw = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         bins = valid.sum(axis=-1, keepdims=True)
-        shares = np.where(valid, (shares + smoothing) / (1 + bins * smoothing), 0.0)
-    return shares
+        smoothed = np.where(valid, (raw + smoothing) / (1 + bins * smoothing), 0.0)
+        return cls(raw, smoothed, np.cumsum(raw, axis=-1))
 
 
-def psi(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> np.ndarray:
-    """Population stability index per feature (0 for identical shares)."""
-    p = _shares(window, valid, smoothing)
-    q = _shares(reference, valid, smoothing)
+def psi_of(p: Shares, q: Shares) -> np.ndarray:
+    p, q = p.smoothed, q.smoothed
     ratio = np.divide(p, q, out=np.ones_like(p), where=(p > 0) & (q > 0))
     return np.sum((p - q) * np.log(ratio), axis=-1)
 
 
-def js_distance(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Jensen–Shannon distance per feature, base 2 (0 identical, 1 disjoint)."""
-    p = _shares(window, valid)
-    q = _shares(reference, valid)
+def js_distance_of(p: Shares, q: Shares) -> np.ndarray:
+    p, q = p.raw, q.raw
     m = 0.5 * (p + q)
     divergence = 0.5 * (special.rel_entr(p, m).sum(axis=-1) + special.rel_entr(q, m).sum(axis=-1)) / np.log(2)
     return np.sqrt(np.clip(divergence, 0.0, 1.0))
 
 
+def binned_ks_of(p: Shares, q: Shares) -> np.ndarray:
+    return np.abs(p.cumulative - q.cumulative).max(axis=-1)
+
+
+def psi(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> np.ndarray:
+    """Population stability index per feature (0 for identical shares)."""
+    return psi_of(Shares.of(window, valid, smoothing), Shares.of(reference, valid, smoothing))
+
+
+def js_distance(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Jensen–Shannon distance per feature, base 2 (0 identical, 1 disjoint)."""
+    return js_distance_of(Shares.of(window, valid), Shares.of(reference, valid))
+
+
 def binned_ks(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Largest gap between the cumulative shares of the bins, per feature."""
-    gap = np.cumsum(_shares(window, valid), axis=-1) - np.cumsum(_shares(reference, valid), axis=-1)
-    return np.abs(gap).max(axis=-1)
+    return binned_ks_of(Shares.of(window, valid), Shares.of(reference, valid))
 
 
 def chi_square_p_value(observed: np.ndarray, expected_shares: np.ndarray) -> float:

@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import zipfile
@@ -258,16 +259,22 @@ class DriftReference:
     def compare(self, window: Window) -> WindowReport:
         """Every statistic of ``window`` against this reference, and the drift decision."""
         t = self.thresholds
-        valid = self.binner.valid_columns()
         has_inputs = window.input_rows > 0
-        input_psi = ds.psi(window.input_counts, self.input_counts, valid) if has_inputs else np.full(self.n_features, np.nan)
+        nothing = np.full(self.n_features, np.nan)
+        if has_inputs:
+            window_shares = ds.Shares.of(window.input_counts, self._valid_columns)
+            input_psi = ds.psi_of(window_shares, self._input_shares)
+            input_js = ds.js_distance_of(window_shares, self._input_shares)
+            input_ks = ds.binned_ks_of(window_shares, self._input_shares)
+        else:
+            input_psi = input_js = input_ks = nothing
         scale_inputs = self.window_size / max(window.input_rows, 1)
         ratio = float(np.mean(input_psi > t.feature_psi * scale_inputs)) if has_inputs else float("nan")
         mean = window.input_sum / window.input_finite_values if window.input_finite_values else float("nan")
         variance = window.input_sum_squares / window.input_finite_values - mean**2 if window.input_finite_values else float("nan")
 
         n = window.samples
-        confidence_psi = float(ds.psi(window.confidence_counts[None], self.confidence_counts[None])[0]) if n else float("nan")
+        confidence_psi = float(ds.psi_of(ds.Shares.of(window.confidence_counts), self._confidence_shares)) if n else float("nan")
         class_p = ds.chi_square_p_value(window.class_counts, self.class_shares)
         accuracy = window.correct / window.labelled if window.labelled else float("nan")
         accuracy_p = float("nan")
@@ -287,8 +294,8 @@ class DriftReference:
             samples=n,
             input_rows=window.input_rows,
             input_psi=input_psi,
-            input_js=ds.js_distance(window.input_counts, self.input_counts, valid) if has_inputs else input_psi,
-            input_ks=ds.binned_ks(window.input_counts, self.input_counts, valid) if has_inputs else input_psi,
+            input_js=input_js,
+            input_ks=input_ks,
             drifted_features_ratio=ratio,
             input_mean=mean,
             input_std=float(np.sqrt(max(variance, 0.0))) if np.isfinite(variance) else variance,
@@ -305,6 +312,18 @@ class DriftReference:
             accuracy_p_value=accuracy_p,
             signals=signals,
         )
+
+    @functools.cached_property
+    def _valid_columns(self) -> np.ndarray:
+        return self.binner.valid_columns()
+
+    @functools.cached_property
+    def _input_shares(self) -> ds.Shares:
+        return ds.Shares.of(self.input_counts, self._valid_columns)
+
+    @functools.cached_property
+    def _confidence_shares(self) -> ds.Shares:
+        return ds.Shares.of(self.confidence_counts)
 
     # -- files ----------------------------------------------------------------
     def save(self, path) -> None:

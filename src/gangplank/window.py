@@ -53,16 +53,17 @@ class Window:
         self.input_rows += x.shape[0]
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(x.sum(dtype=np.float64))
+        # np.square, not np.dot: a BLAS call would wake OpenBLAS's threads for
+        # a tiny product, and their spin-waiting costs more than the work.
         if np.isfinite(total):
-            flat = x.reshape(-1).astype(np.float64, copy=False)
             self.input_sum += total
-            self.input_sum_squares += float(np.dot(flat, flat))
+            self.input_sum_squares += float(np.square(x, dtype=np.float64).sum())
             self.input_finite_values += x.size
         else:
             finite = np.isfinite(x)
             kept = x[finite].astype(np.float64)
             self.input_sum += float(kept.sum())
-            self.input_sum_squares += float(np.dot(kept, kept))
+            self.input_sum_squares += float(np.square(kept).sum())
             self.input_finite_values += kept.size
             self.input_nonfinite_values += x.size - kept.size
 

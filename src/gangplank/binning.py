@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +106,14 @@ class FeatureBinner:
         return self.count_cells(self.cells(x))
 
     def count_cells(self, cells: np.ndarray) -> np.ndarray:
-        table = self._global_table
-        offsets = np.arange(self.n_features, dtype=np.int32) * (self.grid + 1)
-        ids = table[cells + offsets]
+        """Bin counts of a batch given its grid :meth:`cells`."""
+        ids = np.take(self._global_table, cells + self._cell_offsets)
         counts = np.bincount(ids.ravel(), minlength=self.n_features * self.n_columns)
         return counts.reshape(self.n_features, self.n_columns)
+
+    @functools.cached_property
+    def _cell_offsets(self) -> np.ndarray:
+        return np.arange(self.n_features, dtype=np.int32) * (self.grid + 1)
 
     @property
     def _global_table(self) -> np.ndarray:

@@ -223,12 +223,14 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     exporter.observe(x[60:100], p[60:100])
     assert reports[0].labelled == 60 and reports[0].correct == 50 and reports[0].samples == 100
     assert reports[0].accuracy == pytest.approx(50 / 60)
+    assert exporter.sender.flush(15)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == pytest.approx(50 / 60)
     exporter.observe(x[100:150], p[100:150])
     exporter.feedback((y[100:150] + 1) % K, p[100:150])  # all wrong, in the open window
     exporter.observe(x[150:200], p[150:200])
     assert reports[-1].labelled == 50 and reports[-1].accuracy == 0.0 and reports[-1].signals["accuracy"]
     assert np.all(reports[-1].recall[np.isfinite(reports[-1].recall)] == 0.0)
+    assert exporter.sender.flush(15)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == 0.0
     exporter.feedback((y[150:200] + 1) % K, p[150:200])  # after the last sample: no window of labels alone
     exporter.close()

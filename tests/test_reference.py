@@ -13,7 +13,8 @@ import pytest
 
 import gangplank
 from gangplank import DriftReference, ReferenceFormatError
-from gangplank.reference import FORMAT, VERSION, Thresholds
+from gangplank.reference import Thresholds
+from gangplank.reference_file import FORMAT, VERSION
 
 D, K = 20, 4
 WEIGHTS = np.random.default_rng(99).normal(size=(D, K))
@@ -237,6 +238,13 @@ def test_missing_member(saved, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, **content)
     assert_format_error(bad, "lookup")
+
+
+def test_an_archive_claiming_too_much_unpacked_is_refused_before_reading(saved, monkeypatch):
+    from gangplank import reference_file
+
+    monkeypatch.setattr(reference_file, "MAX_UNPACKED_BYTES", 1000)  # any real file claims more than this
+    assert_format_error(saved[0], "unpacked")
 
 
 def test_missing_file_is_file_not_found(tmp_path):

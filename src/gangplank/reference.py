@@ -24,10 +24,8 @@ PSI scales like ``1 / n``, so a window of another size ``n`` uses the cuts
 times ``window_size / n``. Windows under ``min_window_samples`` are reported
 but never alarm. Every threshold can be overridden with :meth:`with_thresholds`.
 
-The fitted profile is saved with :meth:`save` as a ``.npz`` file of plain
-arrays plus a JSON header (format ``gangplank-drift-reference``, version 1);
-:meth:`load` reads it without pickle, so an untrusted file cannot run code,
-and refuses archives that claim more than 1 GiB unpacked.
+The fitted profile is saved with :meth:`save` and read back with :meth:`load`
+in the documented, pickle-free format of :mod:`gangplank.reference_file`.
 
 Example:
     >>> import numpy as np
@@ -42,23 +40,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
-import json
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from . import drift_statistics as ds
+from . import reference_file
 from .binning import DEFAULT_GRID, FeatureBinner
-from .errors import ReferenceFormatError
 from .validation import as_inputs, as_labels, as_probabilities
 from .window import Window
 
-FORMAT = "gangplank-drift-reference"
-VERSION = 1
 SIGNALS = ("input", "prediction", "confidence", "accuracy")
 
 
@@ -327,11 +319,9 @@ class DriftReference:
 
     # -- files ----------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the profile to ``path`` (``.npz``: arrays plus a JSON header; no pickle)."""
+        """Write the profile to ``path`` (see :mod:`gangplank.reference_file`; no pickle)."""
         t = self.thresholds
         header = {
-            "format": FORMAT,
-            "version": VERSION,
             "window_size": self.window_size,
             "n_samples": self.n_samples,
             "accuracy": None if np.isnan(self.accuracy) else self.accuracy,
@@ -345,8 +335,7 @@ class DriftReference:
                 "min_window_samples": t.min_window_samples,
             },
         }
-        arrays = {
-            "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+        reference_file.write(path, header, {
             "low": self.binner.low,
             "scale": self.binner.scale,
             "lookup": self.binner.lookup,
@@ -355,69 +344,22 @@ class DriftReference:
             "confidence_edges": self.confidence_edges,
             "confidence_counts": self.confidence_counts,
             "feature_psi": t.feature_psi,
-        }
-        with open(path, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        })
 
     @classmethod
     def load(cls, path) -> "DriftReference":
         """Read a profile written by :meth:`save`; :class:`ReferenceFormatError` if it is not one."""
-        data = Path(path).read_bytes()  # FileNotFoundError etc. pass through unchanged
-        try:
-            _refuse_oversized(data)
-            loaded = np.load(io.BytesIO(data), allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError(f"expected an .npz archive, found a single {type(loaded).__name__}")
-            with loaded as archive:
-                arrays = {name: archive[name] for name in archive.files}
-            header = json.loads(arrays.pop("header").tobytes().decode())
-        except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make numpy/zipfile/zlib raise
-            raise ReferenceFormatError(
-                f"{path} is not a readable gangplank drift reference: {type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            got = header.get("format") if isinstance(header, dict) else type(header).__name__
-            raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {got!r}, expected {FORMAT!r})")
-        if header.get("version") != VERSION:
-            raise ReferenceFormatError(f"{path} has reference format version {header.get('version')!r}; this gangplank reads version {VERSION}")
-        try:
-            return cls._from_parts(header, arrays)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ReferenceFormatError(f"{path} is a damaged gangplank drift reference: {exc}") from None
-
-    @classmethod
-    def _from_parts(cls, header: dict, arrays: dict) -> "DriftReference":
-        for name in ("low", "scale", "class_shares", "confidence_edges", "confidence_counts", "feature_psi"):
-            if arrays[name].ndim != 1:
-                raise ValueError(f"{name} must be 1-D, got shape {arrays[name].shape}")
-        for name, array in arrays.items():
-            if array.dtype.kind not in "biuf":
-                raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
-        low, scale, lookup = arrays["low"], arrays["scale"], arrays["lookup"]
-        d, n_columns = low.shape[0], int(header["n_columns"])
-        if not 2 <= n_columns <= 256:
-            raise ValueError(f"n_columns must be between 2 and 256, got {n_columns}")
-        if lookup.ndim != 2 or lookup.shape[1] < 1:
-            raise ValueError(f"lookup must be 2-D (features, grid cells), got shape {lookup.shape}")
-        input_counts = arrays["input_counts"]
-        expected = {
-            "scale": (scale.shape, (d,)), "lookup": (lookup.shape[:1], (d,)),
-            "input_counts": (input_counts.shape, (d, n_columns)), "feature_psi": (arrays["feature_psi"].shape, (d,)),
-            "confidence_counts": (arrays["confidence_counts"].shape, (arrays["confidence_edges"].size + 1,)),
-        }
-        for name, (got, want) in expected.items():
-            if tuple(got) != tuple(want):
-                raise ValueError(f"{name} has shape {tuple(got)}, expected {tuple(want)}")
-        if lookup.ndim != 2 or lookup.dtype != np.uint8 or (lookup.size and int(lookup.max()) >= n_columns - 1):
-            raise ValueError("bin lookup table is out of range")
-        if arrays["class_shares"].ndim != 1 or arrays["class_shares"].size < 2:
-            raise ValueError("class shares must hold at least two classes")
-        binner = FeatureBinner(low.astype(np.float32), scale.astype(np.float32), lookup, lookup[:, -1].astype(np.int64) + 1, n_columns)
+        header, arrays = reference_file.read(path)
+        lookup, n_columns = arrays["lookup"], int(header["n_columns"])
+        binner = FeatureBinner(
+            arrays["low"].astype(np.float32), arrays["scale"].astype(np.float32), lookup,
+            lookup[:, -1].astype(np.int64) + 1, n_columns,
+        )
         t = header["thresholds"]
         accuracy = header.get("accuracy")
         return cls(
             binner=binner,
-            input_counts=input_counts.astype(np.int64),
+            input_counts=arrays["input_counts"].astype(np.int64),
             class_shares=arrays["class_shares"].astype(np.float64),
             confidence_edges=arrays["confidence_edges"].astype(np.float64),
             confidence_counts=arrays["confidence_counts"].astype(np.int64),
@@ -434,19 +376,6 @@ class DriftReference:
                 min_window_samples=int(t["min_window_samples"]),
             ),
         )
-
-
-MAX_UNPACKED_BYTES = 1 << 30
-
-
-def _refuse_oversized(data: bytes) -> None:
-    """Refuse an archive that claims more than 1 GiB unpacked (a zip bomb) before reading it."""
-    if data[:2] != b"PK":
-        return  # not a zip; np.load says what it is
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        claimed = sum(info.file_size for info in archive.infolist())
-    if claimed > MAX_UNPACKED_BYTES:
-        raise ValueError(f"archive claims {claimed} bytes unpacked, more than the {MAX_UNPACKED_BYTES} allowed")
 
 
 def _confidence_edges(confidence: np.ndarray, bins: int) -> np.ndarray:

@@ -1,0 +1,124 @@
+"""The drift reference file: a versioned ``.npz`` that loads without pickle.
+
+Layout: ``np.savez_compressed`` of plain numeric arrays plus ``header``, the
+UTF-8 bytes of a JSON object with ``format: "gangplank-drift-reference"``,
+``version: 1``, the window size the thresholds were calibrated for, the
+reference accuracy, the bin layout and the thresholds. Arrays:
+
+=====================  ===================  ==========================================
+name                   shape                meaning
+=====================  ===================  ==========================================
+``low``, ``scale``     (features,)          each feature's grid: cell = (x − low)·scale
+``lookup``             (features, cells)    uint8 bin of every grid cell
+``input_counts``       (features, columns)  reference bin counts, missing bin last
+``feature_psi``        (features,)          per-feature PSI cut
+``class_shares``       (classes,)           predicted-class shares
+``confidence_edges``   (edges,)             inner edges of the confidence histogram
+``confidence_counts``  (edges + 1,)         its reference counts
+=====================  ===================  ==========================================
+
+:func:`read` opens it with ``allow_pickle=False``, refuses archives that claim
+more than 1 GiB unpacked, and checks every shape and type, so a truncated,
+tampered, pickled or other-version file raises :class:`ReferenceFormatError`
+rather than running code or failing later.
+
+Example:
+    >>> header, arrays = read("mnist.drift.npz")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ReferenceFormatError
+
+FORMAT = "gangplank-drift-reference"
+VERSION = 1
+MAX_UNPACKED_BYTES = 1 << 30
+
+
+def write(path, header: dict, arrays: dict) -> None:
+    """Write ``arrays`` and ``header`` (plus format and version) to ``path``."""
+    header = {"format": FORMAT, "version": VERSION, **header}
+    encoded = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, header=encoded, **arrays)
+
+
+def read(path) -> tuple[dict, dict]:
+    """The checked ``(header, arrays)`` of a reference file."""
+    data = Path(path).read_bytes()  # FileNotFoundError etc. pass through unchanged
+    try:
+        _refuse_oversized(data)
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"expected an .npz archive, found a single {type(loaded).__name__}")
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        header = json.loads(arrays.pop("header").tobytes().decode())
+    except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make numpy/zipfile/zlib raise
+        raise ReferenceFormatError(
+            f"{path} is not a readable gangplank drift reference: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        got = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {got!r}, expected {FORMAT!r})")
+    if header.get("version") != VERSION:
+        raise ReferenceFormatError(f"{path} has reference format version {header.get('version')!r}; this gangplank reads version {VERSION}")
+    try:
+        _check(header, arrays)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ReferenceFormatError(f"{path} is a damaged gangplank drift reference: {exc}") from None
+    return header, arrays
+
+
+def _check(header: dict, arrays: dict) -> None:
+    for name in ("low", "scale", "class_shares", "confidence_edges", "confidence_counts", "feature_psi"):
+        if arrays[name].ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {arrays[name].shape}")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+    low, scale, lookup = arrays["low"], arrays["scale"], arrays["lookup"]
+    d, n_columns = low.shape[0], int(header["n_columns"])
+    if not 2 <= n_columns <= 256:
+        raise ValueError(f"n_columns must be between 2 and 256, got {n_columns}")
+    if lookup.ndim != 2 or lookup.shape[1] < 1:
+        raise ValueError(f"lookup must be 2-D (features, grid cells), got shape {lookup.shape}")
+    input_counts = arrays["input_counts"]
+    expected = {
+        "scale": (scale.shape, (d,)), "lookup": (lookup.shape[:1], (d,)),
+        "input_counts": (input_counts.shape, (d, n_columns)), "feature_psi": (arrays["feature_psi"].shape, (d,)),
+        "confidence_counts": (arrays["confidence_counts"].shape, (arrays["confidence_edges"].size + 1,)),
+    }
+    for name, (got, want) in expected.items():
+        if tuple(got) != tuple(want):
+            raise ValueError(f"{name} has shape {tuple(got)}, expected {tuple(want)}")
+    if lookup.ndim != 2 or lookup.dtype != np.uint8 or (lookup.size and int(lookup.max()) >= n_columns - 1):
+        raise ValueError("bin lookup table is out of range")
+    if arrays["class_shares"].ndim != 1 or arrays["class_shares"].size < 2:
+        raise ValueError("class shares must hold at least two classes")
+    thresholds = header["thresholds"]
+    for key in ("drifted_features_ratio", "confidence_psi", "class_p_value", "accuracy_p_value"):
+        float(thresholds[key])
+    for number in (thresholds["min_labelled"], thresholds["min_window_samples"], header["window_size"], header["n_samples"]):
+        int(number)
+    if header.get("accuracy") is not None:
+        float(header["accuracy"])
+
+
+def _refuse_oversized(data: bytes) -> None:
+    """Refuse an archive that claims more than 1 GiB unpacked (a zip bomb) before reading it."""
+    if data[:2] != b"PK":
+        return  # not a zip; np.load says what it is
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        claimed = sum(info.file_size for info in archive.infolist())
+    if claimed > MAX_UNPACKED_BYTES:
+        raise ValueError(f"archive claims {claimed} bytes unpacked, more than the {MAX_UNPACKED_BYTES} allowed")
+
+

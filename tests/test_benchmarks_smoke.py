@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/run.py: every benchmark runs in --quick mode and produces results.
+"""Smoke test of benchmarks/run.py (and the bench_*.py modules it runs): every benchmark runs in --quick mode and produces results.
 
 No timing assertions: the figures of a --quick run on a shared machine mean
 nothing. It checks that each benchmark ran, that both sides of every
@@ -40,6 +40,13 @@ def quick_run(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(out.read_text()), done.stdout
+
+
+def test_help_runs_from_the_repo_root():
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for option in ("--quick", "--json", "BENCHMARK"):
+        assert option in done.stdout
 
 
 def test_every_benchmark_ran_and_printed_its_table(quick_run):

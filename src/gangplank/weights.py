@@ -1,8 +1,8 @@
 """The weight histogram: exact bucket counts over a model's parameters, in numpy.
 
 gangplank 0.5 called ``Histogram.observe`` once per weight (about 1 µs each);
-here each bucket is one vectorised comparison in float64 (no copy of the
-weights), so a weight that sits exactly on a bucket edge is counted in that bucket
+here each bucket is one vectorised comparison, exact as in float64 (no copy
+of the weights), so a weight that sits exactly on a bucket edge is counted in that bucket
 (``le`` means less than or equal), and NaN weights are counted in ``+Inf``
 rather than silently lost.
 
@@ -59,9 +59,10 @@ class WeightHistogram:
         total = 0.0
         for array in arrays:
             values = np.asarray(array)
-            # A float64 bound makes numpy compare in float64 without copying
-            # the weights; one pass per bound beats a searchsorted 4-5x here.
-            cumulative[:-1] += np.array([np.count_nonzero(values <= bound) for bound in bounds], dtype=np.int64)
+            # One pass per bound beats a searchsorted 4-5x. The bounds are
+            # given in the weights' own dtype, rounded down, which counts
+            # exactly as a float64 comparison would, without casting a weight.
+            cumulative[:-1] += np.array([np.count_nonzero(values <= b) for b in _bounds_as(bounds, values.dtype)], dtype=np.int64)
             cumulative[-1] += values.size  # NaN is <= nothing, so it is counted in +Inf only
             with np.errstate(invalid="ignore", over="ignore"):  # +Inf and -Inf weights sum to NaN, silently
                 total += float(values.sum(dtype=np.float64))
@@ -85,6 +86,21 @@ class WeightHistogram:
         metric.add_sample(name + "_count", {}, float(self.count))
         metric.add_sample(name + "_sum", {}, self.sum)
         return metric
+
+
+def _bounds_as(bounds: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Each bound as the largest value of ``dtype`` not above it (float64 for other dtypes).
+
+    For a float32 weight ``w`` and a float64 bound ``b``, ``w <= b`` exactly
+    when ``w <= largest float32 not above b``.
+    """
+    if dtype not in (np.float32, np.float16):
+        return bounds
+    with np.errstate(over="ignore"):
+        rounded = bounds.astype(dtype)
+    above = rounded.astype(np.float64) > bounds
+    rounded[above] = np.nextafter(rounded[above], dtype.type(-np.inf))
+    return rounded
 
 
 def model_parameters(model) -> list:

@@ -475,3 +475,22 @@ def test_single_samples_with_plain_number_labels(make_drift):
     assert reports[0].samples == reports[0].input_rows == 3 and reports[0].labelled == 3 and reports[0].accuracy == 1.0
     with pytest.raises(ValueError, match=r"labels must be 2 class indices \(one per row\), got shape \(\)"):
         exporter.observe(x[:2], p[:2], 1)
+
+
+def test_drift_monitor_works_without_importing_keras(pushgateway):
+    """Serving code that does not load Keras pays nothing for it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, gangplank\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, p = rng.normal(size=(600, 4)), rng.dirichlet([1, 1], size=600)\n"
+        "reference = gangplank.DriftReference.fit(x, p, window_size=100, n_simulations=50)\n"
+        f"with gangplank.DriftMonitor({pushgateway.address!r}, 'no-keras', reference, agent='bare', ignore_exceptions=False) as drift:\n"
+        "    drift.observe(x[:250], p[:250])\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert gateway_value(pushgateway, PREFIX + "samples_total", agent="bare") == 250

@@ -19,11 +19,13 @@ __version__ = "1.0.0.dev0"
 _LAZY = {
     "TrainTestExporter": ".train_test_exporter",
     "ProductionDriftExporter": ".production_drift_exporter",
+    "DriftMonitor": ".drift_monitor",
     "DriftReference": ".reference",
     "WindowReport": ".reference",
 }
 
 __all__ = [
+    "DriftMonitor",
     "DriftReference",
     "GangplankError",
     "HISTOGRAM_WEIGHT_BUCKETS_0_3",

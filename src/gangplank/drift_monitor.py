@@ -127,6 +127,8 @@ class DriftMonitor:
                 closed.append(self._close_window())
             start = 0
             while start < rows:
+                if not self._window.samples:  # window_seconds count from a window's first sample
+                    self._window.started = time.time()
                 stop = start + min(rows - start, self.window_size - self._window.samples)
                 rows_here = slice(start, stop)
                 if x is not None:

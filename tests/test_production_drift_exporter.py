@@ -133,9 +133,12 @@ def test_window_seconds_closes_a_non_empty_window_by_time(make_drift):
     # An empty window is not closed by time: no further (empty) reports turn up.
     exporter._closed.wait(1.0)
     assert len(reports) == 1
+    # After an idle second, a new window's clock starts with its first sample:
+    # two batches in quick succession share one window.
     exporter.observe(x[:5], p[:5])
+    exporter.observe(x[5:8], p[5:8])
     assert wait_for(lambda: len(reports) == 2, timeout=20)
-    assert reports[1].samples == 5
+    assert reports[1].samples == 8
     exporter.close()
     assert len(reports) == 2
 

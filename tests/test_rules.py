@@ -64,26 +64,21 @@ def test_alertmanager_config_is_valid():
 
 
 # -- the same checks catch broken copies ------------------------------------------
-def test_a_weakened_alert_fails_its_unit_tests(tmp_path):
+@pytest.mark.parametrize("old, new, test_file, named", [
+    # the accuracy floor weakened
+    ("gangplank_predict_feedback_accuracy < 0.80", "gangplank_predict_feedback_accuracy < 0.70", "production.test.yml", "GangplankFeedbackAccuracyLow"),
+    # the overfitting rule without its guard against a rerun's first epoch
+    ("\n          and gangplank_train_epochs_count > 0", "", "training.test.yml", 'job="rerun"'),
+])
+def test_a_weakened_rule_fails_its_unit_tests(tmp_path, old, new, test_file, named):
     deploy = copy_deploy(tmp_path)
     rules = deploy / "rules/gangplank.rules.yml"
     text = rules.read_text()
-    rules.write_text(text.replace("gangplank_predict_feedback_accuracy < 0.80", "gangplank_predict_feedback_accuracy < 0.70"))
+    rules.write_text(text.replace(old, new))
     assert rules.read_text() != text
-    result = run(PROMTOOL, "test", "rules", "production.test.yml", cwd=deploy / "rules/tests")
+    result = run(PROMTOOL, "test", "rules", test_file, cwd=deploy / "rules/tests")
     assert result.returncode != 0
-    assert "GangplankFeedbackAccuracyLow" in result.stdout + result.stderr
-
-
-def test_an_overfitting_rule_without_the_rerun_guard_fails(tmp_path):
-    deploy = copy_deploy(tmp_path)
-    rules = deploy / "rules/gangplank.rules.yml"
-    text = rules.read_text()
-    rules.write_text(text.replace("\n          and gangplank_train_epochs_count > 0", ""))
-    assert rules.read_text() != text
-    result = run(PROMTOOL, "test", "rules", "training.test.yml", cwd=deploy / "rules/tests")
-    assert result.returncode != 0
-    assert 'job="rerun"' in result.stdout + result.stderr
+    assert named in result.stdout + result.stderr
 
 
 def test_a_promql_syntax_error_fails_config_and_rules_checks(tmp_path):

@@ -133,7 +133,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         self._phase = phase
         self._started = time.monotonic()
         self._epochs_done = 0
-        self._last_logs: Mapping = {}
+        self._last_logs = {}
 
     def _publish(self, phase, logs, epochs=None, running=None, final=False, elapsed=None):
         if elapsed is None:
@@ -197,9 +197,7 @@ class TrainTestExporter(keras.callbacks.Callback):
 
 def _as_float(value) -> float | None:
     """A log value as a float (NaN and ±Inf kept), or ``None`` if it is not one number."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, numbers.Real):
+    if isinstance(value, numbers.Real):  # bool, int, float, numpy scalars
         return float(value)
     try:
         array = np.asarray(value)

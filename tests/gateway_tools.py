@@ -45,43 +45,33 @@ def wait_for(predicate, timeout=15.0, interval=0.05):
     return predicate()
 
 
-def listening_socket() -> tuple[socket.socket, str]:
-    """A TCP socket listening on a free loopback port, and its ``host:port``."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock, "127.0.0.1:%d" % sock.getsockname()[1]
-
-
-class SilentServer:
-    """Accepts TCP connections and never answers (a hung gateway)."""
+class _TcpServer:
+    """A loopback TCP listener whose thread hands each accepted connection to :meth:`_accepted`."""
 
     def __init__(self):
-        self.sock, self.address = listening_socket()
-        self._held = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self):
-        self.sock.settimeout(0.2)
         while not self._stop:
             try:
                 conn, _ = self.sock.accept()
-                self._held.append(conn)
             except OSError:
                 continue
+            self._accepted(conn)
 
-    @property
-    def accepted(self) -> int:
-        """How many connections were accepted (each push attempt opens one)."""
-        return len(self._held)
+    def _accepted(self, conn):
+        raise NotImplementedError
 
     def close(self):
         self._stop = True
         self._thread.join(2)
-        for conn in self._held:
-            conn.close()
         self.sock.close()
 
     def __enter__(self):
@@ -89,6 +79,27 @@ class SilentServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SilentServer(_TcpServer):
+    """Accepts TCP connections and never answers (a hung gateway)."""
+
+    def __init__(self):
+        self._held = []
+        super().__init__()
+
+    def _accepted(self, conn):
+        self._held.append(conn)
+
+    @property
+    def accepted(self) -> int:
+        """How many connections were accepted (each push attempt opens one)."""
+        return len(self._held)
+
+    def close(self):
+        super().close()
+        for conn in self._held:
+            conn.close()
 
 
 class StatusServer:
@@ -142,7 +153,7 @@ def closed_port_address() -> str:
         return "127.0.0.1:%d" % sock.getsockname()[1]
 
 
-class SlowProxy:
+class SlowProxy(_TcpServer):
     """A TCP proxy in front of a real gateway that holds each new connection ``delay`` seconds.
 
     The delay in force when a connection is accepted applies to it; set
@@ -158,22 +169,13 @@ class SlowProxy:
         self.answered = 0
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.sock, self.address = listening_socket()
-        self._stop = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self):
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with self._lock:
-                self.accepted += 1
-                self.in_flight += 1
-            threading.Thread(target=self._serve, args=(conn, self.delay), daemon=True).start()
+    def _accepted(self, conn):
+        with self._lock:
+            self.accepted += 1
+            self.in_flight += 1
+        threading.Thread(target=self._serve, args=(conn, self.delay), daemon=True).start()
 
     def _serve(self, client, delay):
         try:
@@ -192,17 +194,6 @@ class SlowProxy:
             client.close()
             with self._lock:
                 self.in_flight -= 1
-
-    def close(self):
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _pipe(source, sink) -> bool:

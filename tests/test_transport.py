@@ -251,10 +251,10 @@ def test_push_error_type():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"gateway": "", "job": "j"},
-    {"gateway": "  ", "job": "j"},
-    {"gateway": "127.0.0.1:9091", "job": ""},
-    {"gateway": "127.0.0.1:9091", "job": "j", "timeout": 0},
+    {"pgw_addr": "", "job": "j"},
+    {"pgw_addr": "  ", "job": "j"},
+    {"pgw_addr": "127.0.0.1:9091", "job": ""},
+    {"pgw_addr": "127.0.0.1:9091", "job": "j", "timeout": 0},
 ])
 def test_constructor_rejects_nonsense(kwargs):
     with pytest.raises(ValueError):

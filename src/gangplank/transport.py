@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import weakref
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from urllib.request import HTTPSHandler, Request, build_opener
@@ -170,7 +171,7 @@ class PushgatewaySender:
     """Delivers the latest metrics of one Pushgateway group, in the background.
 
     Args:
-        gateway: ``host:port``, ``http://…`` or ``https://…``.
+        pgw_addr: ``host:port``, ``http://…`` or ``https://…``.
         job: the ``job`` label of the group.
         grouping_key: further labels of the group, e.g. ``{"instance": "w0"}``.
         handler: a prometheus_client push handler (e.g. a wrapped
@@ -189,7 +190,7 @@ class PushgatewaySender:
 
     def __init__(
         self,
-        gateway: str,
+        pgw_addr: str,
         job: str,
         grouping_key: Mapping[str, str] | None = None,
         handler: Callable | None = None,
@@ -200,14 +201,14 @@ class PushgatewaySender:
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | os.PathLike | None = None,
     ):
-        if not gateway or not str(gateway).strip():
-            raise ValueError("gateway address is empty; expected e.g. '127.0.0.1:9091'")
+        if not pgw_addr or not str(pgw_addr).strip():
+            raise ValueError("Pushgateway address is empty; expected e.g. '127.0.0.1:9091' (or None for no push)")
         if not job:
             raise ValueError("job name is empty")
         if timeout is None or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self.gateway = str(gateway)
-        self.display_address = redact_address(self.gateway)
+        self.pgw_addr = str(pgw_addr)
+        self.display_address = redact_address(self.pgw_addr)
         self.job = str(job)
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
         for name in self.grouping_key:
@@ -216,9 +217,8 @@ class PushgatewaySender:
         self.handler = handler or (tls_handler(os.fspath(ca_file)) if ca_file is not None else default_handler)
         # urllib would take "user:pw@host" for a host name: push to the address
         # without the credentials and send them as a Basic auth header instead.
-        self._push_address = self.display_address
-        credentials = basic_auth or address_credentials(self.gateway)
-        self._url = group_url(self._push_address, self.job, self.grouping_key)
+        credentials = basic_auth or address_credentials(self.pgw_addr)
+        self._url = group_url(self.display_address, self.job, self.grouping_key)
         self._push_handler = self.handler if credentials is None else with_basic_auth(self.handler, *credentials)
         self.timeout = float(timeout)
         self.retry_initial = float(retry_initial)
@@ -286,6 +286,24 @@ class PushgatewaySender:
             self._cond.notify_all()
         _live_senders.discard(self)
         return delivered
+
+    def delete(self) -> None:
+        """Remove the whole group from the gateway (synchronously) and stop delivering to it.
+
+        For a retired deployment: its last values would otherwise stay on the
+        gateway, and keep alerts firing, forever. Raises :class:`PushError`.
+        """
+        with self._cond:
+            self._parts.clear()
+            self._delivered = self._version
+            self._closed = True
+            self._cond.notify_all()
+        _live_senders.discard(self)
+        with self._io_lock:
+            try:
+                self._push_handler(url=self._url, method="DELETE", timeout=self.timeout, headers=[], data=None)()
+            except Exception as exc:
+                raise describe_failure(self.display_address, exc) from None
 
     @property
     def last_error(self) -> PushError | None:
@@ -373,6 +391,115 @@ class PushgatewaySender:
                 if self._closed and not self._retry_now:
                     return
             delay = min(delay * 2, self.retry_max)
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """Where and how an exporter pushes; ``pgw_addr=None`` means it does not push (scrape only).
+
+    Example:
+        >>> PushSettings(None).pushes
+        False
+    """
+
+    pgw_addr: str | None
+    handler: Callable | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    basic_auth: tuple[str, str] | None = None
+    ca_file: str | os.PathLike | None = None
+
+    @property
+    def pushes(self) -> bool:
+        return self.pgw_addr is not None
+
+    def sender(self, job: str, grouping_key: Mapping[str, str]) -> PushgatewaySender:
+        return PushgatewaySender(self.pgw_addr, job, grouping_key, self.handler, self.timeout,
+                                 basic_auth=self.basic_auth, ca_file=self.ca_file)
+
+
+class Publisher:
+    """The latest metric families of an exporter, pushed to a gateway and served to a scrape.
+
+    :meth:`submit` replaces one part's families (``"train"``, ``"test"``,
+    ``"predict"``); with a push address they go to the Pushgateway in the
+    background (see :class:`PushgatewaySender`). A Publisher is also a
+    prometheus_client collector: ``registry.register(publisher)`` serves the
+    same families, each sample carrying the grouping labels except
+    ``instance`` (the scrape sets ``job`` and ``instance``).
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry, generate_latest
+        >>> from prometheus_client.core import GaugeMetricFamily
+        >>> publisher = Publisher(PushSettings(None), "demo", {"agent": "web"})
+        >>> publisher.submit("predict", [GaugeMetricFamily("demo_up", "up", value=1)])
+        >>> registry = CollectorRegistry(); registry.register(publisher)
+        >>> 'demo_up{agent="web"} 1.0' in generate_latest(registry).decode()
+        True
+    """
+
+    def __init__(self, settings: PushSettings, job: str, grouping_key: Mapping[str, str] | None = None):
+        if not job:
+            raise ValueError("job name is empty")
+        self.settings = settings
+        self.job = str(job)
+        self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
+        self._sender = settings.sender(self.job, self.grouping_key) if settings.pushes else None
+        self._scrape_labels = {k: v for k, v in self.grouping_key.items() if k != "instance"}
+        self._parts: dict[str, list[Metric]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, part: str, metrics: Iterable[Metric]) -> None:
+        """Replace the latest state of ``part``; never blocks."""
+        metrics = list(metrics)
+        with self._lock:
+            self._parts[part] = metrics
+        if self._sender is not None:
+            self._sender.submit(part, metrics)
+
+    def collect(self) -> list[Metric]:
+        """The latest families of every part, labelled for a scrape."""
+        with self._lock:
+            metrics = [m for part in self._parts.values() for m in part]
+        return [_with_labels(m, self._scrape_labels) for m in metrics]
+
+    def describe(self) -> list[Metric]:
+        return []  # registration must not call collect()
+
+    # What a push-less publisher answers: nothing is ever pending or failing.
+    def push_now(self) -> None:
+        if self._sender is not None:
+            self._sender.push_now()
+
+    def flush(self, timeout: float) -> bool:
+        return True if self._sender is None else self._sender.flush(timeout)
+
+    def close(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        return True if self._sender is None else self._sender.close(timeout)
+
+    def delete(self) -> None:
+        """Remove the group from the gateway (see :meth:`PushgatewaySender.delete`)."""
+        if self._sender is not None:
+            self._sender.delete()
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    @property
+    def last_error(self) -> PushError | None:
+        return None if self._sender is None else self._sender.last_error
+
+    @property
+    def pending(self) -> bool:
+        return False if self._sender is None else self._sender.pending
+
+
+def _with_labels(metric: Metric, labels: Mapping[str, str]) -> Metric:
+    if not labels:
+        return metric
+    labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+    labelled.samples = [sample._replace(labels={**labels, **sample.labels}) for sample in metric.samples]
+    return labelled
 
 
 def flush_all(timeout: float) -> bool:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from gangplank import DriftReference, ProductionDriftExporter
-from gangplank.drift_metrics import METRICS, PREFIX
-from tests.gateway_tools import read_gateway, value, wait_for
+from gangplank.drift_metrics import PREFIX
+from gangplank.metric_schema import SCHEMA
+from gangplank_devtools import read_gateway, value, wait_for
 
 D, K = 8, 3
 WEIGHTS = np.random.default_rng(42).normal(size=(D, K))
@@ -43,7 +44,6 @@ def make_drift(pushgateway, reference):
 
     yield make
     for exporter in made:
-        exporter._closed.set()
         exporter.sender.close(timeout=0.2)
 
 
@@ -170,14 +170,15 @@ def test_every_metric_reaches_the_gateway_with_job_and_agent(make_drift, pushgat
         exporter.observe(x, p, y)
     samples = read_gateway(pushgateway.url)
     names = {name for name, _ in samples}
-    for name in METRICS:
-        assert PREFIX + name in names, name
+    predict = [entry for entry in SCHEMA if entry.source == "predict"]
+    for entry in predict:
+        assert entry.name in names, entry.name
     for (name, labels), _ in samples.items():
         labels = dict(labels)
         if name.startswith(PREFIX):
             assert labels["job"] == "shop" and labels["agent"] == "replica-a", (name, labels)
-    for name, (kind, _) in METRICS.items():
-        assert name.endswith("_total") == (kind == "counter"), name
+    for entry in predict:
+        assert entry.name.endswith("_total") == (entry.type == "counter"), entry.name
     shares = [value(samples, PREFIX + "class_share", **{"class": c}) for c in range(K)]
     assert sum(shares) == pytest.approx(1.0)
     assert shares == pytest.approx(np.bincount(p[100:].argmax(axis=1), minlength=K) / 50)

@@ -1,34 +1,49 @@
-"""DriftMonitor: windows of a deployed classifier's traffic, compared and pushed. No Keras needed."""
+"""DriftMonitor: windows of a deployed classifier's traffic, compared, pushed and/or scraped. No Keras needed."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from . import drift_metrics
-from .reference import DriftReference, WindowReport
-from .transport import DEFAULT_TIMEOUT, PushgatewaySender
-from .validation import as_inputs, as_labels, as_probabilities
+from .batch import Batch, as_ids
+from .comparison import WindowReport
+from .recent_windows import RecentWindows, labels_for_floor
+from .reference import DriftReference
+from .scoring_ids import ScoringIds
+from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
+from .validation import as_labels, as_probabilities
+
+INTERVAL_SMOOTHING = 0.2  # weight of the newest interval in window_interval_seconds
 
 
 class DriftMonitor:
-    """Watch a deployed classifier's inputs, probabilities and labels; push drift per window.
+    """Watch a deployed classifier's inputs, probabilities and labels; export drift per window.
 
-    Batches go in with :meth:`observe` (any size, from any thread). They fill a window of
-    ``window_size`` samples (a batch that crosses the boundary is split) or of
-    ``window_seconds``, whichever closes first. At each close the window is
-    compared with the reference (see :class:`DriftReference`), the figures
-    are handed to the background sender, and a new window starts. Metrics go
-    to the group ``job`` / ``agent`` (+ ``grouping_key``) with prefix
-    ``gangplank_predict_``. :class:`ProductionDriftExporter` is the same as a
-    Keras callback; use this class where Keras is not loaded.
+    :meth:`observe` only validates a batch and hands it to a worker thread, so
+    the request path pays for a few checks and a copy; the worker fills
+    windows of ``window_size`` samples (a batch that crosses the boundary is
+    split) or of ``window_seconds``, whichever closes first, compares each with
+    the reference (:class:`DriftReference`) and publishes the figures: pushed
+    to the group ``job`` / ``agent`` (+ ``grouping_key``) when ``pgw_addr`` is
+    given, and served to a scrape once registered
+    (``registry.register(monitor)``). Metric names start with
+    ``gangplank_predict_``. :class:`ProductionDriftExporter` wraps it as a
+    Keras callback.
+
+    The queue to the worker holds at most ``max_pending_samples`` samples. A
+    caller that finds it full waits up to ``max_wait_seconds`` for room; after
+    that the batch is dropped and counted in
+    ``gangplank_predict_samples_dropped_total``. Memory stays bounded.
 
     Args:
-        pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or ``https://…``.
+        pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or
+            ``https://…``; ``None`` to only serve a scrape.
         job: the ``job`` label.
         reference: a :class:`DriftReference` or the path of a saved one.
         agent: names the monitored deployment (the ``agent`` label).
@@ -40,22 +55,32 @@ class DriftMonitor:
             :class:`gangplank.PushError` from the next ``observe`` and from
             ``close``.
         timeout: seconds one push may take.
-        basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth
-            (or write them in the address: ``https://user:pw@host:9091``).
+        basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth.
         ca_file: CA bundle that signed an ``https://`` gateway's certificate.
-        on_window: called with each closed window's :class:`WindowReport`
-            (outside the exporter's lock, so it may call ``observe``).
+        on_window: called (on the worker thread) with each closed window's
+            :class:`WindowReport`.
+        accuracy_tolerance: accuracy loss below the reference that is
+            acceptable; default the reference's (0.02).
+        min_feedback: labels needed before accuracy on feedback is judged (10).
+        quality_floor: absolute accuracy floor on labelled feedback (0.80).
+        recent_windows, sustained_windows: a signal is sustained when it fired
+            in ``sustained_windows`` of the last ``recent_windows`` windows (3 of 5).
+        feedback_max_ids, feedback_max_age_seconds: bounds of the scoring
+            ids remembered for :meth:`feedback` (100,000 ids, 24 h).
+        max_pending_samples, max_wait_seconds: the worker queue's bound
+            (default 20 windows, at least 10,000 samples) and how long a
+            caller waits for room (0.1 s).
 
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
         >>> with DriftMonitor("127.0.0.1:9091", "mnist", reference, agent="web") as drift:  # doctest: +SKIP
-        ...     drift.observe(images, probabilities)
-        ...     drift.feedback(true_labels, probabilities)  # when labels arrive later
+        ...     drift.observe(images, probabilities, ids=request_ids)
+        ...     drift.feedback(true_labels, ids=request_ids)  # when labels arrive later
     """
 
     def __init__(
         self,
-        pgw_addr: str,
+        pgw_addr: str | None,
         job: str,
         reference: DriftReference | str | Path,
         agent: str = "default",
@@ -69,8 +94,17 @@ class DriftMonitor:
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | None = None,
         on_window: Callable[[WindowReport], None] | None = None,
+        accuracy_tolerance: float | None = None,
+        min_feedback: int = 10,
+        quality_floor: float = 0.80,
+        recent_windows: int = 5,
+        sustained_windows: int = 3,
+        feedback_max_ids: int = 100_000,
+        feedback_max_age_seconds: float = 24 * 3600.0,
+        max_pending_samples: int | None = None,
+        max_wait_seconds: float = 0.1,
+        push_settings: PushSettings | None = None,
     ):
-        super().__init__()  # keras.callbacks.Callback's, in ProductionDriftExporter
         if not isinstance(reference, DriftReference):
             reference = DriftReference.load(reference)
         window_size = reference.window_size if window_size is None else window_size
@@ -80,84 +114,116 @@ class DriftMonitor:
             raise ValueError(f"window_seconds must be a positive number or None, got {window_seconds!r}")
         if not agent:
             raise ValueError("agent must be a non-empty name")
+        if not 1 <= sustained_windows <= recent_windows:
+            raise ValueError(f"need 1 <= sustained_windows <= recent_windows, got {sustained_windows} and {recent_windows}")
+        if not 0 <= quality_floor <= 1 or int(min_feedback) < 1:
+            raise ValueError("quality_floor must be in [0, 1] and min_feedback at least 1")
+        if accuracy_tolerance is not None:
+            reference = reference.with_thresholds(accuracy_tolerance=float(accuracy_tolerance))
+        reference = reference.with_thresholds(min_labelled=int(min_feedback))
         self.reference = reference
         self.agent = str(agent)
         self.window_size = int(window_size)
         self.window_seconds = window_seconds
         self.ignore_exceptions = ignore_exceptions
         self.on_window = on_window
-        key = {**(grouping_key or {}), "agent": self.agent}
-        self.sender = PushgatewaySender(pgw_addr, job, key, handler, timeout, basic_auth=basic_auth, ca_file=ca_file)
+        self.quality_floor = float(quality_floor)
+        self.min_feedback = int(min_feedback)
+        self.max_pending_samples = int(max_pending_samples or max(20 * self.window_size, 10_000))
+        self.max_wait_seconds = float(max_wait_seconds)
+        settings = push_settings or PushSettings(pgw_addr, handler, timeout, basic_auth, ca_file)
+        self.publisher = Publisher(settings, job, {**(grouping_key or {}), "agent": self.agent})
+        self.scoring_ids = ScoringIds(feedback_max_ids, feedback_max_age_seconds)
         self.last_report: WindowReport | None = None
-        self._last_closed_at = float("nan")
-        self._totals = drift_metrics.Totals()
-        self._window = reference.new_window()
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self.sender.submit("predict", drift_metrics.families(self._totals))
-        if window_seconds is not None:
-            threading.Thread(target=self._close_by_time, name=f"gangplank-window-{self.agent}", daemon=True).start()
 
-    # -- observing --------------------------------------------------------
-    def observe(self, inputs, probabilities, labels=None) -> None:
+        # Owned by the worker thread alone (no lock): the window and what it adds up.
+        self._window = reference.new_window()
+        self._window_started = 0.0
+        self._totals = drift_metrics.Totals(reference.n_classes)
+        labels_needed = labels_for_floor(reference.accuracy, self.quality_floor, self.min_feedback)
+        self._recent = RecentWindows(recent_windows, labels_needed)
+        self._sustained = int(sustained_windows)
+        self._last_closed = float("nan")
+        self._interval = float("nan")
+        self._status = self._make_status()
+
+        # Shared with callers, under _cond.
+        self._queue: deque = deque()
+        self._queued_samples = 0
+        self._dropped = 0
+        self._unmatched = 0
+        self._received = 0  # items queued so far
+        self._processed = 0  # items the worker has finished
+        self._stopping = False
+        self._cond = threading.Condition()
+        self.publisher.submit("predict", drift_metrics.families(self._totals, None, self._status))
+        self._worker = threading.Thread(target=self._run, name=f"gangplank-drift-{self.agent}", daemon=True)
+        self._worker.start()
+
+    # -- what callers use ---------------------------------------------------
+    def observe(self, inputs, probabilities, labels=None, ids=None) -> None:
         """Add a batch: ``inputs`` (rows, features) or ``None``, ``probabilities``
-        (rows, classes), optionally the true ``labels`` (rows,).
+        (rows, classes), optionally the true ``labels`` (rows,) and scoring ``ids``.
 
         Bad input raises ``ValueError`` before anything of the batch is
         recorded. Rows that are logits or do not sum to 1 are normalised and
         counted; NaN/Inf inputs fall into a *missing* bin and are counted.
+        ``ids`` (one str or int per row) are remembered with the predicted
+        class, so that :meth:`feedback` can join labels to them later.
         """
         self._raise_known_failure()
-        ref = self.reference
-        p, normalised = as_probabilities(probabilities, ref.n_classes)
-        rows = p.shape[0]
-        cells = x = None
-        if inputs is not None:
-            x = as_inputs(inputs, ref.n_features)
-            if x.shape[0] != rows:
-                raise ValueError(f"inputs and probabilities must have the same rows, got {x.shape[0]} and {rows}")
-            cells = ref.binner.cells(x)
-        y = None if labels is None else as_labels(labels, ref.n_classes, rows)
-        confidence_bins = ref.confidence_bin(p)
-        predicted = p.argmax(axis=1)
-        closed = []
-        with self._lock:
-            self._totals.probabilities_normalised += normalised
-            if self._window_expired():
-                closed.append(self._close_window())
-            start = 0
-            while start < rows:
-                if not self._window.samples:  # window_seconds count from a window's first sample
-                    self._window.started = time.time()
-                stop = start + min(rows - start, self.window_size - self._window.samples)
-                rows_here = slice(start, stop)
-                if x is not None:
-                    self._window.add_inputs(ref.binner.count_cells(cells[rows_here]), x[rows_here])
-                self._window.add_predictions(p[rows_here], confidence_bins[rows_here])
-                if y is not None:
-                    self._window.add_feedback(y[rows_here], predicted[rows_here])
-                if self._window.samples >= self.window_size:
-                    closed.append(self._close_window())
-                start = stop
-        self._report(closed)
+        batch = self.reference.prepare(inputs, probabilities, labels, ids)
+        if batch.ids is not None:
+            self.scoring_ids.remember(batch.ids, batch.probabilities.argmax(axis=1))
+        self._enqueue(batch, batch.rows)
 
-    def feedback(self, labels, predictions) -> None:
-        """Add true labels that arrived later, with what the model predicted for them.
+    def feedback(self, labels, predictions=None, ids=None) -> int:
+        """Add true labels that arrived later; returns how many were matched to a prediction.
 
-        ``predictions`` are the probability rows the model gave (or predicted
-        class indices). They count towards the current window's accuracy and
-        recall, not towards its sample count.
+        Give either ``ids`` (the scoring ids passed to :meth:`observe`: each
+        label is joined to what was predicted for its id; unknown, expired or
+        already-labelled ids are counted in
+        ``gangplank_predict_feedback_unmatched_total`` and skipped) or
+        ``predictions`` (the probability rows the model gave, or predicted
+        class indices). Labels count towards the current window's accuracy
+        and per-class figures, not towards its sample count.
         """
         self._raise_known_failure()
-        predictions = np.asarray(predictions)
-        one_probability_row = predictions.ndim == 1 and predictions.dtype.kind == "f" and predictions.size == self.reference.n_classes
-        if predictions.ndim == 2 or one_probability_row:
-            predicted = as_probabilities(predictions, self.reference.n_classes)[0].argmax(axis=1)
+        k = self.reference.n_classes
+        if (ids is None) == (predictions is None):
+            raise ValueError("feedback needs either predictions or ids (not both)")
+        if ids is not None:
+            ids = as_ids(ids, len(ids) if not isinstance(ids, (str, int)) else 1)
+            y = as_labels(labels, k, len(ids))
+            found, unmatched = self.scoring_ids.join(ids)
+            keep = np.array([cls is not None for cls in found], dtype=bool)
+            predicted = np.array([cls for cls in found if cls is not None], dtype=np.int64)
+            y = y[keep]
         else:
-            predicted = as_labels(predictions, self.reference.n_classes, predictions.shape[0] if predictions.ndim else 1)
-        y = as_labels(labels, self.reference.n_classes, predicted.shape[0])
-        with self._lock:
-            self._window.add_feedback(y, predicted)
+            predicted = self._predicted_classes(predictions)
+            y = as_labels(labels, k, predicted.shape[0])
+            unmatched = 0
+        with self._cond:
+            self._unmatched += unmatched
+        if y.size or unmatched:
+            self._enqueue(("feedback", y, predicted), 0)
+        return int(y.size)
+
+    def flush(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Wait until everything observed so far is in a window, every full window is
+        compared and published, and the gateway (if any) has it. Returns whether all that
+        happened within ``timeout`` seconds. A partly filled window stays open.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._received
+            self._cond.notify_all()
+            while self._processed < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._worker.is_alive():
+                    return False
+                self._cond.wait(remaining)
+        return self.publisher.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Close the last window (if it holds anything), deliver everything, stop the threads.
@@ -165,21 +231,38 @@ class DriftMonitor:
         Waits at most ``timeout`` seconds for the gateway; with
         ``ignore_exceptions=False`` a failed delivery raises :class:`PushError`.
         """
-        with self._lock:
-            if self._window.samples:
-                closed = [self._close_window()]
-            else:
-                closed = []
-                self._count_pending_feedback()
-            self._closed.set()
-        self._report(closed)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._worker.join()
         if not self.ignore_exceptions:
             try:
-                self.sender.push_now()
+                self.publisher.push_now()
             finally:
-                self.sender.close(0)
+                self.publisher.close(0)
         else:
-            self.sender.close(self.sender.timeout)
+            self.publisher.close(self.publisher.timeout)
+
+    def retire(self) -> None:
+        """Close, then delete this agent's group from the Pushgateway (a deployment that is gone).
+
+        Its last values would otherwise stay on the gateway, and keep alerts
+        firing, forever. Raises :class:`PushError` if the gateway refuses.
+        """
+        self.close()
+        self.publisher.delete()
+
+    def collect(self):
+        """The families a scrape serves (``registry.register(monitor)``): those a push sends."""
+        return self.publisher.collect()
+
+    def describe(self):
+        return []
+
+    @property
+    def sender(self) -> Publisher:
+        """The :class:`~gangplank.transport.Publisher` (kept under its earlier name)."""
+        return self.publisher
 
     def __enter__(self):
         return self
@@ -187,54 +270,134 @@ class DriftMonitor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- windows ----------------------------------------------------------------
+    # -- the hand-over --------------------------------------------------------
+    def _enqueue(self, item, samples: int) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("this DriftMonitor is closed")
+            if samples and self._queued_samples and self._queued_samples + samples > self.max_pending_samples:
+                deadline = time.monotonic() + self.max_wait_seconds
+                while self._queued_samples and self._queued_samples + samples > self.max_pending_samples:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._dropped += samples
+                        return
+                    self._cond.wait(remaining)
+            self._queue.append(item)
+            self._queued_samples += samples
+            self._received += 1
+            self._cond.notify_all()
+
+    def _predicted_classes(self, predictions) -> np.ndarray:
+        predictions = np.asarray(predictions)
+        k = self.reference.n_classes
+        one_probability_row = predictions.ndim == 1 and predictions.dtype.kind == "f" and predictions.size == k
+        if predictions.ndim == 2 or one_probability_row:
+            return as_probabilities(predictions, k)[0].argmax(axis=1)
+        return as_labels(predictions, k, predictions.shape[0] if predictions.ndim else 1)
+
+    # -- the worker -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping and not self._window_expired():
+                    self._cond.wait(self._seconds_to_expiry())
+                item = self._queue.popleft() if self._queue else None
+                stopping = self._stopping and item is None
+                self._totals.dropped, self._totals.feedback_unmatched = self._dropped, self._unmatched
+            if item is not None:
+                self._process(item)
+            elif self._window_expired():
+                self._close_window()
+            with self._cond:
+                if item is not None:
+                    self._queued_samples -= item.rows if isinstance(item, Batch) else 0
+                    self._processed += 1
+                self._cond.notify_all()
+            if stopping:
+                self._finish()
+                return
+
+    def _process(self, item) -> None:
+        if not isinstance(item, Batch):
+            _, labels, predicted = item
+            self._window.add_feedback(labels, predicted)
+            return
+        if self._window_expired():
+            self._close_window()
+        self._totals.probabilities_normalised += item.normalised
+        start = 0
+        while start < item.rows:
+            if not self._window.samples:
+                self._window_started = time.monotonic()  # window_seconds count from a window's first sample
+            stop = start + min(item.rows - start, self.window_size - self._window.samples)
+            self._window.add(item[start:stop])
+            if self._window.samples >= self.window_size:
+                self._close_window()
+            start = stop
+
+    def _finish(self) -> None:
+        if self._window.samples:
+            self._close_window()
+        elif self._window.labelled:
+            # Labels after the last sample: counted, the last window's gauges kept (a
+            # window of labels alone would report drift_detected=0 over the last real one).
+            confusion = self._window.confusion.copy()
+            self._totals.add_feedback(confusion)
+            self._recent.add_feedback(int(confusion.sum()), int(np.trace(confusion)))
+            self._window.reset()
+            self._status = self._make_status()
+            self._publish()
+        else:
+            self._publish()  # the final dropped/unmatched counts
+
+    def _close_window(self) -> None:
+        report = self.reference.compare(self._window)
+        self._window.reset()
+        now = time.monotonic()
+        since = now - (self._last_closed if np.isfinite(self._last_closed) else self._window_started)
+        self._interval = since if not np.isfinite(self._interval) else (
+            INTERVAL_SMOOTHING * since + (1 - INTERVAL_SMOOTHING) * self._interval
+        )
+        self._last_closed = now
+        self._totals.add_window(report)
+        self._recent.add(report.signals, report.labelled, report.correct)
+        self._status = self._make_status(closed_at=time.time())
+        self.last_report = report
+        self._publish()
+        if self.on_window is not None:
+            self.on_window(report)
+
+    def _publish(self) -> None:
+        self.publisher.submit("predict", drift_metrics.families(self._totals, self.last_report, self._status))
+
+    def _make_status(self, closed_at: float | None = None) -> drift_metrics.Status:
+        t = self.reference.thresholds
+        previous = getattr(self, "_status", None)
+        return drift_metrics.Status(
+            closed_at=closed_at if closed_at is not None else (previous.closed_at if previous else float("nan")),
+            interval=self._interval,
+            recent_signals=self._recent.signal_counts(),
+            recent_windows=self._recent.windows,
+            sustained_windows=self._sustained,
+            recent_feedback=self._recent.pooled_feedback(),
+            accuracy_tolerance=t.accuracy_tolerance,
+            quality_floor=self.quality_floor,
+            min_feedback=self.min_feedback,
+        )
+
     def _window_expired(self) -> bool:
         return (
             self.window_seconds is not None
-            and self._window.samples
-            and time.time() - self._window.started >= self.window_seconds
+            and self._window.samples > 0
+            and time.monotonic() - self._window_started >= self.window_seconds
         )
 
-    def _close_window(self) -> WindowReport:
-        report = self.reference.compare(self._window)
-        totals = self._totals
-        totals.samples += report.samples
-        totals.windows += 1
-        totals.drifted_windows += int(report.drift_detected)
-        totals.feedback_samples += report.labelled
-        totals.feedback_correct += report.correct
-        totals.input_nonfinite += report.input_nonfinite_values
-        self._last_closed_at = time.time()
-        self.sender.submit("predict", drift_metrics.families(totals, report, self.reference, self._last_closed_at))
-        self.last_report = report
-        self._window.reset()
-        return report
-
-    def _report(self, reports) -> None:
-        if self.on_window is not None:
-            for report in reports:
-                self.on_window(report)
-
-    def _count_pending_feedback(self) -> None:
-        """Labels that arrived after the last sample: counted in the totals, the last window's gauges kept.
-
-        A window of labels alone is no window: closing it would report
-        ``drift_detected=0`` and NaN statistics over the last real window.
-        """
-        window = self._window
-        if not window.labelled:
-            return
-        self._totals.feedback_samples += window.labelled
-        self._totals.feedback_correct += window.correct
-        window.reset()
-        self.sender.submit("predict", drift_metrics.families(self._totals, self.last_report, self.reference, self._last_closed_at))
-
-    def _close_by_time(self) -> None:
-        while not self._closed.wait(min(self.window_seconds, 1.0)):
-            with self._lock:
-                closed = [self._close_window()] if self._window_expired() else []
-            self._report(closed)
+    def _seconds_to_expiry(self) -> float | None:
+        if self.window_seconds is None or not self._window.samples:
+            return None if self.window_seconds is None else self.window_seconds
+        return max(0.0, self._window_started + self.window_seconds - time.monotonic())
 
     def _raise_known_failure(self) -> None:
-        if not self.ignore_exceptions and self.sender.last_error is not None:
-            raise self.sender.last_error
+        if not self.ignore_exceptions and self.publisher.last_error is not None:
+            raise self.publisher.last_error

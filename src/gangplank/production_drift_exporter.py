@@ -7,14 +7,17 @@ import keras
 from .drift_monitor import DriftMonitor
 
 
-class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
+class ProductionDriftExporter(keras.callbacks.Callback):
     """Watch a deployed classifier's inputs, probabilities and labels; push drift per window.
 
-    Everything :class:`DriftMonitor` does (same arguments: ``pgw_addr, job,
-    reference, agent, window_size, window_seconds, grouping_key, handler,
-    ignore_exceptions``, …), plus the Keras path: as a callback of
-    ``model.predict`` it observes every batch of outputs, and with
-    :meth:`with_inputs` the matching inputs too.
+    A Keras callback that holds a :class:`DriftMonitor` (``self.monitor``,
+    made with the same arguments: ``pgw_addr, job, reference, agent,
+    window_size, window_seconds, grouping_key, handler, ignore_exceptions``,
+    …) and offers all of it (``observe``, ``feedback``, ``flush``, ``close``,
+    ``retire``, ``last_report``, and ``registry.register(exporter)`` for a
+    scrape), plus the Keras path: as a callback of ``model.predict`` it
+    observes every batch of outputs, and with :meth:`with_inputs` the
+    matching inputs too.
 
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
@@ -23,8 +26,29 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         ...     drift.feedback(true_labels, probabilities)  # when labels arrive later
     """
 
-    _predict_inputs = None  # what with_inputs() handed over for the next predict
-    _predict_offset = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.monitor = DriftMonitor(*args, **kwargs)
+        self._predict_inputs = None  # what with_inputs() handed over for the next predict
+        self._predict_offset = 0
+
+    def __getattr__(self, name):
+        # Everything else is the monitor's: observe, feedback, flush, close, reference, ...
+        if name == "monitor":
+            raise AttributeError(name)
+        return getattr(self.monitor, name)
+
+    def collect(self):
+        return self.monitor.collect()
+
+    def describe(self):
+        return []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.monitor.close()
 
     def with_inputs(self, inputs):
         """Return ``inputs`` unchanged and observe them along with the next ``predict``.
@@ -53,7 +77,7 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
             start = self._predict_offset
             inputs = self._predict_inputs[start:start + probabilities.shape[0]]
             self._predict_offset += probabilities.shape[0]
-        self.observe(inputs, probabilities)
+        self.monitor.observe(inputs, probabilities)
 
     def on_predict_end(self, logs=None):
         self._predict_inputs = None

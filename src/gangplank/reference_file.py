@@ -2,8 +2,10 @@
 
 Layout: ``np.savez_compressed`` of plain numeric arrays plus ``header``, the
 UTF-8 bytes of a JSON object with ``format: "gangplank-drift-reference"``,
-``version: 1``, the window size the thresholds were calibrated for, the
-reference accuracy, the bin layout and the thresholds. Arrays:
+``version: 2``, the window size the thresholds were calibrated for, the
+reference accuracy, the bin layout, the thresholds and the fit ``settings``
+(``DriftReference.get_params()``). Version-1 files (no settings, no
+accuracy map) still load. Arrays:
 
 =====================  ===================  ==========================================
 name                   shape                meaning
@@ -15,6 +17,7 @@ name                   shape                meaning
 ``class_shares``       (classes,)           predicted-class shares
 ``confidence_edges``   (edges,)             inner edges of the confidence histogram
 ``confidence_counts``  (edges + 1,)         its reference counts
+``confidence_accuracy``  (edges + 1,)       P(correct) per confidence bin (version 2)
 =====================  ===================  ==========================================
 
 :func:`read` opens it with ``allow_pickle=False``, refuses archives that claim
@@ -38,11 +41,87 @@ import numpy as np
 from .errors import ReferenceFormatError
 
 FORMAT = "gangplank-drift-reference"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_UNPACKED_BYTES = 1 << 30
 
 
-def write(path, header: dict, arrays: dict) -> None:
+def write(path, reference) -> None:
+    """Write a :class:`~gangplank.DriftReference` to ``path``."""
+    profile, t = reference.profile, reference.thresholds
+    header = {
+        "window_size": reference.window_size,
+        "n_samples": profile.n_samples,
+        "accuracy": profile.accuracy if profile.has_labels else None,
+        "n_columns": profile.binner.n_columns,
+        "thresholds": {
+            "drifted_features_ratio": t.drifted_features_ratio,
+            "confidence_psi": t.confidence_psi,
+            "class_p_value": t.class_p_value,
+            "accuracy_p_value": t.accuracy_p_value,
+            "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
+            "accuracy_tolerance": t.accuracy_tolerance,
+            "min_labelled": t.min_labelled,
+            "min_window_samples": t.min_window_samples,
+        },
+        "settings": reference.get_params(),
+    }
+    write_arrays(path, header, {
+        "low": profile.binner.low,
+        "scale": profile.binner.scale,
+        "lookup": profile.binner.lookup,
+        "input_counts": profile.input_counts,
+        "class_shares": profile.class_shares,
+        "confidence_edges": profile.confidence_edges,
+        "confidence_counts": profile.confidence_counts,
+        "confidence_accuracy": profile.confidence_accuracy,
+        "feature_psi": t.feature_psi,
+    })
+
+
+def read_reference(path, cls):
+    """Read a reference file into ``cls`` (:class:`~gangplank.DriftReference`)."""
+    from .binning import FeatureBinner
+    from .calibration import FitSettings
+    from .comparison import Thresholds
+    from .profile import Profile
+
+    header, arrays = read(path)
+    lookup, n_columns = arrays["lookup"], int(header["n_columns"])
+    binner = FeatureBinner(
+        arrays["low"].astype(np.float32), arrays["scale"].astype(np.float32), lookup,
+        lookup[:, -1].astype(np.int64) + 1, n_columns,
+    )
+    t = header["thresholds"]
+    accuracy = header.get("accuracy")
+    edges = arrays["confidence_edges"].astype(np.float64)
+    confidence_accuracy = arrays.get("confidence_accuracy", np.full(edges.size + 1, np.nan)).astype(np.float64)
+    profile = Profile(
+        binner=binner,
+        input_counts=arrays["input_counts"].astype(np.int64),
+        class_shares=arrays["class_shares"].astype(np.float64),
+        confidence_edges=edges,
+        confidence_counts=arrays["confidence_counts"].astype(np.int64),
+        accuracy=float("nan") if accuracy is None else float(accuracy),
+        confidence_accuracy=confidence_accuracy,
+        n_samples=int(header["n_samples"]),
+    )
+    thresholds = Thresholds(
+        feature_psi=arrays["feature_psi"].astype(np.float64),
+        drifted_features_ratio=float(t["drifted_features_ratio"]),
+        confidence_psi=float(t["confidence_psi"]),
+        class_p_value=float(t["class_p_value"]),
+        accuracy_p_value=float(t["accuracy_p_value"]),
+        estimated_accuracy_p_value=float(t.get("estimated_accuracy_p_value", t["accuracy_p_value"])),
+        accuracy_tolerance=float(t.get("accuracy_tolerance", 0.0)),  # version 1 tested against the reference itself
+        min_labelled=int(t["min_labelled"]),
+        min_window_samples=int(t["min_window_samples"]),
+    )
+    settings = FitSettings(**header["settings"]) if header.get("settings") else None
+    return cls(profile, thresholds, int(header["window_size"]), settings)
+
+
+def write_arrays(path, header: dict, arrays: dict) -> None:
     """Write ``arrays`` and ``header`` (plus format and version) to ``path``."""
     header = {"format": FORMAT, "version": VERSION, **header}
     encoded = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -68,8 +147,10 @@ def read(path) -> tuple[dict, dict]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         got = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {got!r}, expected {FORMAT!r})")
-    if header.get("version") != VERSION:
-        raise ReferenceFormatError(f"{path} has reference format version {header.get('version')!r}; this gangplank reads version {VERSION}")
+    if header.get("version") not in READABLE_VERSIONS:
+        raise ReferenceFormatError(
+            f"{path} has reference format version {header.get('version')!r}; this gangplank reads versions 1 and 2"
+        )
     try:
         _check(header, arrays)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -110,6 +191,15 @@ def _check(header: dict, arrays: dict) -> None:
         int(number)
     if header.get("accuracy") is not None:
         float(header["accuracy"])
+    if "confidence_accuracy" in arrays and arrays["confidence_accuracy"].shape != arrays["confidence_counts"].shape:
+        raise ValueError("confidence_accuracy must have one value per confidence bin")
+    settings = header.get("settings")
+    if settings:
+        from .calibration import FitSettings
+
+        unknown = set(settings) - set(FitSettings().as_dict())
+        if unknown:
+            raise ValueError(f"unknown fit settings {sorted(unknown)}")
 
 
 def _refuse_oversized(data: bytes) -> None:

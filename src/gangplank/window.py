@@ -1,37 +1,44 @@
 """The running totals of one drift window: bounded by features × bins, never by samples.
 
-A :class:`Window` adds batches (already validated) into counts: input bin
-counts per feature, input sum and sum of squares, predicted-class counts, a
-confidence histogram, entropy, and with labels the correct counts per class.
-Nothing per sample is kept.
+A :class:`Window` is filled through one path: :meth:`Window.add` takes a
+:class:`~gangplank.batch.Batch` (already validated) and adds its input bin
+counts, summary sums, predicted-class counts, confidence histogram and entropy;
+:meth:`Window.add_feedback` adds labels joined to predictions. The reference
+profile, the calibration and the live monitor all build windows this way.
 
 Example:
     >>> import numpy as np
-    >>> window = Window(n_features=0, n_columns=1, n_classes=2, confidence_bins=1)
-    >>> window.add_predictions(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))
-    >>> window.samples, window.class_counts.tolist()
-    (2, [1, 1])
+    >>> from gangplank.batch import Batch
+    >>> window = Window(binner=None, confidence_edges=np.array([0.5]), n_classes=2)
+    >>> window.add(Batch.of(None, np.array([[0.9, 0.1], [0.2, 0.8]])))
+    >>> window.samples, window.class_counts.tolist(), window.confidence_counts.tolist()
+    (2, [1, 1], [0, 2])
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from .batch import Batch
+from .binning import FeatureBinner
 from .drift_statistics import entropy
+
+CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a large batch
 
 
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
 
-    def __init__(self, n_features: int, n_columns: int, n_classes: int, confidence_bins: int):
-        self.shape = (n_features, n_columns, n_classes, confidence_bins)
+    def __init__(self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int):
+        self.binner = binner
+        self.confidence_edges = confidence_edges
+        self.n_classes = n_classes
         self.reset()
 
     def reset(self) -> None:
-        n_features, n_columns, n_classes, confidence_bins = self.shape
-        self.started = time.time()
+        n_features = 0 if self.binner is None else self.binner.n_features
+        n_columns = 1 if self.binner is None else self.binner.n_columns
+        k = self.n_classes
         self.samples = 0
         self.input_rows = 0
         self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
@@ -39,17 +46,43 @@ class Window:
         self.input_sum_squares = 0.0
         self.input_finite_values = 0
         self.input_nonfinite_values = 0
-        self.class_counts = np.zeros(n_classes, dtype=np.int64)
-        self.confidence_counts = np.zeros(confidence_bins, dtype=np.int64)
+        self.class_counts = np.zeros(k, dtype=np.int64)
+        self.confidence_counts = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
         self.confidence_sum = 0.0
         self.entropy_sum = 0.0
-        self.labelled = 0
-        self.label_counts = np.zeros(n_classes, dtype=np.int64)
-        self.correct_by_class = np.zeros(n_classes, dtype=np.int64)
+        self.confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted
+        # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
+        self.confidence_labelled = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
+        self.confidence_correct = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
 
-    def add_inputs(self, counts: np.ndarray, x: np.ndarray) -> None:
-        """Add a batch's bin ``counts`` and its summary; ``x`` is (rows, features) float32."""
-        self.input_counts += counts
+    # -- the one ingestion path --------------------------------------------
+    def add(self, batch: Batch) -> None:
+        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any)."""
+        p = batch.probabilities
+        predicted = p.argmax(axis=1)
+        confidence = p.max(axis=1)
+        self.samples += batch.rows
+        self.class_counts += np.bincount(predicted, minlength=self.n_classes)
+        confidence_bins = np.searchsorted(self.confidence_edges, confidence, side="right")
+        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
+        self.confidence_sum += float(confidence.sum())
+        self.entropy_sum += float(entropy(p).sum())
+        if batch.inputs is not None and self.binner is not None:
+            for start in range(0, batch.rows, CHUNK_ROWS):
+                self._add_inputs(batch.inputs[start:start + CHUNK_ROWS])
+        if batch.labels is not None:
+            self.add_feedback(batch.labels, predicted)
+            size = self.confidence_counts.size
+            self.confidence_labelled += np.bincount(confidence_bins, minlength=size)
+            self.confidence_correct += np.bincount(confidence_bins[batch.labels == predicted], minlength=size)
+
+    def add_feedback(self, labels: np.ndarray, predicted: np.ndarray) -> None:
+        """Add true ``labels`` for rows whose predicted classes were ``predicted``."""
+        k = self.n_classes
+        self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+
+    def _add_inputs(self, x: np.ndarray) -> None:
+        self.input_counts += self.binner.count(x)
         self.input_rows += x.shape[0]
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(x.sum(dtype=np.float64))
@@ -60,29 +93,25 @@ class Window:
             self.input_sum_squares += float(np.square(x, dtype=np.float64).sum())
             self.input_finite_values += x.size
         else:
-            finite = np.isfinite(x)
-            kept = x[finite].astype(np.float64)
+            kept = x[np.isfinite(x)].astype(np.float64)
             self.input_sum += float(kept.sum())
             self.input_sum_squares += float(np.square(kept).sum())
             self.input_finite_values += kept.size
             self.input_nonfinite_values += x.size - kept.size
 
-    def add_predictions(self, probabilities: np.ndarray, confidence_bins: np.ndarray) -> None:
-        """Add a batch of probability rows and the confidence bin of each row."""
-        predicted = probabilities.argmax(axis=1)
-        self.samples += probabilities.shape[0]
-        self.class_counts += np.bincount(predicted, minlength=self.class_counts.size)
-        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
-        self.confidence_sum += float(probabilities.max(axis=1).sum())
-        self.entropy_sum += float(entropy(probabilities).sum())
-
-    def add_feedback(self, labels: np.ndarray, predicted: np.ndarray) -> None:
-        """Add true ``labels`` for rows whose predicted classes were ``predicted``."""
-        size = self.label_counts.size
-        self.labelled += labels.size
-        self.label_counts += np.bincount(labels, minlength=size)
-        self.correct_by_class += np.bincount(labels[labels == predicted], minlength=size)
+    # -- what the comparison reads -------------------------------------------
+    @property
+    def labelled(self) -> int:
+        return int(self.confusion.sum())
 
     @property
     def correct(self) -> int:
-        return int(self.correct_by_class.sum())
+        return int(np.trace(self.confusion))
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        return self.confusion.sum(axis=1)
+
+    @property
+    def correct_by_class(self) -> np.ndarray:
+        return np.diagonal(self.confusion).copy()

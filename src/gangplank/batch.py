@@ -1,0 +1,76 @@
+"""A validated batch of a classifier's traffic: what every drift window is built from.
+
+:meth:`Batch.of` checks and shapes what a caller hands over (inputs,
+probabilities, labels, scoring ids) and raises ``ValueError`` before anything
+is recorded; the arrays it keeps are the batch's own copies, so the caller may
+reuse its buffers at once. Binning and counting happen later, in
+:meth:`gangplank.window.Window.add`.
+
+Example:
+    >>> import numpy as np
+    >>> batch = Batch.of(np.zeros((2, 3)), np.array([[0.9, 0.1], [0.3, 0.7]]), n_features=3, n_classes=2)
+    >>> batch.rows, batch.inputs.dtype.name, batch[1:].rows
+    (2, 'float32', 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import as_inputs, as_labels, as_probabilities
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows of probabilities, and optionally their inputs, true labels and scoring ids."""
+
+    probabilities: np.ndarray  # (rows, classes) float64, rows sum to 1
+    inputs: np.ndarray | None = None  # (rows, features) float32
+    labels: np.ndarray | None = None  # (rows,) int64
+    ids: Sequence | None = None  # one scoring id per row
+    normalised: int = 0  # rows that were logits or off 1 and were normalised
+
+    @classmethod
+    def of(cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None) -> "Batch":
+        """Validate one call's arguments (see :mod:`gangplank.validation`)."""
+        p, normalised = as_probabilities(probabilities, n_classes)
+        rows = p.shape[0]
+        x = None
+        if inputs is not None:
+            x = as_inputs(inputs, n_features)
+            if x.shape[0] != rows:
+                raise ValueError(f"inputs and probabilities must have the same rows, got {x.shape[0]} and {rows}")
+            if x.base is not None or x is inputs:
+                x = x.copy()  # the caller's buffer may be reused after observe returns
+        y = None if labels is None else as_labels(labels, p.shape[1], rows)
+        return cls(p, x, y, as_ids(ids, rows), normalised)
+
+    @property
+    def rows(self) -> int:
+        return self.probabilities.shape[0]
+
+    def __getitem__(self, rows: slice) -> "Batch":
+        return Batch(
+            self.probabilities[rows],
+            None if self.inputs is None else self.inputs[rows],
+            None if self.labels is None else self.labels[rows],
+            None if self.ids is None else self.ids[rows],
+        )
+
+
+def as_ids(ids, rows: int) -> list | None:
+    """Scoring ids as a list of ``rows`` hashable values (str or int), or ``None``."""
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes, int)):
+        ids = [ids]
+    ids = np.asarray(ids, dtype=object).reshape(-1).tolist() if isinstance(ids, np.ndarray) else list(ids)
+    if len(ids) != rows:
+        raise ValueError(f"ids must give one scoring id per row: {rows} rows, {len(ids)} ids")
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"scoring ids must be strings or integers, got {type(value).__name__} {value!r}")
+    return ids

@@ -1,0 +1,120 @@
+"""Calibrating the drift thresholds by simulation: windows drawn from the reference itself.
+
+``calibrate`` draws ``n_simulations`` windows of ``window_size`` rows from a
+held-out quarter of the reference rows (no drift by construction), compares
+each with a profile of the other rows (so the reference's own sampling noise
+is part of the calibration), and sets
+
+* a per-feature PSI cut at the ``1 − feature_alpha`` quantile of that
+  feature's simulated PSI (at least ``min_feature_psi``);
+* the threshold of the share of features over their cut, and of the
+  confidence PSI, at the ``1 − α`` quantile of a scaled chi-square matched to
+  the simulated values (:func:`~gangplank.drift_statistics.moment_matched_threshold`).
+  When that share threshold would be 1 or more (a handful of features, where
+  the share can never exceed it), each feature is tested on its own instead:
+  its cut becomes the ``1 − α/d`` quantile and the share threshold 0
+  (Bonferroni);
+* the p-value thresholds of the prediction, accuracy and estimated-accuracy
+  tests at ``α``;
+
+with ``α = false_alarm_rate / 5`` (five signals).
+
+Example:
+    >>> import numpy as np
+    >>> from gangplank.batch import Batch
+    >>> rng = np.random.default_rng(0)
+    >>> batch = Batch.of(rng.normal(size=(800, 3)), rng.dirichlet([1, 1], size=800))
+    >>> settings = FitSettings(window_size=100, n_simulations=50)
+    >>> profile = Profile.fit(batch)
+    >>> calibrate(profile, batch, settings).class_p_value == settings.false_alarm_rate / 5
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import drift_statistics as ds
+from .batch import Batch
+from .binning import DEFAULT_GRID
+from .comparison import SIGNALS, Thresholds, compare
+from .profile import Profile
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a reference was fitted and calibrated; saved with it (``DriftReference.get_params()``)."""
+
+    window_size: int = 200
+    false_alarm_rate: float = 1e-4
+    feature_alpha: float = 0.01
+    min_feature_psi: float = 0.05
+    n_simulations: int = 400
+    width_bins: int = 10
+    quantile_bins: int = 10
+    confidence_bins: int = 10
+    grid: int = DEFAULT_GRID
+    seed: int = 0
+
+    def check(self, n_rows: int) -> None:
+        """``ValueError`` for settings that cannot calibrate on ``n_rows`` reference rows."""
+        if not 2 <= self.window_size <= n_rows:
+            raise ValueError(f"window_size must be between 2 and the {n_rows} reference rows, got {self.window_size}")
+        if not 0 < self.false_alarm_rate < 1 or not 0 < self.feature_alpha < 1:
+            raise ValueError("false_alarm_rate and feature_alpha must be between 0 and 1")
+        if self.n_simulations < 2:
+            raise ValueError(f"n_simulations must be at least 2, got {self.n_simulations}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Thresholds:
+    """Thresholds for windows of ``settings.window_size`` rows of ``batch`` (the reference rows)."""
+    window_size = settings.window_size
+    batch = Batch(batch.probabilities, batch.inputs)  # labels play no part in these thresholds
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(batch.rows)
+    held_out = order[: max(window_size, batch.rows // 4)]
+    rest = order[held_out.size:]
+    baseline = profile if rest.size < window_size else profile.of_rows(_rows(batch, rest))
+    never = Thresholds.never(profile.n_features)
+    feature_psi, confidence_psi = [], []
+    for _ in range(settings.n_simulations):
+        window = baseline.new_window()
+        window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=False)))
+        report = compare(baseline, never, window, window_size)
+        feature_psi.append(report.input_psi)
+        confidence_psi.append(report.confidence_psi)
+    alpha = settings.false_alarm_rate / len(SIGNALS)
+    cuts, ratio_threshold = _input_thresholds(np.array(feature_psi), alpha, settings)
+    return Thresholds(
+        feature_psi=cuts,
+        drifted_features_ratio=ratio_threshold,
+        confidence_psi=ds.moment_matched_threshold(np.array(confidence_psi), alpha),
+        class_p_value=alpha,
+        accuracy_p_value=alpha,
+        estimated_accuracy_p_value=alpha,
+    )
+
+
+def _input_thresholds(feature_psi: np.ndarray, alpha: float, settings: FitSettings) -> tuple[np.ndarray, float]:
+    if feature_psi.shape[1] == 0:
+        return np.zeros(0), np.inf
+    cuts = np.maximum(np.quantile(feature_psi, 1 - settings.feature_alpha, axis=0), settings.min_feature_psi)
+    ratios = (feature_psi > cuts).mean(axis=1)
+    ratio_threshold = ds.moment_matched_threshold(ratios, alpha, floor=2 * settings.feature_alpha)
+    if ratio_threshold < 1.0:
+        return cuts, ratio_threshold
+    # Too few (or too correlated) features for the share ever to cross its
+    # threshold: test each feature on its own (Bonferroni, alpha / d each).
+    d = cuts.size
+    bonferroni = [ds.moment_matched_threshold(feature_psi[:, j], alpha / d, floor=cuts[j]) for j in range(d)]
+    return np.array(bonferroni), 0.0
+
+
+def _rows(batch: Batch, rows: np.ndarray) -> Batch:
+    return Batch(batch.probabilities[rows], None if batch.inputs is None else batch.inputs[rows])

@@ -1,0 +1,199 @@
+"""A window against the reference profile: every statistic, and the per-window decision.
+
+:func:`compare` is pure: it reads a :class:`~gangplank.window.Window` and a
+:class:`~gangplank.profile.Profile` and returns a :class:`WindowReport` that
+also holds the thresholds it applied (scaled to the window's size), so
+nothing downstream re-derives them. Five signals:
+
+* ``input``: share of features whose PSI is over that feature's cut;
+* ``prediction``: chi-square p of the predicted-class counts;
+* ``confidence``: PSI of the top-class probability;
+* ``accuracy``: one-sided binomial test of the labelled rows' accuracy
+  against the reference accuracy minus ``accuracy_tolerance`` (at least
+  ``min_labelled`` labels);
+* ``estimated_accuracy``: the same test on the label-free estimate, whose
+  null spread comes from the reference (see :class:`~gangplank.profile.Profile`).
+
+PSI scales like ``1 / n``, so cuts calibrated for windows of ``window_size``
+are multiplied by ``window_size / n``. Windows under ``min_window_samples``
+are reported but never alarm.
+
+Example:
+    >>> import numpy as np
+    >>> from gangplank.batch import Batch
+    >>> from gangplank.profile import Profile
+    >>> profile = Profile.fit(Batch.of(None, np.array([[0.9, 0.1], [0.2, 0.8]] * 50)))
+    >>> window = profile.new_window(); window.add(Batch.of(None, np.array([[0.9, 0.1]] * 30)))
+    >>> compare(profile, Thresholds.never(0), window, window_size=100).signals["prediction"]
+    False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import special, stats
+
+from . import drift_statistics as ds
+from .profile import Profile
+from .window import Window
+
+SIGNALS = ("input", "prediction", "confidence", "accuracy", "estimated_accuracy")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each signal fires (PSI values are for a window of the calibrated size)."""
+
+    feature_psi: np.ndarray  # (features,) per-feature PSI cut
+    drifted_features_ratio: float  # input: share of features over their cut
+    confidence_psi: float  # confidence
+    class_p_value: float  # prediction: chi-square p below this
+    accuracy_p_value: float  # accuracy: binomial p below this
+    estimated_accuracy_p_value: float  # estimated_accuracy: normal p below this
+    accuracy_tolerance: float = 0.02  # accuracy loss below the reference that is acceptable
+    min_labelled: int = 10  # feedback needed before the accuracy signal may fire
+    min_window_samples: int = 20
+
+    @classmethod
+    def never(cls, n_features: int) -> "Thresholds":
+        """Thresholds no window crosses (before calibration)."""
+        return cls(np.full(n_features, np.inf), np.inf, np.inf, 0.0, 0.0, 0.0)
+
+    def replace(self, **changes) -> "Thresholds":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """Every figure of one closed window, the thresholds applied, and the decision."""
+
+    samples: int
+    input_rows: int
+    input_psi: np.ndarray
+    input_js: np.ndarray
+    input_ks: np.ndarray
+    drifted_features_ratio: float
+    input_mean: float
+    input_std: float
+    input_nonfinite_values: int
+    class_shares: np.ndarray
+    class_p_value: float
+    confidence_mean: float
+    confidence_psi: float
+    entropy_mean: float
+    labelled: int
+    correct: int
+    accuracy: float
+    confusion: np.ndarray  # (classes, classes) labelled rows: true class × predicted class
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    accuracy_p_value: float
+    estimated_accuracy: float
+    estimated_accuracy_p_value: float
+    reference_accuracy: float
+    thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
+    signals: dict = field(default_factory=dict)
+
+    @property
+    def drift_detected(self) -> bool:
+        return any(self.signals.values())
+
+
+def compare(profile: Profile, t: Thresholds, window: Window, window_size: int) -> WindowReport:
+    """Every statistic of ``window`` against ``profile``, and the decision under ``t``."""
+    n = window.samples
+    has_inputs = window.input_rows > 0
+    if has_inputs:
+        shares = ds.Shares.of(window.input_counts, profile.valid_columns)
+        input_psi = ds.psi_of(shares, profile.input_shares)
+        input_js = ds.js_distance_of(shares, profile.input_shares)
+        input_ks = ds.binned_ks_of(shares, profile.input_shares)
+        ratio = float(np.mean(input_psi > t.feature_psi * (window_size / window.input_rows)))
+    else:
+        input_psi = input_js = input_ks = np.full(profile.n_features, np.nan)
+        ratio = float("nan")
+    finite = window.input_finite_values
+    mean = window.input_sum / finite if finite else float("nan")
+    variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
+    confidence_psi = float(ds.psi_of(ds.Shares.of(window.confidence_counts), profile.confidence_shares)) if n else float("nan")
+    confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
+    class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
+
+    floor = max(profile.accuracy - t.accuracy_tolerance, 0.0)
+    labelled, correct = window.labelled, window.correct
+    accuracy = correct / labelled if labelled else float("nan")
+    accuracy_p = float("nan")
+    if labelled and profile.has_labels:
+        accuracy_p = float(stats.binomtest(correct, labelled, floor, alternative="less").pvalue) if floor > 0 else 1.0
+    estimate, standard_error = profile.estimated_accuracy(window.confidence_counts)
+    estimate_p = _normal_p_below(estimate, floor, standard_error)
+    precision, recall, f1 = _per_class(window.confusion)
+
+    decide = n >= t.min_window_samples
+    signals = {
+        "input": bool(decide and has_inputs and ratio > t.drifted_features_ratio),
+        "prediction": bool(decide and class_p < t.class_p_value),
+        "confidence": bool(decide and confidence_psi > confidence_psi_cut),
+        "accuracy": bool(labelled >= t.min_labelled and accuracy_p < t.accuracy_p_value),
+        "estimated_accuracy": bool(decide and estimate_p < t.estimated_accuracy_p_value),
+    }
+    return WindowReport(
+        samples=n,
+        input_rows=window.input_rows,
+        input_psi=input_psi,
+        input_js=input_js,
+        input_ks=input_ks,
+        drifted_features_ratio=ratio,
+        input_mean=mean,
+        input_std=float(np.sqrt(max(variance, 0.0))) if np.isfinite(variance) else variance,
+        input_nonfinite_values=window.input_nonfinite_values,
+        class_shares=window.class_counts / n if n else np.full(profile.n_classes, np.nan),
+        class_p_value=class_p,
+        confidence_mean=window.confidence_sum / n if n else float("nan"),
+        confidence_psi=confidence_psi,
+        entropy_mean=window.entropy_sum / n if n else float("nan"),
+        labelled=labelled,
+        correct=correct,
+        accuracy=accuracy,
+        confusion=window.confusion.copy(),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        accuracy_p_value=accuracy_p,
+        estimated_accuracy=estimate,
+        estimated_accuracy_p_value=estimate_p,
+        reference_accuracy=profile.accuracy,
+        thresholds={
+            "input_drifted_features_ratio": t.drifted_features_ratio,
+            "confidence_psi": confidence_psi_cut,
+            "class_chi2_p_value": t.class_p_value,
+            "feedback_accuracy_p_value": t.accuracy_p_value,
+            "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
+        },
+        signals=signals,
+    )
+
+
+def _normal_p_below(estimate: float, floor: float, standard_error: float) -> float:
+    """P(an estimate this low | true accuracy at ``floor``), normal approximation."""
+    if not np.isfinite(estimate):
+        return float("nan")
+    if standard_error > 0:
+        return float(special.ndtr((estimate - floor) / standard_error))
+    return 0.0 if estimate < floor else 1.0
+
+
+def _per_class(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of each class (NaN where undefined) from a confusion matrix."""
+    hits = np.diagonal(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), np.nan)
+        recall = np.where(actual > 0, hits / np.maximum(actual, 1), np.nan)
+        both = predicted + actual
+        f1 = np.where(both > 0, 2 * hits / np.maximum(both, 1), np.nan)
+    return precision, recall, f1

@@ -1,0 +1,162 @@
+"""The reference profile: bins, counts and shares of data the model was checked on.
+
+A :class:`Profile` is learned once from reference rows (inputs, the model's
+probabilities, optionally true labels) by filling one big
+:class:`~gangplank.window.Window` — the same ingestion path as production
+traffic — and keeping its totals: per-feature bin counts, predicted-class
+shares, a confidence histogram and, with labels, the accuracy and the
+confidence → P(correct) map used for the label-free accuracy estimate.
+
+The estimate is confidence-based performance estimation (the idea of
+NannyML's CBPE) on a binned map: each confidence bin's reference accuracy,
+made monotone in confidence by isotonic regression. A window's estimate is
+its confidence histogram dotted with the map; it assumes the model's
+confidence stays calibrated under the shift (no concept shift).
+
+Example:
+    >>> import numpy as np
+    >>> from gangplank.batch import Batch
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.dirichlet([1, 1], size=1000); y = (rng.random(1000) > p[:, 0]).astype(int)
+    >>> profile = Profile.fit(Batch.of(None, p, y), confidence_bins=5)
+    >>> round(profile.accuracy, 3) == round(float(np.mean(p.argmax(1) == y)), 3)
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from . import drift_statistics as ds
+from .batch import Batch
+from .binning import DEFAULT_GRID, FeatureBinner
+from .window import Window
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Totals of the reference rows; see the module docstring."""
+
+    binner: FeatureBinner | None  # None: the reference had no inputs
+    input_counts: np.ndarray  # (features, columns)
+    class_shares: np.ndarray  # (classes,)
+    confidence_edges: np.ndarray  # inner edges of the confidence histogram
+    confidence_counts: np.ndarray  # (edges + 1,)
+    accuracy: float  # NaN without labels
+    confidence_accuracy: np.ndarray  # (edges + 1,) P(correct | confidence bin); NaN without labels
+    n_samples: int
+
+    @classmethod
+    def fit(
+        cls,
+        batch: Batch,
+        width_bins: int = 10,
+        quantile_bins: int = 10,
+        confidence_bins: int = 10,
+        grid: int = DEFAULT_GRID,
+    ) -> "Profile":
+        """Choose the bins from ``batch`` and count it."""
+        binner = None if batch.inputs is None else FeatureBinner.fit(batch.inputs, width_bins, quantile_bins, grid)
+        edges = _confidence_edges(batch.probabilities.max(axis=1), confidence_bins)
+        return cls.of_window(cls.window(binner, edges, batch))
+
+    @staticmethod
+    def window(binner: FeatureBinner | None, confidence_edges: np.ndarray, batch: Batch) -> Window:
+        window = Window(binner, confidence_edges, batch.probabilities.shape[1])
+        window.add(batch)
+        return window
+
+    @classmethod
+    def of_window(cls, window: Window) -> "Profile":
+        """A profile holding ``window``'s totals."""
+        n, k = window.samples, window.n_classes
+        return cls(
+            binner=window.binner,
+            input_counts=window.input_counts,
+            class_shares=(window.class_counts + 0.5) / (n + 0.5 * k),
+            confidence_edges=window.confidence_edges,
+            confidence_counts=window.confidence_counts,
+            accuracy=window.correct / window.labelled if window.labelled else float("nan"),
+            confidence_accuracy=_confidence_accuracy(window),
+            n_samples=n,
+        )
+
+    def of_rows(self, batch: Batch) -> "Profile":
+        """This profile's bins with the counts of other rows (for calibration)."""
+        return Profile.of_window(self.window(self.binner, self.confidence_edges, batch))
+
+    def new_window(self) -> Window:
+        return Window(self.binner, self.confidence_edges, self.n_classes)
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.binner is None else self.binner.n_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.class_shares.size
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(np.isfinite(self.accuracy))
+
+    def estimated_accuracy(self, confidence_counts: np.ndarray) -> tuple[float, float]:
+        """The label-free accuracy estimate of a confidence histogram, and its standard error under no drift.
+
+        The error is the spread of the map over reference rows divided by
+        √n: the window's rows drawn from the reference distribution.
+        """
+        n = int(confidence_counts.sum())
+        if not n or not self.has_labels:
+            return float("nan"), float("nan")
+        estimate = float(confidence_counts @ self.confidence_accuracy) / n
+        return estimate, float(np.sqrt(self._map_variance / n))
+
+    @functools.cached_property
+    def valid_columns(self) -> np.ndarray:
+        return self.binner.valid_columns() if self.binner is not None else np.ones((0, 1), dtype=bool)
+
+    @functools.cached_property
+    def input_shares(self) -> ds.Shares:
+        return ds.Shares.of(self.input_counts, self.valid_columns)
+
+    @functools.cached_property
+    def confidence_shares(self) -> ds.Shares:
+        return ds.Shares.of(self.confidence_counts)
+
+    @functools.cached_property
+    def _map_variance(self) -> float:
+        shares = self.confidence_counts / max(self.confidence_counts.sum(), 1)
+        mean = shares @ self.confidence_accuracy
+        return float(shares @ (self.confidence_accuracy - mean) ** 2)
+
+    def replace(self, **changes) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+
+def _confidence_edges(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Inner edges mixing reference quantiles (where the mass is) and equal widths over [0, 1]."""
+    quantiles = np.quantile(confidence, np.arange(1, bins) / bins)
+    widths = np.arange(1, bins) / bins
+    return np.unique(np.concatenate([quantiles, widths]))
+
+
+def _confidence_accuracy(window: Window) -> np.ndarray:
+    """Each confidence bin's reference accuracy, monotone in confidence (isotonic regression).
+
+    A bin without labelled rows takes its midpoint confidence (a calibrated
+    model's accuracy there), with almost no weight.
+    """
+    if not window.labelled:
+        return np.full(window.confidence_counts.size, np.nan)
+    correct = window.confidence_correct.astype(np.float64)
+    counts = window.confidence_labelled.astype(np.float64)
+    bounds = np.concatenate([[0.0], window.confidence_edges, [1.0]])
+    midpoints = (bounds[:-1] + bounds[1:]) / 2
+    observed = np.divide(correct, counts, out=midpoints.copy(), where=counts > 0)
+    return isotonic_regression(observed, weights=np.where(counts > 0, counts, 1e-6)).x

@@ -1,0 +1,60 @@
+"""Predictions remembered by scoring id, for feedback that arrives later (OpenScale's ``scoring_id`` join).
+
+Memory is bounded twice: at most ``max_ids`` ids (the oldest are forgotten
+first) and none older than ``max_age_seconds``. Each id joins one label: a
+second label for the same id counts as unmatched.
+
+Example:
+    >>> store = ScoringIds(max_ids=2, max_age_seconds=60)
+    >>> store.remember(["a", "b", "c"], [1, 2, 3])
+    >>> store.join(["a", "c", "c"])  # "a" was pushed out by "c"; "c" joins once
+    ([None, 3, None], 2)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+
+class ScoringIds:
+    """Thread-safe map of scoring id → predicted class, bounded by count and age."""
+
+    def __init__(self, max_ids: int = 100_000, max_age_seconds: float = 24 * 3600.0):
+        if max_ids < 1 or not max_age_seconds > 0:
+            raise ValueError("feedback_max_ids must be at least 1 and feedback_max_age_seconds positive")
+        self.max_ids = int(max_ids)
+        self.max_age_seconds = float(max_age_seconds)
+        self._predicted: OrderedDict = OrderedDict()  # id -> (predicted class, monotonic time)
+        self._lock = threading.Lock()
+
+    def remember(self, ids: Sequence, predicted: Sequence[int]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for scoring_id, cls in zip(ids, predicted):
+                self._predicted.pop(scoring_id, None)
+                self._predicted[scoring_id] = (int(cls), now)
+            while len(self._predicted) > self.max_ids:
+                self._predicted.popitem(last=False)
+            self._expire(now)
+
+    def join(self, ids: Sequence) -> tuple[list, int]:
+        """The predicted class of each id (``None`` if unknown or expired), and how many were unmatched."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            found = [self._predicted.pop(scoring_id, (None,))[0] for scoring_id in ids]
+        return found, sum(cls is None for cls in found)
+
+    def __len__(self) -> int:
+        return len(self._predicted)
+
+    def _expire(self, now: float) -> None:
+        oldest = now - self.max_age_seconds
+        while self._predicted:
+            first = next(iter(self._predicted.values()))
+            if first[1] >= oldest:
+                return
+            self._predicted.popitem(last=False)

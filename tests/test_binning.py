@@ -120,7 +120,7 @@ def test_edge_values_through_the_reference_and_the_exporter_path_agree():
     p = rng.dirichlet([1, 1], size=2000)
     reference = DriftReference.fit(x, p, window_size=100, n_simulations=50)
     window = reference.window_of(x, p)  # float64 in, as_inputs makes float32
-    np.testing.assert_array_equal(window.input_counts, reference.input_counts)
+    np.testing.assert_array_equal(window.input_counts, reference.profile.input_counts)
     assert np.all(reference.compare(window).input_psi == 0)
 
 

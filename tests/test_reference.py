@@ -90,7 +90,8 @@ def test_the_file_is_an_npz_of_plain_arrays_with_a_json_header(fitted, tmp_path)
     with np.load(path, allow_pickle=False) as archive:
         header = json.loads(archive["header"].tobytes())
         assert all(archive[name].dtype != object for name in archive.files)
-    assert header["format"] == FORMAT == "gangplank-drift-reference" and header["version"] == VERSION == 1
+    assert header["format"] == FORMAT == "gangplank-drift-reference" and header["version"] == VERSION == 2
+    assert header["settings"] == fitted.get_params() and header["settings"]["n_simulations"] > 0
 
 
 def rewrite(source, target, header=None, **arrays):
@@ -159,8 +160,8 @@ def test_corrupted_compressed_bytes(saved, tmp_path):
 
 def test_other_version_and_other_format(saved, tmp_path):
     path, header = saved
-    newer = rewrite(path, tmp_path / "v2.npz", {**header, "version": 2})
-    assert_format_error(newer, "version 2", "reads version 1")
+    newer = rewrite(path, tmp_path / "v3.npz", {**header, "version": 3})
+    assert_format_error(newer, "version 3", "reads versions 1 and 2")
     other = rewrite(path, tmp_path / "other.npz", {**header, "format": "something-else"})
     assert_format_error(other, "something-else", FORMAT)
     no_header = tmp_path / "no-header.npz"
@@ -174,6 +175,24 @@ def test_other_version_and_other_format(saved, tmp_path):
     assert_format_error(not_json, "not a readable")
     a_list = rewrite(path, tmp_path / "list.npz", header=[1, 2])
     assert_format_error(a_list, "not a gangplank drift reference")
+
+
+def test_a_version_1_file_still_loads(saved, fitted, tmp_path):
+    path, header = saved
+    thresholds = {k: v for k, v in header["thresholds"].items() if k not in ("estimated_accuracy_p_value", "accuracy_tolerance")}
+    old_header = {k: v for k, v in header.items() if k != "settings"} | {"version": 1, "thresholds": thresholds}
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files if name not in ("header", "confidence_accuracy")}
+    old = tmp_path / "v1.npz"
+    np.savez_compressed(old, header=np.frombuffer(json.dumps(old_header).encode(), dtype=np.uint8), **arrays)
+    loaded = DriftReference.load(old)
+    assert loaded.get_params() == {} and loaded.settings is None
+    assert loaded.thresholds.accuracy_tolerance == 0.0  # version 1 tested against the reference accuracy itself
+    assert loaded.thresholds.estimated_accuracy_p_value == fitted.thresholds.accuracy_p_value
+    assert np.isnan(loaded.profile.confidence_accuracy).all()
+    x, p, y = generate(np.random.default_rng(3), 100)
+    report = loaded.compare(loaded.window_of(x, p, y))
+    assert np.isnan(report.estimated_accuracy) and not report.signals["estimated_accuracy"]
 
 
 def test_pickle_files_are_refused_without_unpickling(fitted, tmp_path):

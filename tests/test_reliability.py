@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily
 
 import gangplank
-from gangplank.localstack import start_pushgateway
+from gangplank_devtools import start_pushgateway
 from gangplank.transport import PushgatewaySender
-from tests.gateway_tools import ROOT, SilentServer, read_gateway, run_with_timeout, value, wait_for
+from gangplank_devtools import SilentServer, read_gateway, run_with_timeout, value, wait_for
+from tests.gateway_tools import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,7 @@ def test_observe_keeps_going_against_a_silent_gateway(reference):
         reports = []
         exporter.on_window = reports.append
         run_with_timeout(lambda: stream(exporter, 1000), timeout=120, what="observe against a silent gateway")
+        run_with_timeout(lambda: exporter.flush(0.5), timeout=30, what="flush against a silent gateway")
         assert len(reports) == 20 and exporter.sender.pending
         exporter.sender.close(0)
 
@@ -162,10 +164,8 @@ def hostile_arrays(draw):
 
 @pytest.fixture(scope="module")
 def offline_exporter(reference):
-    # A closed port: these tests are about the window, not delivery.
-    from tests.gateway_tools import closed_port_address
-
-    exporter = gangplank.ProductionDriftExporter(closed_port_address(), "bad-input", reference, agent="hyp", window_size=50)
+    # No gateway (pgw_addr=None): these tests are about the window, not delivery.
+    exporter = gangplank.ProductionDriftExporter(None, "bad-input", reference, agent="hyp", window_size=50)
     yield exporter
     exporter.sender.close(0)
 
@@ -186,6 +186,7 @@ def test_any_array_is_accepted_whole_or_refused_with_value_error(offline_exporte
     seen_before = exporter._totals.samples + exporter._window.samples
     try:
         exporter.observe(inputs, probabilities, labels)
+        assert exporter.flush(10)
     except ValueError as error:
         event("refused")
         assert str(error)

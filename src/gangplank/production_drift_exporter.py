@@ -38,6 +38,14 @@ class ProductionDriftExporter(keras.callbacks.Callback):
             raise AttributeError(name)
         return getattr(self.monitor, name)
 
+    @property
+    def on_window(self):
+        return self.monitor.on_window
+
+    @on_window.setter
+    def on_window(self, callback):
+        self.monitor.on_window = callback
+
     def collect(self):
         return self.monitor.collect()
 

@@ -41,7 +41,7 @@ def bench_hook(ctx):
     import keras
 
     from gangplank import TrainTestExporter
-    from tests.gateway_tools import SilentServer, StatusServer, closed_port_address
+    from gangplank_devtools import SilentServer, StatusServer, closed_port_address
 
     gp05 = ctx.gp05
     keras.utils.set_random_seed(2)

@@ -3,8 +3,7 @@ formatting, the machine's facts, OpenBLAS thread control, and the gangplank 0.5.
 loader.
 
 Importing this module first sets the environment defaults (TensorFlow's log
-level, gangplank's exit flush) and puts the repository root on ``sys.path``
-(for ``tests.gateway_tools``).
+level, gangplank's exit flush).
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ os.environ.setdefault("GANGPLANK_EXIT_FLUSH_SECONDS", "1")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.gateway_tools (SilentServer, StatusServer)
 
 import numpy as np  # noqa: E402
 

@@ -120,7 +120,7 @@ def main(argv=None):
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)} or all")
     chosen = [b for b in BENCHMARKS if not args.benchmarks or "all" in args.benchmarks or b in args.benchmarks]
 
-    from gangplank.localstack import start_pushgateway
+    from gangplank_devtools import start_pushgateway
 
     ctx = Context(args)
     if ctx.gp05 is None:

@@ -8,7 +8,7 @@
 #    --no-install-recommends; sudo when not root) and a virtualenv .venv with
 #    this project (pip install -e '.[tensorflow]').
 # 2. Starts Pushgateway, Prometheus and Alertmanager on 127.0.0.1 with the
-#    rules of deploy/prometheus (python -m gangplank.localstack), on the
+#    rules of deploy/prometheus (python -m gangplank_devtools.localstack), on the
 #    default ports 9091/9090/9093 when they are free, else on free ones.
 # 3. Runs examples/mnist/demo.py: trains the convnet, evaluates it, trains the
 #    wrong model, runs the three production scenarios at once, prints the
@@ -71,17 +71,17 @@ if [[ -z ${PYTHON:-} ]]; then
       python3 -m venv .venv
     fi
   fi
-  if ! "$PYTHON" -c 'import gangplank, keras, tensorflow' 2>/dev/null; then
+  if ! "$PYTHON" -c 'import gangplank, gangplank_devtools, keras, tensorflow' 2>/dev/null; then
     say "Installing gangplank with TensorFlow into .venv (pip install -e '.[tensorflow]')"
     "$PYTHON" -m pip install -q --upgrade pip
-    "$PYTHON" -m pip install -q -e ".[tensorflow]"
+    "$PYTHON" -m pip install -q -e ".[tensorflow]" -e devtools
   fi
 fi
 
 # --- 2. the local stack -----------------------------------------------------------------
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {  # the default if free, else any free port
-  if port_free "$1"; then echo "$1"; else "$PYTHON" -c 'from gangplank.localstack import free_port; print(free_port())'; fi
+  if port_free "$1"; then echo "$1"; else "$PYTHON" -c 'from gangplank_devtools import free_port; print(free_port())'; fi
 }
 PGW_PORT=${PGW_PORT:-$(pick_port 9091)}
 PROM_PORT=${PROM_PORT:-$(pick_port 9090)}
@@ -115,7 +115,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 say "Starting Pushgateway :$PGW_PORT, Prometheus :$PROM_PORT, Alertmanager :$AM_PORT on 127.0.0.1 (rules from deploy/prometheus)"
-"$PYTHON" -m gangplank.localstack up --config-dir deploy/prometheus --workdir "$WORK/stack" --pid-file "$WORK/stack.pid" \
+"$PYTHON" -m gangplank_devtools.localstack up --config-dir deploy/prometheus --workdir "$WORK/stack" --pid-file "$WORK/stack.pid" \
   --pushgateway-port "$PGW_PORT" --prometheus-port "$PROM_PORT" --alertmanager-port "$AM_PORT" >"$WORK/stack.log" 2>&1 &
 STACK_PID=$!
 for _ in $(seq 600); do  # the pid file appears once Prometheus scrapes the gateway and knows Alertmanager

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what gangplank's tests and demo need on a fresh Debian machine:
-# the Prometheus stack from Debian packages and a virtualenv in .venv.
+# the Prometheus stack from Debian packages and a virtualenv in .venv with
+# gangplank and its development tools (devtools/), both editable.
 # Idempotent: what is already there is not installed again.
 # Usage: source scripts/setup.sh   (sets PY to the venv's python)
 set -euo pipefail
@@ -26,6 +27,11 @@ EXTRAS=${GANGPLANK_EXTRAS:-tensorflow}
 if ! .venv/bin/python -c "import gangplank, keras, tensorflow" >/dev/null 2>&1 || [ "$EXTRAS" != tensorflow ]; then
   echo "setup: pip install -e .[$EXTRAS]"
   .venv/bin/pip install -q -e ".[$EXTRAS]"
+fi
+# the development tools (local stack, test servers): a separate package, devtools/
+if ! .venv/bin/python -c "import gangplank_devtools, yaml" >/dev/null 2>&1; then
+  echo "setup: pip install -e devtools"
+  .venv/bin/pip install -q -e devtools
 fi
 PY=$PWD/.venv/bin/python
 export PY

@@ -1,4 +1,4 @@
-"""Shared fixtures: real Pushgateways (and a whole local stack) on 127.0.0.1."""
+"""Shared fixtures: real Pushgateways (and a whole local stack) on 127.0.0.1, from gangplank_devtools."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from gangplank.localstack import LocalStack, start_pushgateway
-from tests.gateway_tools import read_gateway
+from gangplank_devtools import read_gateway, start_pushgateway
+from gangplank_devtools.localstack import LocalStack
 
 
 @pytest.fixture
@@ -28,10 +28,8 @@ def scrape(pushgateway):
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
-    """Pushgateway + Prometheus + Alertmanager with the project's rules, for the whole session."""
-    from tests.gateway_tools import RULE_FILES
-
-    with LocalStack(rule_files=RULE_FILES, workdir=tmp_path_factory.mktemp("stack")) as stack:
+    """Pushgateway + Prometheus + Alertmanager configured by deploy/prometheus/prometheus.yml, for the whole session."""
+    with LocalStack(workdir=tmp_path_factory.mktemp("stack")) as stack:
         yield stack
 
 

@@ -1,15 +1,13 @@
-"""Helpers for the monitoring-stack tests: paths, the metric contract, dashboard checks, a webhook sink."""
+"""Helpers for the monitoring-stack tests: paths, the metric contract, dashboard checks (the webhook sink: gangplank_devtools)."""
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,46 +212,3 @@ def wait_for_series(prometheus_url: str, expr: str, timeout: float = 60.0) -> li
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.25)
-
-
-# -- Alertmanager webhook sink ----------------------------------------------------
-class WebhookSink:
-    """An HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it (Alertmanager webhook payloads)."""
-
-    def __init__(self):
-        sink = self
-        self.payloads: list[dict] = []
-        self._lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with sink._lock:
-                    sink.payloads.append(json.loads(body or b"{}"))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/alerts" % self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def alerts(self, alertname: str, status: str | None = None) -> list[dict]:
-        """Alerts named ``alertname`` received so far (optionally only ``firing`` or ``resolved``)."""
-        with self._lock:
-            found = [a for p in self.payloads for a in p.get("alerts", [])]
-        return [a for a in found if a["labels"].get("alertname") == alertname and (status is None or a["status"] == status)]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -15,9 +15,10 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
-from gangplank.localstack import LocalStack, with_webhook_url
-from tests.gateway_tools import RULE_FILES, wait_for
-from tests.stack_tools import DEPLOY, WebhookSink
+from gangplank_devtools import WebhookSink, wait_for
+from gangplank_devtools.localstack import LocalStack, with_webhook_url
+from tests.gateway_tools import RULE_FILES
+from tests.stack_tools import DEPLOY
 
 JOB = "alert-live"
 TIMEOUT = 90.0

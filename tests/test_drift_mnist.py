@@ -18,8 +18,7 @@ import pytest
 
 from gangplank import DriftReference, ProductionDriftExporter
 from gangplank.drift_metrics import PREFIX
-from gangplank.localstack import start_pushgateway
-from tests.gateway_tools import read_gateway, value, wait_for
+from gangplank_devtools import read_gateway, start_pushgateway, value, wait_for
 from tests.mnist_models import mnist_models  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slow  # trains two small convnets (~15-30 s on two cores) and fits two references

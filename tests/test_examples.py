@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gangplank.localstack import free_port
-from tests.gateway_tools import read_gateway, value, wait_for
+from gangplank_devtools import free_port, read_gateway, value, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples/mnist"

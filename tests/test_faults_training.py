@@ -13,11 +13,11 @@ import keras
 import pytest
 
 from gangplank import PushError
-from gangplank.localstack import start_pushgateway
-from tests.gateway_tools import (
-    SilentServer, SlowProxy, StatusServer, closed_port_address, counting_handler, failure_lines,
-    gangplank_warnings, read_gateway, recovery_lines, run_with_timeout, value, wait_for,
+from gangplank_devtools import (
+    SilentServer, SlowProxy, StatusServer, closed_port_address, counting_handler, read_gateway, run_with_timeout,
+    start_pushgateway, value, wait_for,
 )
+from tests.gateway_tools import failure_lines, gangplank_warnings, recovery_lines
 
 HANG_GUARD = 50  # seconds; a fit here takes about one
 

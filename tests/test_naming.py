@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from keras import ops
 
 from gangplank.naming import sanitise_name, unique_names
-from tests.gateway_tools import gangplank_warnings, value
+from gangplank_devtools import value
+from tests.gateway_tools import gangplank_warnings
 
 VALID = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 

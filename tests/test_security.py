@@ -13,7 +13,7 @@ import pytest
 
 import gangplank
 from gangplank import PushError
-from gangplank.localstack import start_pushgateway
+from gangplank_devtools import start_pushgateway
 from prometheus_client.parser import text_string_to_metric_families
 
 USER, PASSWORD = "alice", "correct-horse-battery"

@@ -17,7 +17,8 @@ import pytest
 
 import gangplank
 from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, PushError, TrainTestExporter
-from tests.gateway_tools import ROOT, counting_handler, value
+from gangplank_devtools import counting_handler, value
+from tests.gateway_tools import ROOT
 
 BUILTIN_TRAIN = {"epochs_count", "elapsed_time_seconds", "model_parameters_count", "running"}
 BUILTIN_TEST = {"elapsed_time_seconds", "model_parameters_count"}

@@ -17,10 +17,10 @@ from prometheus_client.core import GaugeMetricFamily
 from gangplank import GangplankError, PushError
 from gangplank import transport
 from gangplank.transport import address_credentials, describe_failure, redact_address
-from tests.gateway_tools import (
-    ROOT, SilentServer, StatusServer, closed_port_address, counting_handler, failure_lines,
-    read_gateway, recovery_lines, run_with_timeout, value, wait_for,
+from gangplank_devtools import (
+    SilentServer, StatusServer, closed_port_address, counting_handler, read_gateway, run_with_timeout, value, wait_for,
 )
+from tests.gateway_tools import ROOT, failure_lines, recovery_lines
 
 
 def gauge(name, v):

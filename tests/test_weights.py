@@ -13,7 +13,7 @@ from prometheus_client.exposition import generate_latest
 
 from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, HISTOGRAM_WEIGHT_BUCKETS_1_0
 from gangplank.weights import WeightHistogram, model_parameters
-from tests.gateway_tools import value
+from gangplank_devtools import value
 
 EDGES_0_3 = [-0.3, -0.25, -0.2, -0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
 EDGES_1_0 = [-1.0, -0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
             urllib.request.urlopen(url + "/-/ready", timeout=5).close()
         except OSError as exc:
             raise SystemExit(f"{name} is not answering at {url} ({exc}); start the stack first "
-                             "(bash scripts/demo.sh does, or python -m gangplank.localstack up --config-dir deploy/prometheus)")
+                             "(bash scripts/demo.sh does, or python -m gangplank_devtools.localstack up --config-dir deploy/prometheus)")
     banner(f"1/5 Train the convnet (job {JOB}); Pushgateway {url_of(args.pgw)}")
     step("train", lambda: run(train + ["--epochs", str(args.epochs)]))
     banner("2/5 Evaluate it on the test set")

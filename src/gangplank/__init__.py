@@ -6,7 +6,7 @@ Example:
     >>> model.fit(x, y, callbacks=[exporter])  # doctest: +SKIP
 
 The callbacks import Keras; they are loaded on first use, so the statistics
-and ``python -m gangplank.localstack`` start without it.
+load without it.
 """
 
 from importlib import import_module

@@ -6,7 +6,7 @@
 # Usage: bash scripts/test.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GANGPLANK_EXTRAS=tensorflow,test source scripts/setup.sh
+GANGPLANK_EXTRAS=tensorflow,test,examples source scripts/setup.sh
 # torch 2.13.0's CPU wheel lies on this kind of machine; pip takes it from there.
 "$PY" -c "import torch" >/dev/null 2>&1 || "$PY" -m pip install -q "torch==2.13.0"
 

@@ -14,12 +14,28 @@ if [ -z "$COMPOSE_BIN" ] || [ ! -x "$COMPOSE_BIN" ]; then
   exit 2
 fi
 FILE=deploy/prometheus/docker-compose.yml
+SECRET=deploy/prometheus/secrets/grafana_admin_password
 
-GRAFANA_ADMIN_PASSWORD=check-only "$COMPOSE_BIN" -f "$FILE" config -q
+"$COMPOSE_BIN" -f "$FILE" config -q
 echo "ok: $FILE is valid ($("$COMPOSE_BIN" version --short))"
 
-if env -u GRAFANA_ADMIN_PASSWORD "$COMPOSE_BIN" -f "$FILE" config -q 2>/dev/null; then
-  echo "FAIL: the stack starts without GRAFANA_ADMIN_PASSWORD" >&2
+CONFIG=$("$COMPOSE_BIN" -f "$FILE" config)
+if grep -q 'GF_SECURITY_ADMIN_PASSWORD:' <<<"$CONFIG" || ! grep -q 'GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana_admin_password' <<<"$CONFIG"; then
+  echo "FAIL: Grafana's admin password must come from the file secret, never from the environment" >&2
   exit 1
 fi
-echo "ok: GRAFANA_ADMIN_PASSWORD is required"
+echo "ok: Grafana reads its admin password from the secret file"
+if grep -q -- '--web.enable-lifecycle' <<<"$CONFIG"; then
+  echo "FAIL: Prometheus's lifecycle endpoints are enabled" >&2
+  exit 1
+fi
+grep -q -- '--storage.tsdb.retention.size=' <<<"$CONFIG" || { echo "FAIL: Prometheus retention is not capped by size" >&2; exit 1; }
+echo "ok: retention capped by size, lifecycle endpoints off"
+
+if git check-ignore -q "$SECRET" 2>/dev/null; then
+  echo "ok: $SECRET is git-ignored"
+else
+  echo "FAIL: $SECRET is not git-ignored" >&2
+  exit 1
+fi
+[ -f "$SECRET" ] || echo "note: create $SECRET before 'docker compose up' (see deploy/prometheus/README.md)"

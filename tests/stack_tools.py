@@ -1,4 +1,4 @@
-"""Helpers for the monitoring-stack tests: paths, the metric contract, dashboard checks (the webhook sink: gangplank_devtools)."""
+"""Helpers for the monitoring-stack tests: paths, the metric schema as contract, dashboard checks (the webhook sink: gangplank_devtools)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,16 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from gangplank import metric_schema
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy/prometheus"
 DASHBOARDS = DEPLOY / "grafana/dashboards"
 DATASOURCES = DEPLOY / "grafana/provisioning/datasources"
 
-_TRAIN = "loss accuracy val_loss val_accuracy epochs_count elapsed_time_seconds model_parameters_count running model_weights"
-_TEST = "loss accuracy elapsed_time_seconds model_parameters_count model_weights"
-_PREDICT = (
-    "samples_total windows_total drift_detected_total feedback_samples_total feedback_correct_total "
-    "input_nonfinite_total drift_detected drift_signal window_samples window_end_timestamp_seconds "
-    "input_psi_max input_psi_mean input_js_max input_js_mean input_ks_max input_drifted_features_ratio "
-    "input_mean input_std class_share class_chi2_p_value confidence_mean confidence_psi entropy_mean "
-    "feedback_samples feedback_accuracy feedback_recall threshold"
-)
-METRIC_CONTRACT = frozenset(
-    [f"gangplank_train_{n}" for n in _TRAIN.split()]
-    + [f"gangplank_test_{n}" for n in _TEST.split()]
-    + [f"gangplank_predict_{n}" for n in _PREDICT.split()]
-)
-HISTOGRAMS = {"gangplank_train_model_weights", "gangplank_test_model_weights"}
+# Every name a rule or dashboard may use: gangplank's metric schema (one source for the exporters too).
+METRIC_CONTRACT = metric_schema.names()
+HISTOGRAMS = frozenset(spec.name for spec in metric_schema.SCHEMA if spec.type == "histogram")
 
 
 def metric_names(text: str) -> set[str]:

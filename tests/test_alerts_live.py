@@ -1,75 +1,150 @@
-"""A drift alert end to end: push -> Pushgateway -> Prometheus rule -> Alertmanager -> webhook, and back.
+"""Alerts end to end: push -> Pushgateway -> Prometheus rules -> Alertmanager routes -> the example receiver.
 
-Runs its own local stack: Prometheus with the project's rules and Alertmanager
-with deploy/prometheus/alertmanager.yml, whose webhook URL points at a local
-sink and whose group_wait/group_interval are cut to seconds so the resolved
-notification comes quickly (routing and receiver are the file's own).
+Runs its own local stack: Prometheus with the project's prometheus.yml and rules,
+Alertmanager with deploy/prometheus/alertmanager.yml whose webhook host is moved to
+a real deploy/prometheus/alert_receiver.py process on loopback (paths, routes and
+receivers are the file's own; group_wait/group_interval are cut to seconds).
+
+The agents' gauges are pushed directly with prometheus_client, the way an exporter
+pushes them: the rules only see what reaches the gateway.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-from gangplank_devtools import WebhookSink, wait_for
-from gangplank_devtools.localstack import LocalStack, with_webhook_url
-from tests.gateway_tools import RULE_FILES
+from gangplank_devtools import free_port, wait_for
+from gangplank_devtools.localstack import LocalStack
 from tests.stack_tools import DEPLOY
 
 JOB = "alert-live"
 TIMEOUT = 90.0
+WEBHOOK_HOST = "http://host.docker.internal:5001"
+
+
+class Receiver:
+    """deploy/prometheus/alert_receiver.py in a child process, appending to ``path``."""
+
+    def __init__(self, path):
+        self.path, self.port = path, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, str(DEPLOY / "alert_receiver.py"), "--port", str(self.port), "--output", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        assert wait_for(self._healthy, 20), "alert_receiver.py did not start"
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/-/healthy", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def notifications(self) -> list[dict]:
+        text = self.path.read_text() if self.path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def alerts(self, status: str | None = None) -> set[tuple[str, str, str, str]]:
+        """(path, receiver, alertname, agent) of every alert of job JOB received so far."""
+        return {
+            (n["path"], n["receiver"], a["labels"]["alertname"], a["labels"].get("agent", ""))
+            for n in self.notifications() for a in n["alerts"]
+            if a["labels"].get("job") == JOB and (status is None or a["status"] == status)
+        }
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
-def sink():
-    with WebhookSink() as server:
-        yield server
+def receiver(tmp_path_factory):
+    server = Receiver(tmp_path_factory.mktemp("receiver") / "alerts.jsonl")
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")
-def stack(sink, tmp_path_factory):
+def stack(receiver, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("alert-stack")
-    config = with_webhook_url(DEPLOY / "alertmanager.yml", sink.url, workdir / "alertmanager.yml")
-    text = re.sub(r"group_wait: \S+", "group_wait: 1s", config.read_text())
+    text = (DEPLOY / "alertmanager.yml").read_text()
+    assert text.count(WEBHOOK_HOST) == 2, "expected the page and chat webhooks on the example receiver"
+    text = text.replace(WEBHOOK_HOST, receiver.url)
+    text = re.sub(r"group_wait: \S+", "group_wait: 1s", text)
+    config = workdir / "alertmanager.yml"
     config.write_text(re.sub(r"group_interval: \S+", "group_interval: 2s", text))
-    with LocalStack(rule_files=RULE_FILES, alertmanager_config=config, workdir=workdir) as running:
+    with LocalStack(alertmanager_config=config, workdir=workdir / "stack") as running:
         yield running
 
 
-def push_drift(stack, agent: str, detected: int, signal: str = "input") -> None:
+def push_agent(stack, agent: str, recent: dict[str, int], **gauges: float) -> None:
+    """Replace an agent's group with its settings, drift_signal_recent per signal and the given gauges."""
     registry = CollectorRegistry()
-    Gauge("gangplank_predict_drift_detected", "drift in the last window", registry=registry).set(detected)
-    signals = Gauge("gangplank_predict_drift_signal", "signal that decided drift", ["signal"], registry=registry)
-    for name in ("input", "prediction", "confidence", "accuracy"):
-        signals.labels(name).set(detected if name == signal else 0)
-    pushadd_to_gateway(stack.pushgateway.address, job=JOB, registry=registry, grouping_key={"agent": agent})
+    values = {"sustained_windows": 3, "recent_windows": 5, "window_interval_seconds": 60,
+              "window_end_timestamp_seconds": time.time(), "quality_floor": 0.8, "min_feedback": 10} | gauges
+    for name, value in values.items():
+        Gauge(f"gangplank_predict_{name}", name, registry=registry).set(value)
+    signals = Gauge("gangplank_predict_drift_signal_recent", "windows of the last m in which the signal fired",
+                    ["signal"], registry=registry)
+    for signal in ("input", "prediction", "confidence", "accuracy", "estimated_accuracy"):
+        signals.labels(signal).set(recent.get(signal, 0))
+    push_to_gateway(stack.pushgateway.address, job=JOB, registry=registry, grouping_key={"agent": agent})
 
 
-def prometheus_alerts(stack, alertname: str) -> list[dict]:
+def delete_agent(stack, agent: str) -> None:
+    request = urllib.request.Request(f"{stack.pushgateway.url}/metrics/job/{JOB}/agent/{agent}", method="DELETE")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 202
+
+
+def prometheus_alerts(stack, alertname: str | None = None, job: str | None = JOB) -> list[dict]:
     with urllib.request.urlopen(stack.prometheus.url + "/api/v1/alerts", timeout=5) as response:
         alerts = json.loads(response.read())["data"]["alerts"]
-    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["labels"].get("job") == JOB]
+    return [a for a in alerts if alertname in (None, a["labels"]["alertname"]) and job in (None, a["labels"].get("job"))]
 
 
-def test_drift_alert_fires_reaches_the_webhook_and_resolves(stack, sink):
-    push_drift(stack, "live-a1", 1, signal="input")
-    push_drift(stack, "live-a2", 0)
+def test_critical_pages_warning_chats_healthy_stays_quiet_and_retired_resolves(stack, receiver):
+    push_agent(stack, "degraded", {"estimated_accuracy": 4}, estimated_accuracy=0.41, reference_accuracy=0.98)
+    push_agent(stack, "drifting", {"input": 5, "confidence": 1})
+    push_agent(stack, "noisy", {"input": 1, "accuracy": 1})  # one noisy window of each kind
+    push_agent(stack, "healthy", {}, recent_feedback_accuracy=0.9, recent_feedback_samples=200, reference_accuracy=0.9)
 
-    firing = wait_for(lambda: [a for a in prometheus_alerts(stack, "GangplankDriftDetected") if a["state"] == "firing"], TIMEOUT)
-    assert [a["labels"]["agent"] for a in firing] == ["live-a1"]  # live-a2 pushed 0: no alert
+    expected = {
+        ("/page", "page", "GangplankModelDegraded", "degraded"),
+        ("/chat", "chat", "GangplankDataDrift", "drifting"),
+    }
+    assert wait_for(lambda: receiver.alerts("firing") >= expected, TIMEOUT), receiver.notifications()
+    assert receiver.alerts() == expected  # nothing for the noisy and the healthy agent, nothing misrouted
+    firing = {(a["labels"]["alertname"], a["labels"]["agent"], a["labels"]["severity"]) for a in prometheus_alerts(stack)}
+    assert firing == {("GangplankModelDegraded", "degraded", "critical"), ("GangplankDataDrift", "drifting", "warning")}
 
-    received = wait_for(lambda: sink.alerts("GangplankDriftDetected", "firing"), TIMEOUT)
-    assert received, "the webhook never received the firing alert"
-    alert = received[0]
-    assert alert["labels"]["agent"] == "live-a1" and alert["labels"]["severity"] == "warning"
-    assert "signals at 1: input." in alert["annotations"]["description"]
+    page = next(a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankModelDegraded")
+    assert "Sustained accuracy signals: estimated_accuracy." in page["annotations"]["description"]
+    assert "estimated 41%, reference 98%" in page["annotations"]["description"]
+    assert page["annotations"]["runbook_url"].endswith("README.md#runbook-gangplankmodeldegraded")
+    chat = next(a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankDataDrift")
+    assert "signals: input." in chat["annotations"]["description"]  # confidence fired in 1 window only
 
-    push_drift(stack, "live-a1", 0)
-    assert wait_for(lambda: not prometheus_alerts(stack, "GangplankDriftDetected"), TIMEOUT), "the alert never resolved in Prometheus"
-    resolved = wait_for(lambda: sink.alerts("GangplankDriftDetected", "resolved"), TIMEOUT)
-    assert resolved and resolved[0]["labels"]["agent"] == "live-a1", "the webhook never received the resolution"
-    assert all(a["labels"]["agent"] == "live-a1" for a in sink.alerts("GangplankDriftDetected"))
+    # Retiring both agents (their groups deleted) resolves their alerts, and nothing new fires.
+    delete_agent(stack, "degraded")
+    delete_agent(stack, "drifting")
+    assert wait_for(lambda: not prometheus_alerts(stack), TIMEOUT), prometheus_alerts(stack)
+    assert wait_for(lambda: receiver.alerts("resolved") == expected, TIMEOUT), receiver.notifications()
+
+
+def test_a_killed_pushgateway_is_noticed(stack):
+    assert not prometheus_alerts(stack, "GangplankPushgatewayDown", job=None)
+    stack.pushgateway.stop()
+    # The rule waits 2 minutes before it fires (promtool tests that part); here: it is pending at once.
+    pending = wait_for(lambda: prometheus_alerts(stack, "GangplankPushgatewayDown", job="pushgateway"), TIMEOUT)
+    assert pending and pending[0]["labels"]["severity"] == "critical"
+    assert pending[0]["state"] in ("pending", "firing")

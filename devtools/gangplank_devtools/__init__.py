@@ -26,9 +26,18 @@ from .servers import SilentServer, SlowProxy, StatusServer, WebhookSink, closed_
 from .waiting import run_with_timeout, wait_for, wait_until
 
 __all__ = [
-    "SilentServer", "SlowProxy", "StatusServer", "WebhookSink", "closed_port_address",
-    "Service", "start_pushgateway",
-    "counting_handler", "read_gateway", "value",
-    "run_with_timeout", "wait_for", "wait_until",
+    "SilentServer",
+    "SlowProxy",
+    "StatusServer",
+    "WebhookSink",
+    "closed_port_address",
+    "Service",
+    "start_pushgateway",
+    "counting_handler",
+    "read_gateway",
+    "value",
+    "run_with_timeout",
+    "wait_for",
+    "wait_until",
     "free_port",
 ]

@@ -27,7 +27,9 @@ def read_gateway(url: str, prefix: str = "gangplank_") -> dict[tuple[str, tuple]
 
 def value(samples, name, **labels):
     """The one sample called ``name`` whose labels include ``labels``; ``KeyError`` if there are none or several."""
-    hits = [v for (n, lab), v in samples.items() if n == name and all(dict(lab).get(k) == str(w) for k, w in labels.items())]
+    hits = [
+        v for (n, lab), v in samples.items() if n == name and all(dict(lab).get(k) == str(w) for k, w in labels.items())
+    ]
     if len(hits) != 1:
         raise KeyError(f"{name}{labels}: {len(hits)} samples; names present: {sorted({n for n, _ in samples})}")
     return hits[0]

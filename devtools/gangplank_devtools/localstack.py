@@ -41,7 +41,9 @@ from .ports import free_port, port_in_use
 from .processes import PortInUseError, Service, find_binary, is_running, process_start, signal_group
 from .waiting import wait_until
 
-CHECKOUT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"  # editable install from the checkout
+CHECKOUT_CONFIG_DIR = (
+    Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+)  # editable install from the checkout
 PROG = "python -m gangplank_devtools.localstack"
 
 
@@ -79,9 +81,18 @@ class LocalStack:
         ...     stack.pushgateway.url, stack.prometheus.url
     """
 
-    def __init__(self, rule_files=None, alertmanager_config=None, scrape_interval="1s", ports=None, workdir=None, *,
-                 prometheus_config: str | Path | None = None, evaluation_interval: str | None = None,
-                 lifecycle: bool = False):
+    def __init__(
+        self,
+        rule_files=None,
+        alertmanager_config=None,
+        scrape_interval="1s",
+        ports=None,
+        workdir=None,
+        *,
+        prometheus_config: str | Path | None = None,
+        evaluation_interval: str | None = None,
+        lifecycle: bool = False,
+    ):
         self.prometheus_config = Path(prometheus_config or CHECKOUT_CONFIG_DIR / "prometheus.yml")
         if not self.prometheus_config.is_file():
             raise FileNotFoundError(f"Prometheus configuration {self.prometheus_config} does not exist")
@@ -103,35 +114,74 @@ class LocalStack:
         self.alertmanager: Service | None = None
         self._stop = weakref.finalize(self, _shutdown, self.services, self.workdir if self.temporary else None)
 
-    def start(self, wait_hooked_up: bool = True) -> "LocalStack":
+    def start(self, wait_hooked_up: bool = True) -> LocalStack:
         """Start the three servers; with ``wait_hooked_up``, return once Prometheus scrapes and knows Alertmanager."""
         try:
-            ports = {name: self.ports.get(name) or free_port() for name in ("pushgateway", "alertmanager", "prometheus")}
+            ports = {
+                name: self.ports.get(name) or free_port() for name in ("pushgateway", "alertmanager", "prometheus")
+            }
             taken = [f"{name} {port}" for name, port in ports.items() if port_in_use(port)]
             if taken:
-                raise PortInUseError(f"port(s) already in use on 127.0.0.1: {', '.join(taken)} "
-                                     "(another local stack? stop it with `down --pid-file ...`, or choose other ports)")
+                raise PortInUseError(
+                    f"port(s) already in use on 127.0.0.1: {', '.join(taken)} "
+                    "(another local stack? stop it with `down --pid-file ...`, or choose other ports)"
+                )
             addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-            self.pushgateway = self._start(Service("pushgateway", [
-                find_binary("pushgateway"), f"--web.listen-address={addresses['pushgateway']}", "--persistence.file=",
-            ], ports["pushgateway"], self.workdir))
-            self.alertmanager = self._start(Service("alertmanager", [
-                find_binary("alertmanager"), f"--config.file={self.alertmanager_config or self._null_alertmanager_config()}",
-                f"--storage.path={self.workdir / 'alertmanager'}",
-                f"--web.listen-address={addresses['alertmanager']}", "--cluster.listen-address=",
-            ], ports["alertmanager"], self.workdir))
-            config = promconfig.write(promconfig.loopback_config(
-                self.prometheus_config, addresses, rules=self.rule_files,
-                scrape_interval=self.scrape_interval, evaluation_interval=self.evaluation_interval,
-            ), self.workdir / "prometheus.yml")
-            self.prometheus = self._start(Service("prometheus", [
-                find_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'prometheus'}",
-                f"--web.listen-address={addresses['prometheus']}", *(["--web.enable-lifecycle"] if self.lifecycle else []),
-            ], ports["prometheus"], self.workdir))
+            self.pushgateway = self._start(
+                Service(
+                    "pushgateway",
+                    [
+                        find_binary("pushgateway"),
+                        f"--web.listen-address={addresses['pushgateway']}",
+                        "--persistence.file=",
+                    ],
+                    ports["pushgateway"],
+                    self.workdir,
+                )
+            )
+            self.alertmanager = self._start(
+                Service(
+                    "alertmanager",
+                    [
+                        find_binary("alertmanager"),
+                        f"--config.file={self.alertmanager_config or self._null_alertmanager_config()}",
+                        f"--storage.path={self.workdir / 'alertmanager'}",
+                        f"--web.listen-address={addresses['alertmanager']}",
+                        "--cluster.listen-address=",
+                    ],
+                    ports["alertmanager"],
+                    self.workdir,
+                )
+            )
+            config = promconfig.write(
+                promconfig.loopback_config(
+                    self.prometheus_config,
+                    addresses,
+                    rules=self.rule_files,
+                    scrape_interval=self.scrape_interval,
+                    evaluation_interval=self.evaluation_interval,
+                ),
+                self.workdir / "prometheus.yml",
+            )
+            self.prometheus = self._start(
+                Service(
+                    "prometheus",
+                    [
+                        find_binary("prometheus"),
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                        f"--web.listen-address={addresses['prometheus']}",
+                        *(["--web.enable-lifecycle"] if self.lifecycle else []),
+                    ],
+                    ports["prometheus"],
+                    self.workdir,
+                )
+            )
             if wait_hooked_up:
                 # /-/ready is not enough: Prometheus 2.42 hands over discovered targets every 5 s.
-                wait_until(self.hooked_up, 30.0, interval=0.1,
-                           what="Prometheus to scrape its targets and find Alertmanager")
+                wait_until(
+                    self.hooked_up, 30.0, interval=0.1, what="Prometheus to scrape its targets and find Alertmanager"
+                )
         except BaseException:
             self.stop()
             raise
@@ -151,7 +201,7 @@ class LocalStack:
         """Stop every server; remove the work directory if it is temporary."""
         self._stop()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -184,9 +234,11 @@ def with_webhook_url(alertmanager_config: str | Path, url: str, dest: str | Path
 def write_pid_file(path: str | Path, stack: LocalStack) -> None:
     """Record this runner, its servers and its work directory in ``path`` (JSON, replaced atomically)."""
     record = {
-        "pid": os.getpid(), "start": process_start(os.getpid()),
+        "pid": os.getpid(),
+        "start": process_start(os.getpid()),
         "services": {s.name: {"pid": s.process.pid, "start": process_start(s.process.pid)} for s in stack.services},
-        "workdir": str(stack.workdir), "temporary": stack.temporary,
+        "workdir": str(stack.workdir),
+        "temporary": stack.temporary,
     }
     partial = Path(f"{path}.partial")
     partial.write_text(json.dumps(record) + "\n")
@@ -248,36 +300,61 @@ def down(pid_file: str | Path, timeout: float = 30.0) -> tuple[int, str]:
         return 0, f"stopped the local stack (pid {pid})" + (f" and its leftover servers: {left}" if left else "")
     cleaned = " and its temporary directory " + str(workdir) if removed else ""
     if leftovers:
-        return 0, f"the local stack's runner (pid {pid}) was gone; stopped its leftover servers: {left}; removed {path}{cleaned}"
-    return 0, f"no local stack running for {path} (its runner, pid {pid}, had exited); removed the stale pid file{cleaned}"
+        return (
+            0,
+            f"the local stack's runner (pid {pid}) was gone; stopped its leftover servers: {left}; "
+            f"removed {path}{cleaned}",
+        )
+    return (
+        0,
+        f"no local stack running for {path} (its runner, pid {pid}, had exited); removed the stale pid file{cleaned}",
+    )
 
 
 # -- command line ------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.splitlines()[0],
+        prog=PROG,
+        description=__doc__.splitlines()[0],
         epilog=f"Example: {PROG} up --config-dir deploy/prometheus --pid-file /tmp/stack.pid &  ...  "
-               f"{PROG} down --pid-file /tmp/stack.pid",
+        f"{PROG} down --pid-file /tmp/stack.pid",
     )
-    parser.add_argument("command", nargs="?", choices=["up", "down"], default="up",
-                        help="up: run the stack in the foreground until SIGTERM or Ctrl-C (default); "
-                             "down: stop the one in --pid-file")
-    parser.add_argument("--config-dir", type=Path, default=CHECKOUT_CONFIG_DIR,
-                        help="a directory like deploy/prometheus: its prometheus.yml (scrape jobs, rule files) and "
-                             "alertmanager.yml (default: the checkout's deploy/prometheus)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["up", "down"],
+        default="up",
+        help="up: run the stack in the foreground until SIGTERM or Ctrl-C (default); down: stop the one in --pid-file",
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=CHECKOUT_CONFIG_DIR,
+        help="a directory like deploy/prometheus: its prometheus.yml (scrape jobs, rule files) and "
+        "alertmanager.yml (default: the checkout's deploy/prometheus)",
+    )
     parser.add_argument("--rules", nargs="*", help="Prometheus rule files (instead of those prometheus.yml names)")
     parser.add_argument("--alertmanager-config", help="Alertmanager configuration file (instead of the config dir's)")
-    parser.add_argument("--webhook-url", help="send alerts to this webhook instead of the one in the Alertmanager configuration")
+    parser.add_argument(
+        "--webhook-url", help="send alerts to this webhook instead of the one in the Alertmanager configuration"
+    )
     parser.add_argument("--scrape-interval", default="1s", help="scrape interval (default 1s)")
     parser.add_argument("--evaluation-interval", help="rule evaluation interval (default: the scrape interval)")
-    parser.add_argument("--lifecycle", action="store_true",
-                        help="enable Prometheus's lifecycle endpoints /-/quit and /-/reload (off: any local process "
-                             "or a cross-site POST could stop Prometheus)")
+    parser.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="enable Prometheus's lifecycle endpoints /-/quit and /-/reload (off: any local process "
+        "or a cross-site POST could stop Prometheus)",
+    )
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--alertmanager-port", type=int, default=9093)
-    parser.add_argument("--workdir", help="where data and logs go, kept at exit (default: a temporary directory, removed)")
-    parser.add_argument("--pid-file", help="up: written once the stack is ready, removed at exit; down: the stack to stop")
+    parser.add_argument(
+        "--workdir", help="where data and logs go, kept at exit (default: a temporary directory, removed)"
+    )
+    parser.add_argument(
+        "--pid-file", help="up: written once the stack is ready, removed at exit; down: the stack to stop"
+    )
     return parser
 
 
@@ -315,27 +392,44 @@ def main(argv=None) -> int:
     stack = None
     try:
         stack = LocalStack(
-            args.rules, am_config if Path(am_config).is_file() else None, scrape_interval=args.scrape_interval,
-            evaluation_interval=args.evaluation_interval, lifecycle=args.lifecycle, workdir=args.workdir,
+            args.rules,
+            am_config if Path(am_config).is_file() else None,
+            scrape_interval=args.scrape_interval,
+            evaluation_interval=args.evaluation_interval,
+            lifecycle=args.lifecycle,
+            workdir=args.workdir,
             prometheus_config=args.config_dir / "prometheus.yml",
-            ports={"pushgateway": args.pushgateway_port, "prometheus": args.prometheus_port,
-                   "alertmanager": args.alertmanager_port},
+            ports={
+                "pushgateway": args.pushgateway_port,
+                "prometheus": args.prometheus_port,
+                "alertmanager": args.alertmanager_port,
+            },
         )
         if args.webhook_url:
-            stack.alertmanager_config = with_webhook_url(am_config, args.webhook_url, stack.workdir / "alertmanager-webhook.yml")
+            stack.alertmanager_config = with_webhook_url(
+                am_config, args.webhook_url, stack.workdir / "alertmanager-webhook.yml"
+            )
         stack.start()
         kept = "kept" if args.workdir else "removed at exit"
-        print(f"Pushgateway {stack.pushgateway.url}  Prometheus {stack.prometheus.url}  "
-              f"Alertmanager {stack.alertmanager.url}  (data and logs: {stack.workdir}, {kept})", flush=True)
-        print(f"{len(stack.rule_files)} rule file(s); lifecycle endpoints {'on' if args.lifecycle else 'off'}; "
-              "Ctrl-C or SIGTERM stops all three.", flush=True)
+        print(
+            f"Pushgateway {stack.pushgateway.url}  Prometheus {stack.prometheus.url}  "
+            f"Alertmanager {stack.alertmanager.url}  (data and logs: {stack.workdir}, {kept})",
+            flush=True,
+        )
+        print(
+            f"{len(stack.rule_files)} rule file(s); lifecycle endpoints {'on' if args.lifecycle else 'off'}; "
+            "Ctrl-C or SIGTERM stops all three.",
+            flush=True,
+        )
         if args.pid_file:
             write_pid_file(args.pid_file, stack)
         while True:
             for service in stack.services:
                 if service.process.poll() is not None:
-                    return _fail(f"{service.name} exited with status {service.process.returncode}; stopping the stack\n"
-                                 f"{service.log_tail()}")
+                    return _fail(
+                        f"{service.name} exited with status {service.process.returncode}; stopping the stack\n"
+                        f"{service.log_tail()}"
+                    )
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0

@@ -1,4 +1,4 @@
-"""Supervised server processes on 127.0.0.1: they die with the thread that started them, and are ready only when *they* answer.
+"""Supervised server processes on 127.0.0.1: they die with the thread that started them, ready only when *they* answer.
 
 Each child gets its own process group (stopped as a group) and, on Linux,
 ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: when the thread that started it ends,
@@ -45,7 +45,9 @@ def find_binary(name: str) -> str:
     binary = BINARIES.get(name, name)
     path = shutil.which(binary) or (f"/usr/bin/{binary}" if Path(f"/usr/bin/{binary}").exists() else None)
     if path is None:
-        raise FileNotFoundError(f"{binary} not found; install it with: apt-get install --no-install-recommends {binary}")
+        raise FileNotFoundError(
+            f"{binary} not found; install it with: apt-get install --no-install-recommends {binary}"
+        )
     return path
 
 
@@ -77,10 +79,11 @@ def _child_setup(parent: int):
 
 
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``args`` supervised (own process group, dies with this thread on Linux), output appended to ``log_path``."""
+    """Start ``args`` supervised (own process group, dies with this thread on Linux), its output appended to a log."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_child_setup(os.getpid()))
+        return subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_child_setup(os.getpid())
+        )
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -137,8 +140,15 @@ class Service:
         ...         "/tmp").start()  # doctest: +SKIP
     """
 
-    def __init__(self, name: str, args: list[str], port: int, workdir: str | Path, probe_ready: bool = True,
-                 temporary: bool = False):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        port: int,
+        workdir: str | Path,
+        probe_ready: bool = True,
+        temporary: bool = False,
+    ):
         self.name, self.args, self.port, self.probe_ready = name, list(args), port, probe_ready
         self.workdir = Path(workdir)
         self.log_path = self.workdir / f"{name}.log"
@@ -153,7 +163,7 @@ class Service:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "Service":
+    def start(self, timeout: float = 20.0) -> Service:
         """Start the process and wait until it is ready; ``PortInUseError`` if another process holds the port."""
         if port_in_use(self.port):
             raise PortInUseError(f"{self.name}: port {self.port} on 127.0.0.1 is already in use by another process")
@@ -172,7 +182,7 @@ class Service:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 20.0) -> "Service":
+    def wait_ready(self, timeout: float = 20.0) -> Service:
         def check():
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with status {self.process.returncode}:\n{self.log_tail()}")
@@ -199,7 +209,7 @@ class Service:
             signal_group(process.pid, signal.SIGKILL)
             process.wait(timeout)
 
-    def restart(self, timeout: float = 20.0) -> "Service":
+    def restart(self, timeout: float = 20.0) -> Service:
         """Stop and start the same command on the same port (a Pushgateway comes back empty)."""
         self.stop()
         return self.start(timeout)
@@ -210,15 +220,16 @@ class Service:
         if self._remove_workdir is not None:
             self._remove_workdir()
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def start_pushgateway(port: int | None = None, workdir: str | Path | None = None,
-                      web_config: str | Path | None = None) -> Service:
+def start_pushgateway(
+    port: int | None = None, workdir: str | Path | None = None, web_config: str | Path | None = None
+) -> Service:
     """Start a Pushgateway on 127.0.0.1 with no persistence; returns once it is ready.
 
     Without ``workdir`` its log goes to a temporary directory, removed when the

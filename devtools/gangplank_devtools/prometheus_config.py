@@ -43,7 +43,7 @@ def rule_files(config: dict, base: str | Path) -> list[str]:
 
 
 def loopback_target(target: str, addresses: dict[str, str]) -> str:
-    """Where a compose target runs in the local stack: ``addresses[service]``; ``ValueError`` if it is not a stack service."""
+    """Where a compose target runs in the local stack, ``addresses[service]``; ``ValueError`` if no stack service."""
     host, _, port = target.rpartition(":")
     service = host if host in addresses else SERVICE_PORTS.get(port) if host in _LOOPBACK_NAMES else None
     if service not in addresses:
@@ -55,8 +55,11 @@ def _rewrite_static(configs: list[dict], where: str, addresses: dict[str, str]) 
     for static in configs or []:
         try:
             # host.docker.internal targets are servers on the Docker host (gangplank-serve), not stack services: dropped
-            static["targets"] = [loopback_target(t, addresses) for t in static.get("targets") or []
-                                 if not t.startswith("host.docker.internal:")]
+            static["targets"] = [
+                loopback_target(t, addresses)
+                for t in static.get("targets") or []
+                if not t.startswith("host.docker.internal:")
+            ]
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
@@ -67,8 +70,14 @@ def _only_static(section: dict, where: str) -> None:
         raise ValueError(f"{where}: {', '.join(discovery)} cannot be moved to loopback; use static_configs")
 
 
-def loopback_config(source: str | Path, addresses: dict[str, str], *, rules: list[str] | None = None,
-                    scrape_interval: str | None = None, evaluation_interval: str | None = None) -> dict:
+def loopback_config(
+    source: str | Path,
+    addresses: dict[str, str],
+    *,
+    rules: list[str] | None = None,
+    scrape_interval: str | None = None,
+    evaluation_interval: str | None = None,
+) -> dict:
     """The configuration in ``source`` with its targets on ``addresses`` (service name -> ``host:port``).
 
     Args:

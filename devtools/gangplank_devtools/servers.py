@@ -30,7 +30,7 @@ class _TcpServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.sock.settimeout(0.2)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -146,7 +146,7 @@ class _HttpServer:
 
     def __init__(self, handler):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -193,7 +193,7 @@ class StatusServer(_HttpServer):
 
 
 class WebhookSink(_HttpServer):
-    """An HTTP server that keeps every JSON body POSTed to it (Alertmanager webhook payloads); ``url`` to give Alertmanager."""
+    """An HTTP server that keeps every JSON body POSTed to it (Alertmanager webhook payloads) on ``url``."""
 
     def __init__(self):
         sink = self
@@ -216,4 +216,6 @@ class WebhookSink(_HttpServer):
         """Alerts named ``alertname`` received so far (optionally only ``firing`` or ``resolved``)."""
         with self._lock:
             found = [a for p in self.payloads for a in p.get("alerts", [])]
-        return [a for a in found if a["labels"].get("alertname") == alertname and (status is None or a["status"] == status)]
+        return [
+            a for a in found if a["labels"].get("alertname") == alertname and (status is None or a["status"] == status)
+        ]

@@ -25,7 +25,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
-    """Poll ``predicate()`` until it is truthy (``OSError`` counts as not yet); ``TimeoutError`` naming ``what`` after ``timeout``."""
+    """Poll ``predicate()`` until it is truthy (``OSError`` counts as not yet); ``TimeoutError`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import as_inputs, as_labels, as_probabilities
+from .validation import as_inputs, as_labels, as_probabilities, normalised
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,17 @@ class Batch:
     ids: Sequence | None = None  # one scoring id per row
     normalised: int = 0  # rows that were logits or off 1 and were normalised
 
+    normalised_rows: bool = True  # False: checked only; call normalise() before counting
+
     @classmethod
-    def of(cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None) -> "Batch":
-        """Validate one call's arguments (see :mod:`gangplank.validation`)."""
-        p, normalised = as_probabilities(probabilities, n_classes)
+    def of(cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None,
+           normalise: bool = True) -> "Batch":
+        """Validate one call's arguments (see :mod:`gangplank.validation`).
+
+        ``normalise=False`` leaves making the rows sum to 1 to :meth:`normalise`
+        (the drift worker does it, off the caller's thread).
+        """
+        p, changed = as_probabilities(probabilities, n_classes, normalise)
         rows = p.shape[0]
         x = None
         if inputs is not None:
@@ -46,7 +53,37 @@ class Batch:
             if x.base is not None or x is inputs:
                 x = x.copy()  # the caller's buffer may be reused after observe returns
         y = None if labels is None else as_labels(labels, p.shape[1], rows)
-        return cls(p, x, y, as_ids(ids, rows), normalised)
+        return cls(p, x, y, as_ids(ids, rows), changed, normalise)
+
+    def normalise(self) -> "Batch":
+        """This batch with rows summing to 1 (the same batch if they already do)."""
+        if self.normalised_rows:
+            return self
+        p, changed = normalised(self.probabilities)
+        return Batch(p, self.inputs, self.labels, self.ids, self.normalised + changed)
+
+    @staticmethod
+    def joined(batches: Sequence["Batch"]) -> "Batch":
+        """One batch of several consecutive ones that all have inputs, or all have none (ids dropped)."""
+        if len(batches) == 1:
+            return batches[0]
+        def stack(arrays):
+            return None if arrays[0] is None else np.concatenate(arrays)
+        labelled = all(b.labels is not None for b in batches)
+        if not labelled and any(b.labels is not None for b in batches):
+            raise ValueError("joined batches must all have labels or none")
+        return Batch(
+            np.concatenate([b.probabilities for b in batches]),
+            stack([b.inputs for b in batches]),
+            stack([b.labels for b in batches]) if labelled else None,
+            None,
+            sum(b.normalised for b in batches),
+            all(b.normalised_rows for b in batches),
+        )
+
+    def joins(self, other: "Batch") -> bool:
+        """Whether :meth:`joined` can put ``other`` after this batch."""
+        return (self.inputs is None) == (other.inputs is None) and (self.labels is None) == (other.labels is None)
 
     @property
     def rows(self) -> int:
@@ -58,6 +95,8 @@ class Batch:
             None if self.inputs is None else self.inputs[rows],
             None if self.labels is None else self.labels[rows],
             None if self.ids is None else self.ids[rows],
+            0,
+            self.normalised_rows,
         )
 
 

@@ -58,6 +58,12 @@ class FitSettings:
     confidence_bins: int = 10
     grid: int = DEFAULT_GRID
     seed: int = 0
+    input_stride: int = 1  # bin the inputs of every n-th row of a window (1: all)
+
+    @property
+    def input_rows(self) -> int:
+        """Rows of a full window whose inputs are binned."""
+        return -(-self.window_size // self.input_stride)
 
     def check(self, n_rows: int) -> None:
         """``ValueError`` for settings that cannot calibrate on ``n_rows`` reference rows."""
@@ -65,6 +71,8 @@ class FitSettings:
             raise ValueError(f"window_size must be between 2 and the {n_rows} reference rows, got {self.window_size}")
         if not 0 < self.false_alarm_rate < 1 or not 0 < self.feature_alpha < 1:
             raise ValueError("false_alarm_rate and feature_alpha must be between 0 and 1")
+        if isinstance(self.input_stride, bool) or int(self.input_stride) != self.input_stride or self.input_stride < 1:
+            raise ValueError(f"input_stride must be a positive whole number, got {self.input_stride!r}")
         if self.n_simulations < 2:
             raise ValueError(f"n_simulations must be at least 2, got {self.n_simulations}")
 
@@ -84,9 +92,9 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
     never = Thresholds.never(profile.n_features)
     feature_psi, confidence_psi = [], []
     for _ in range(settings.n_simulations):
-        window = baseline.new_window()
+        window = baseline.new_window(settings.input_stride)
         window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=False)))
-        report = compare(baseline, never, window, window_size)
+        report = compare(baseline, never, window, window_size, settings.input_rows)
         feature_psi.append(report.input_psi)
         confidence_psi.append(report.confidence_psi)
     alpha = settings.false_alarm_rate / len(SIGNALS)

@@ -103,23 +103,29 @@ class WindowReport:
         return any(self.signals.values())
 
 
-def compare(profile: Profile, t: Thresholds, window: Window, window_size: int) -> WindowReport:
-    """Every statistic of ``window`` against ``profile``, and the decision under ``t``."""
+def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, input_rows: int | None = None) -> WindowReport:
+    """Every statistic of ``window`` against ``profile``, and the decision under ``t``.
+
+    ``window_size`` is the window the thresholds were calibrated for, and
+    ``input_rows`` how many of its rows had their inputs binned (default all).
+    """
     n = window.samples
     has_inputs = window.input_rows > 0
     if has_inputs:
-        shares = ds.Shares.of(window.input_counts, profile.valid_columns)
+        shares = profile.input_layout.shares(window.input_counts)
         input_psi = ds.psi_of(shares, profile.input_shares)
         input_js = ds.js_distance_of(shares, profile.input_shares)
         input_ks = ds.binned_ks_of(shares, profile.input_shares)
-        ratio = float(np.mean(input_psi > t.feature_psi * (window_size / window.input_rows)))
+        ratio = float(np.mean(input_psi > t.feature_psi * ((input_rows or window_size) / window.input_rows)))
     else:
         input_psi = input_js = input_ks = np.full(profile.n_features, np.nan)
         ratio = float("nan")
     finite = window.input_finite_values
     mean = window.input_sum / finite if finite else float("nan")
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
-    confidence_psi = float(ds.psi_of(ds.Shares.of(window.confidence_counts), profile.confidence_shares)) if n else float("nan")
+    confidence_psi = float("nan")
+    if n:
+        confidence_psi = float(ds.psi_of(profile.confidence_layout.shares(window.confidence_counts), profile.confidence_shares)[0])
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,9 @@ class Totals:
     def __post_init__(self):
         if self.confusion is None:
             self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def copy(self) -> "Totals":
+        return dataclasses.replace(self, signal_windows=dict(self.signal_windows), confusion=self.confusion.copy())
 
     def add_window(self, report: WindowReport) -> None:
         self.samples += report.samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -20,13 +21,16 @@ from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
 from .validation import as_labels, as_probabilities
 
 INTERVAL_SMOOTHING = 0.2  # weight of the newest interval in window_interval_seconds
+WAKE_SAMPLES = 256  # the worker wakes when this many samples wait ...
+WAKE_SECONDS = 0.05  # ... or when the oldest has waited this long: few wake-ups, few numpy calls per sample
 
 
 class DriftMonitor:
     """Watch a deployed classifier's inputs, probabilities and labels; export drift per window.
 
     :meth:`observe` only validates a batch and hands it to a worker thread, so
-    the request path pays for a few checks and a copy; the worker fills
+    the request path pays for a few checks and a copy; the worker takes what
+    has queued up (every 256 samples or 50 ms), joins it into one batch and fills
     windows of ``window_size`` samples (a batch that crosses the boundary is
     split) or of ``window_seconds``, whichever closes first, compares each with
     the reference (:class:`DriftReference`) and publishes the figures: pushed
@@ -155,6 +159,8 @@ class DriftMonitor:
         self._received = 0  # items queued so far
         self._processed = 0  # items the worker has finished
         self._stopping = False
+        self._hurry = False  # flush() asked: work now
+        self._oldest_queued = 0.0
         self._cond = threading.Condition()
         self.publisher.submit("predict", drift_metrics.families(self._totals, None, self._status))
         self._worker = threading.Thread(target=self._run, name=f"gangplank-drift-{self.agent}", daemon=True)
@@ -172,7 +178,7 @@ class DriftMonitor:
         class, so that :meth:`feedback` can join labels to them later.
         """
         self._raise_known_failure()
-        batch = self.reference.prepare(inputs, probabilities, labels, ids)
+        batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False)
         if batch.ids is not None:
             self.scoring_ids.remember(batch.ids, batch.probabilities.argmax(axis=1))
         self._enqueue(batch, batch.rows)
@@ -217,6 +223,7 @@ class DriftMonitor:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._received
+            self._hurry = True
             self._cond.notify_all()
             while self._processed < target:
                 remaining = deadline - time.monotonic()
@@ -283,10 +290,14 @@ class DriftMonitor:
                         self._dropped += samples
                         return
                     self._cond.wait(remaining)
+            first = not self._queue
+            if first:
+                self._oldest_queued = time.monotonic()
             self._queue.append(item)
             self._queued_samples += samples
             self._received += 1
-            self._cond.notify_all()
+            if first or not samples or self._queued_samples >= WAKE_SAMPLES:  # else the worker's timer is set
+                self._cond.notify_all()
 
     def _predicted_classes(self, predictions) -> np.ndarray:
         predictions = np.asarray(predictions)
@@ -300,23 +311,46 @@ class DriftMonitor:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping and not self._window_expired():
-                    self._cond.wait(self._seconds_to_expiry())
-                item = self._queue.popleft() if self._queue else None
-                stopping = self._stopping and item is None
+                while not self._ready():
+                    self._cond.wait(self._seconds_to_wait())
+                items = list(self._queue)
+                self._queue.clear()
+                self._hurry = False
+                stopping = self._stopping
                 self._totals.dropped, self._totals.feedback_unmatched = self._dropped, self._unmatched
-            if item is not None:
-                self._process(item)
-            elif self._window_expired():
+            for run in _runs(items):
+                self._process(run)
+            if not items and self._window_expired():
                 self._close_window()
             with self._cond:
-                if item is not None:
-                    self._queued_samples -= item.rows if isinstance(item, Batch) else 0
-                    self._processed += 1
+                self._queued_samples -= sum(item.rows for item in items if isinstance(item, Batch))
+                self._processed += len(items)
                 self._cond.notify_all()
             if stopping:
                 self._finish()
                 return
+
+    def _ready(self) -> bool:
+        """Whether the worker has something to do now (called under ``_cond``)."""
+        if self._stopping or self._window_expired():
+            return True
+        if not self._queue:
+            return False
+        return (
+            self._hurry
+            or self._queued_samples >= WAKE_SAMPLES
+            or not isinstance(self._queue[-1], Batch)
+            or time.monotonic() - self._oldest_queued >= WAKE_SECONDS
+        )
+
+    def _seconds_to_wait(self) -> float | None:
+        waits = []
+        if self._queue:
+            waits.append(self._oldest_queued + WAKE_SECONDS - time.monotonic())
+        if self.window_seconds is not None:
+            started = self._window_started if self._window.samples else time.monotonic()
+            waits.append(started + self.window_seconds - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
 
     def _process(self, item) -> None:
         if not isinstance(item, Batch):
@@ -325,6 +359,7 @@ class DriftMonitor:
             return
         if self._window_expired():
             self._close_window()
+        item = item.normalise()
         self._totals.probabilities_normalised += item.normalised
         start = 0
         while start < item.rows:
@@ -369,7 +404,9 @@ class DriftMonitor:
             self.on_window(report)
 
     def _publish(self) -> None:
-        self.publisher.submit("predict", drift_metrics.families(self._totals, self.last_report, self._status))
+        # Built when a push or a scrape needs it: a state replaced before that costs nothing.
+        state = (self._totals.copy(), self.last_report, self._status)
+        self.publisher.submit("predict", functools.partial(drift_metrics.families, *state))
 
     def _make_status(self, closed_at: float | None = None) -> drift_metrics.Status:
         t = self.reference.thresholds
@@ -384,6 +421,7 @@ class DriftMonitor:
             accuracy_tolerance=t.accuracy_tolerance,
             quality_floor=self.quality_floor,
             min_feedback=self.min_feedback,
+            input_sampling_rate=1.0 / self.reference.input_stride,
         )
 
     def _window_expired(self) -> bool:
@@ -393,11 +431,26 @@ class DriftMonitor:
             and time.monotonic() - self._window_started >= self.window_seconds
         )
 
-    def _seconds_to_expiry(self) -> float | None:
-        if self.window_seconds is None or not self._window.samples:
-            return None if self.window_seconds is None else self.window_seconds
-        return max(0.0, self._window_started + self.window_seconds - time.monotonic())
-
     def _raise_known_failure(self) -> None:
         if not self.ignore_exceptions and self.publisher.last_error is not None:
             raise self.publisher.last_error
+
+
+def _runs(items: list) -> list:
+    """Queued items with consecutive batches of the same kind joined into one (feedback items in between kept)."""
+    runs: list = []
+    pending: list[Batch] = []
+    for item in items:
+        if isinstance(item, Batch) and (not pending or pending[-1].joins(item)):
+            pending.append(item)
+            continue
+        if pending:
+            runs.append(Batch.joined(pending))
+            pending = []
+        if isinstance(item, Batch):
+            pending.append(item)
+        else:
+            runs.append(item)
+    if pending:
+        runs.append(Batch.joined(pending))
+    return runs

@@ -31,44 +31,81 @@ SMOOTHING = 1e-4
 
 
 @dataclass(frozen=True)
-class Shares:
-    """Bin shares of count matrices, in the three forms the statistics use.
+class CellLayout:
+    """Where the valid cells of a (features, bins) count matrix are, flattened feature by feature.
 
-    Made once per window, and once per reference (which never changes).
+    The statistics run on those cells only, one array pass each, with
+    per-feature sums by ``np.add.reduceat``; made once per reference.
     """
 
-    raw: np.ndarray  # counts / total, 0 outside ``valid``
-    smoothed: np.ndarray  # (raw + ε) / (1 + B·ε) inside ``valid``, for PSI
-    cumulative: np.ndarray  # running sum of ``raw`` along the bins, for KS
+    shape: tuple[int, int]
+    index: np.ndarray  # flat positions of the valid cells
+    starts: np.ndarray  # first cell of each feature
+    feature: np.ndarray  # the feature of each cell
+    bins: np.ndarray  # valid cells per feature
+
+    @classmethod
+    def of(cls, valid: np.ndarray) -> "CellLayout":
+        valid = np.atleast_2d(np.asarray(valid, dtype=bool))
+        bins = valid.sum(axis=1)
+        if np.any(bins == 0):
+            raise ValueError("every feature needs at least one valid bin")
+        return cls(
+            valid.shape, np.flatnonzero(valid), np.concatenate([[0], np.cumsum(bins)[:-1]]),
+            np.repeat(np.arange(valid.shape[0]), bins), bins,
+        )
+
+    @classmethod
+    def full(cls, shape: tuple[int, int]) -> "CellLayout":
+        return cls.of(np.ones(shape, dtype=bool))
+
+    def shares(self, counts: np.ndarray, smoothing: float = SMOOTHING) -> "Shares":
+        """The shares of a count matrix of this layout's shape (or a 1-D histogram for one feature)."""
+        cells = np.asarray(counts, dtype=np.float64).reshape(-1)[self.index]
+        totals = np.add.reduceat(cells, self.starts)
+        per_cell = totals[self.feature]
+        raw = np.divide(cells, per_cell, out=np.zeros_like(cells), where=per_cell > 0)  # a division: scaled counts, same shares
+        smoothed = (raw + smoothing) * (1.0 / (1 + self.bins * smoothing))[self.feature]
+        cumulative = np.cumsum(raw)
+        cumulative -= np.concatenate([[0.0], cumulative[self.starts[1:] - 1]])[self.feature]
+        return Shares(self, raw, smoothed, np.log(smoothed), cumulative)
+
+
+@dataclass(frozen=True)
+class Shares:
+    """Bin shares of one count matrix on a :class:`CellLayout`, in the forms the statistics use."""
+
+    layout: CellLayout
+    raw: np.ndarray  # counts / feature total
+    smoothed: np.ndarray  # (raw + ε) / (1 + B·ε), for PSI
+    log_smoothed: np.ndarray
+    cumulative: np.ndarray  # running sum of raw within each feature, for KS
 
     @classmethod
     def of(cls, counts: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> "Shares":
-        counts = np.asarray(counts, dtype=np.float64)
-        if valid is None:
-            valid = np.ones(counts.shape, dtype=bool)
-        counts = np.where(valid, counts, 0.0)
-        totals = counts.sum(axis=-1, keepdims=True)
-        raw = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        bins = valid.sum(axis=-1, keepdims=True)
-        smoothed = np.where(valid, (raw + smoothing) / (1 + bins * smoothing), 0.0)
-        return cls(raw, smoothed, np.cumsum(raw, axis=-1))
+        counts = np.atleast_2d(np.asarray(counts))
+        layout = CellLayout.full(counts.shape) if valid is None else CellLayout.of(valid)
+        return layout.shares(counts, smoothing)
 
 
 def psi_of(p: Shares, q: Shares) -> np.ndarray:
-    p, q = p.smoothed, q.smoothed
-    ratio = np.divide(p, q, out=np.ones_like(p), where=(p > 0) & (q > 0))
-    return np.sum((p - q) * np.log(ratio), axis=-1)
+    return np.add.reduceat((p.smoothed - q.smoothed) * (p.log_smoothed - q.log_smoothed), p.layout.starts)
 
 
 def js_distance_of(p: Shares, q: Shares) -> np.ndarray:
-    p, q = p.raw, q.raw
-    m = 0.5 * (p + q)
-    divergence = 0.5 * (special.rel_entr(p, m).sum(axis=-1) + special.rel_entr(q, m).sum(axis=-1)) / np.log(2)
-    return np.sqrt(np.clip(divergence, 0.0, 1.0))
+    m = 0.5 * (p.raw + q.raw)
+    divergence = np.add.reduceat(_relative_entropy(p.raw, m) + _relative_entropy(q.raw, m), p.layout.starts)
+    return np.sqrt(np.clip(0.5 * divergence / np.log(2), 0.0, 1.0))
+
+
+def _relative_entropy(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``scipy.special.rel_entr(p, m)`` for m ≥ p/2 ≥ 0 (so m > 0 wherever p > 0), in plain numpy: faster."""
+    ratio = np.divide(p, m, out=np.ones_like(p), where=p > 0)
+    return p * np.log(ratio)
 
 
 def binned_ks_of(p: Shares, q: Shares) -> np.ndarray:
-    return np.abs(p.cumulative - q.cumulative).max(axis=-1)
+    return np.maximum.reduceat(np.abs(p.cumulative - q.cumulative), p.layout.starts)
 
 
 def psi(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> np.ndarray:
@@ -98,7 +135,7 @@ def chi_square_p_value(observed: np.ndarray, expected_shares: np.ndarray) -> flo
         return float("nan")
     expected = np.asarray(expected_shares, dtype=np.float64) * n
     statistic = np.sum((observed - expected) ** 2 / expected)
-    return float(stats.chi2.sf(statistic, observed.size - 1))
+    return float(special.chdtrc(observed.size - 1, statistic))  # = stats.chi2.sf, without its overhead
 
 
 def entropy(probabilities: np.ndarray) -> np.ndarray:

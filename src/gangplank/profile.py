@@ -90,8 +90,8 @@ class Profile:
         """This profile's bins with the counts of other rows (for calibration)."""
         return Profile.of_window(self.window(self.binner, self.confidence_edges, batch))
 
-    def new_window(self) -> Window:
-        return Window(self.binner, self.confidence_edges, self.n_classes)
+    def new_window(self, input_stride: int = 1) -> Window:
+        return Window(self.binner, self.confidence_edges, self.n_classes, input_stride)
 
     @property
     def n_features(self) -> int:
@@ -122,12 +122,20 @@ class Profile:
         return self.binner.valid_columns() if self.binner is not None else np.ones((0, 1), dtype=bool)
 
     @functools.cached_property
+    def input_layout(self) -> ds.CellLayout:
+        return ds.CellLayout.of(self.valid_columns)
+
+    @functools.cached_property
+    def confidence_layout(self) -> ds.CellLayout:
+        return ds.CellLayout.full((1, self.confidence_counts.size))
+
+    @functools.cached_property
     def input_shares(self) -> ds.Shares:
-        return ds.Shares.of(self.input_counts, self.valid_columns)
+        return self.input_layout.shares(self.input_counts)
 
     @functools.cached_property
     def confidence_shares(self) -> ds.Shares:
-        return ds.Shares.of(self.confidence_counts)
+        return self.confidence_layout.shares(self.confidence_counts)
 
     @functools.cached_property
     def _map_variance(self) -> float:

@@ -237,9 +237,14 @@ class PushgatewaySender:
         _live_senders.add(self)
 
     # -- what callers use -------------------------------------------------
-    def submit(self, part: str, metrics: Iterable[Metric]) -> None:
-        """Replace the latest state of ``part``; delivery happens in the background."""
-        metrics = list(metrics)
+    def submit(self, part: str, metrics: Iterable[Metric] | Callable[[], list[Metric]]) -> None:
+        """Replace the latest state of ``part``; delivery happens in the background.
+
+        ``metrics`` may be a function that returns the families: it is called
+        only when a push needs them, so states that a newer one replaces
+        before it is sent cost nothing.
+        """
+        metrics = metrics if callable(metrics) else list(metrics)
         with self._cond:
             self._parts[part] = metrics
             self._version += 1
@@ -328,8 +333,9 @@ class PushgatewaySender:
         with self._io_lock:
             with self._cond:
                 version = self._version
-                metrics = [m for part in self._parts.values() for m in part]
+                parts = list(self._parts.values())
             try:
+                metrics = [m for part in parts for m in (part() if callable(part) else part)]
                 self._push_handler(
                     url=self._url,
                     method="POST",
@@ -448,18 +454,23 @@ class Publisher:
         self._parts: dict[str, list[Metric]] = {}
         self._lock = threading.Lock()
 
-    def submit(self, part: str, metrics: Iterable[Metric]) -> None:
-        """Replace the latest state of ``part``; never blocks."""
-        metrics = list(metrics)
+    def submit(self, part: str, metrics: Iterable[Metric] | Callable[[], list[Metric]]) -> None:
+        """Replace the latest state of ``part``; never blocks.
+
+        ``metrics`` may be a function returning the families: it is called at
+        most once, when a push or a scrape first needs them.
+        """
+        latest = _Once(metrics) if callable(metrics) else list(metrics)
         with self._lock:
-            self._parts[part] = metrics
+            self._parts[part] = latest
         if self._sender is not None:
-            self._sender.submit(part, metrics)
+            self._sender.submit(part, latest)
 
     def collect(self) -> list[Metric]:
         """The latest families of every part, labelled for a scrape."""
         with self._lock:
-            metrics = [m for part in self._parts.values() for m in part]
+            parts = list(self._parts.values())
+        metrics = [m for part in parts for m in (part() if callable(part) else part)]
         return [_with_labels(m, self._scrape_labels) for m in metrics]
 
     def describe(self) -> list[Metric]:
@@ -492,6 +503,21 @@ class Publisher:
     @property
     def pending(self) -> bool:
         return False if self._sender is None else self._sender.pending
+
+
+class _Once:
+    """A family builder whose result is kept: pushes and scrapes of one state share one build."""
+
+    def __init__(self, build: Callable[[], Iterable[Metric]]):
+        self._build = build
+        self._lock = threading.Lock()
+        self._metrics: list[Metric] | None = None
+
+    def __call__(self) -> list[Metric]:
+        with self._lock:
+            if self._metrics is None:
+                self._metrics = list(self._build())
+            return self._metrics
 
 
 def _with_labels(metric: Metric, labels: Mapping[str, str]) -> Metric:

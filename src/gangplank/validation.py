@@ -35,13 +35,12 @@ def as_inputs(x, n_features: int | None = None) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
-    """Probabilities as (rows, classes) float64, and how many rows had to be normalised.
+def as_probabilities(p, n_classes: int | None = None, normalise: bool = True) -> tuple[np.ndarray, int]:
+    """Probabilities as (rows, classes) float64 (a copy), and how many rows had to be normalised.
 
-    Rows with a negative value or a value above 1 are taken as logits and go
-    through softmax; non-negative rows whose sum is off 1 by more than 1e-3
-    are divided by their sum (an all-zero row becomes uniform). NaN or ±Inf
-    is rejected.
+    NaN or ±Inf is rejected. With ``normalise`` (see :func:`normalised`) rows
+    are made to sum to 1; without it they are only checked, for a caller that
+    normalises later, off the request path.
     """
     array = _numeric_array(p, "probabilities")
     if array.ndim == 1:
@@ -52,9 +51,21 @@ def as_probabilities(p, n_classes: int | None = None) -> tuple[np.ndarray, int]:
         raise ValueError(f"probabilities must have {n_classes} classes per row, got {array.shape[1]} (shape {array.shape})")
     if array.shape[1] < 2:
         raise ValueError(f"probabilities need at least 2 classes, got shape {array.shape}")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
+    array = np.array(array, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite_sum = np.isfinite(array.sum())  # NaN and ±Inf reach the sum; an overflow is checked below
+    if not finite_sum and not np.isfinite(array).all():
         raise ValueError("probabilities contain NaN or infinity; the batch was not recorded")
+    return normalised(array) if normalise else (array, 0)
+
+
+def normalised(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """Finite (rows, classes) float64 rows made to sum to 1, in place; how many rows changed.
+
+    Rows with a negative value or a value above 1 are taken as logits and go
+    through softmax; non-negative rows whose sum is off 1 by more than 1e-3
+    are divided by their sum (an all-zero row becomes uniform).
+    """
     logits = (array < 0).any(axis=1) | (array > 1).any(axis=1)
     with np.errstate(over="ignore"):  # huge logits: the sums may overflow, softmax still copes
         sums = array.sum(axis=1)

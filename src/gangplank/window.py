@@ -29,10 +29,11 @@ CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a 
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
 
-    def __init__(self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int):
+    def __init__(self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int, input_stride: int = 1):
         self.binner = binner
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
+        self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the window
         self.reset()
 
     def reset(self) -> None:
@@ -40,7 +41,7 @@ class Window:
         n_columns = 1 if self.binner is None else self.binner.n_columns
         k = self.n_classes
         self.samples = 0
-        self.input_rows = 0
+        self.input_rows = 0  # rows whose inputs were binned
         self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
         self.input_sum = 0.0
         self.input_sum_squares = 0.0
@@ -59,6 +60,7 @@ class Window:
     def add(self, batch: Batch) -> None:
         """Add a validated batch: its predictions, its inputs (if any) and its labels (if any)."""
         p = batch.probabilities
+        first_row = self.samples
         predicted = p.argmax(axis=1)
         confidence = p.max(axis=1)
         self.samples += batch.rows
@@ -68,8 +70,11 @@ class Window:
         self.confidence_sum += float(confidence.sum())
         self.entropy_sum += float(entropy(p).sum())
         if batch.inputs is not None and self.binner is not None:
-            for start in range(0, batch.rows, CHUNK_ROWS):
-                self._add_inputs(batch.inputs[start:start + CHUNK_ROWS])
+            x = batch.inputs
+            if self.input_stride > 1:  # rows first_row, first_row + 1, ... of the window: keep multiples of the stride
+                x = x[(-first_row) % self.input_stride::self.input_stride]
+            for start in range(0, x.shape[0], CHUNK_ROWS):
+                self._add_inputs(x[start:start + CHUNK_ROWS])
         if batch.labels is not None:
             self.add_feedback(batch.labels, predicted)
             size = self.confidence_counts.size

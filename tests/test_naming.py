@@ -127,7 +127,8 @@ class AddLogs(keras.callbacks.Callback):
         logs.update(self.extra)
 
 
-def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_model, data):
+def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_model, data, caplog):
+    caplog.set_level(logging.WARNING, logger="gangplank")
     x, y = data
     extra = {
         "np float": np.float32(0.5),
@@ -135,12 +136,15 @@ def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_mode
         "flag": True,
         "zero-d array": np.array(2.5),
         "one element": np.array([1.5]),
-        "vector": np.array([1.0, 2.0]),  # not one number: skipped
+        "vector": np.array([1.0, 2.0]),  # one sample per class
+        "matrix": np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64),  # by row and column
+        "cube": np.zeros((2, 2, 2)),  # skipped, with one warning
+        "empty": np.array([]),  # skipped
         "note": "text",  # skipped
         "none": None,  # skipped
     }
     exporter = make_exporter(pushgateway.address, "types")
-    make_model().fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[AddLogs(extra), exporter])
+    make_model().fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[AddLogs(extra), exporter])
     assert exporter.sender.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_train_np_float") == 0.5
@@ -148,6 +152,11 @@ def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_mode
     assert value(samples, "gangplank_train_flag") == 1
     assert value(samples, "gangplank_train_zero_d_array") == 2.5
     assert value(samples, "gangplank_train_one_element") == 1.5
+    assert {dict(lab)["class"]: v for (n, lab), v in samples.items() if n == "gangplank_train_vector"} == {"0": 1.0, "1": 2.0}
+    matrix = {(dict(lab)["row"], dict(lab)["column"]): v for (n, lab), v in samples.items() if n == "gangplank_train_matrix"}
+    assert matrix == {(str(r), str(c)): float(3 * r + c + 1) for r in range(2) for c in range(3)}
     present = {n for n, _ in samples}
-    assert not present & {"gangplank_train_vector", "gangplank_train_note", "gangplank_train_none"}
+    assert not present & {"gangplank_train_cube", "gangplank_train_empty", "gangplank_train_note", "gangplank_train_none"}
     assert "gangplank_train_loss" in present
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gangplank"]
+    assert len(warnings) == 1 and "'cube'" in warnings[0] and "(2, 2, 2)" in warnings[0], warnings  # once, over 2 epochs

@@ -1,7 +1,8 @@
 """TrainTestExporter against a real Pushgateway: the metric contract of DESIGN.md, read from a live scrape.
 
 Backend-agnostic on purpose (no TensorFlow calls): the same tests run with
-``KERAS_BACKEND=torch`` (see ``test_callback_tests_pass_on_torch_backend``).
+``KERAS_BACKEND=torch`` and ``KERAS_BACKEND=jax`` (see
+``test_callback_tests_pass_on_other_backends``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import keras
 import numpy as np
 import pytest
 
+import urllib.request
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
 import gangplank
-from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, PushError, TrainTestExporter
+from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, ConfusionMatrix, PushError, TrainTestExporter
+from gangplank.transport import PushSettings
 from gangplank_devtools import counting_handler, value
 from tests.gateway_tools import ROOT
 
@@ -269,21 +276,203 @@ def test_public_api():
     assert issubclass(TrainTestExporter, keras.callbacks.Callback)
 
 
+# -- 5. per-class metrics and confusion matrices --------------------------------------------
+CLASSES = 3
+
+
+def three_classes(rows, seed):
+    """Learnable 3-class data: the class is the largest of the first three features."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((rows, 6), dtype=np.float32)
+    return x, x[:, :CLASSES].argmax(1).astype("int32")
+
+
+def three_class_model(metrics, loss="sparse_categorical_crossentropy"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss, metrics=list(metrics))
+    return model
+
+
+def per_class(samples, name, **labels):
+    return {dict(lab)["class"]: v for (n, lab), v in samples.items()
+            if n == name and all(dict(lab).get(k) == w for k, w in labels.items())}
+
+
+def matrix_of(samples, name):
+    """The exported matrix as numpy (rows true_class, columns predicted_class), checking every cell is there once."""
+    cells = {(int(dict(lab)["true_class"]), int(dict(lab)["predicted_class"])): v for (n, lab), v in samples.items() if n == name}
+    assert sorted(cells) == [(i, j) for i in range(CLASSES) for j in range(CLASSES)], sorted(cells)
+    assert {tuple(sorted(dict(lab))) for (n, lab), _ in samples.items() if n == name} == {("instance", "job", "predicted_class", "true_class")}
+    matrix = np.zeros((CLASSES, CLASSES))
+    for (i, j), v in cells.items():
+        matrix[i, j] = v
+    return matrix
+
+
+def numpy_confusion(model, x, y):
+    predicted = np.asarray(model.predict(x, verbose=0)).argmax(1)
+    matrix = np.zeros((CLASSES, CLASSES))
+    np.add.at(matrix, (y, predicted), 1)
+    return matrix
+
+
+def test_vector_metric_is_exported_per_class(pushgateway, scrape, make_exporter):
+    x, y = three_classes(120, seed=0)
+    x_val, y_val = three_classes(40, seed=1)
+    one_hot = np.eye(CLASSES, dtype="float32")
+    model = three_class_model([keras.metrics.F1Score(average=None), "accuracy"], loss="categorical_crossentropy")
+    exporter = make_exporter(pushgateway.address, "perclass")
+    history = model.fit(x, one_hot[y], epochs=2, batch_size=32, validation_data=(x_val, one_hot[y_val]), verbose=0, callbacks=[exporter])
+    result = model.evaluate(x_val, one_hot[y_val], verbose=0, return_dict=True, callbacks=[exporter])
+    assert exporter.sender.flush(15)
+
+    samples = scrape()
+    for name, expected in (("gangplank_train_f1_score", history.history["f1_score"][-1]),
+                           ("gangplank_train_val_f1_score", history.history["val_f1_score"][-1]),
+                           ("gangplank_test_f1_score", result["f1_score"])):
+        exported = per_class(samples, name, job="perclass", instance="")
+        expected = np.asarray(expected, dtype=np.float64)
+        assert expected.shape == (CLASSES,)
+        assert exported.keys() == {str(i) for i in range(CLASSES)}, name
+        np.testing.assert_allclose([exported[str(i)] for i in range(CLASSES)], expected, rtol=1e-6)
+    assert value(samples, "gangplank_test_accuracy") == pytest.approx(result["accuracy"], rel=1e-6)  # scalars as before
+
+
+def test_confusion_matrix_under_fit_and_evaluate(pushgateway, scrape, make_exporter):
+    x, y = three_classes(150, seed=2)  # 150 = 4 batches of 32 + 22: a short last batch
+    x_val, y_val = three_classes(50, seed=3)
+    x_test, y_test = three_classes(70, seed=4)
+    model = three_class_model(["accuracy", ConfusionMatrix(CLASSES)])
+    exporter = make_exporter(pushgateway.address, "confusion", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
+    history = model.fit(x, y, epochs=3, batch_size=32, validation_data=(x_val, y_val), verbose=0, callbacks=[exporter])
+    assert exporter.sender.flush(15)
+    samples = scrape()
+
+    # validation runs with the weights at the end of the epoch: the model's predictions now
+    val = matrix_of(samples, "gangplank_train_val_confusion_matrix")
+    assert val.sum() == len(x_val)
+    np.testing.assert_array_equal(val, numpy_confusion(model, x_val, y_val))
+    # training counts the last epoch's batches as they went, with the weights of the moment
+    train = matrix_of(samples, "gangplank_train_confusion_matrix")
+    assert train.sum() == len(x)
+    np.testing.assert_array_equal(train.sum(axis=1), np.bincount(y, minlength=CLASSES))  # rows are the true classes
+    assert np.trace(train) / len(x) == pytest.approx(history.history["accuracy"][-1], rel=1e-6)
+    assert not any(n.startswith("gangplank_test_") for n, _ in samples)
+
+    result = model.evaluate(x_test, y_test, batch_size=32, verbose=0, return_dict=True, callbacks=[exporter])
+    assert exporter.sender.flush(15)
+    samples = scrape()
+    test = matrix_of(samples, "gangplank_test_confusion_matrix")
+    assert test.sum() == len(x_test)
+    np.testing.assert_array_equal(test, numpy_confusion(model, x_test, y_test))
+    np.testing.assert_array_equal(test, np.asarray(result["confusion_matrix"]))
+    assert np.trace(test) / len(x_test) == pytest.approx(result["accuracy"], rel=1e-6)
+    np.testing.assert_array_equal(matrix_of(samples, "gangplank_train_val_confusion_matrix"), val)  # the train set stays
+
+
+def test_a_confusion_matrix_of_another_name_keeps_its_labels(pushgateway, scrape, make_exporter):
+    x, y = three_classes(60, seed=5)
+    model = three_class_model([ConfusionMatrix(CLASSES, name="cm")])
+    exporter = make_exporter(pushgateway.address, "named", ignore_exceptions=False)
+    model.evaluate(x, y, verbose=0, callbacks=[exporter])
+    samples = scrape()
+    np.testing.assert_array_equal(matrix_of(samples, "gangplank_test_cm"), numpy_confusion(model, x, y))
+
+
+# -- 6. scrape mode -------------------------------------------------------------------------
+def served(exporter):
+    """What a Prometheus scrape of ``exporter`` reads: a real HTTP /metrics of a registry holding it."""
+    registry = CollectorRegistry()
+    registry.register(exporter)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples if s.name.startswith("gangplank_")}
+
+
+def without(samples, *labels):
+    return {(n, tuple((k, v) for k, v in lab if k not in labels)): v for (n, lab), v in samples.items()}
+
+
+def test_a_scrape_serves_exactly_what_is_pushed(pushgateway, scrape, make_exporter):
+    x, y = three_classes(90, seed=6)
+    model = three_class_model(["accuracy", ConfusionMatrix(CLASSES), keras.metrics.F1Score(average=None)],
+                              loss="categorical_crossentropy")
+    y = np.eye(CLASSES, dtype="float32")[y]
+    exporter = make_exporter(pushgateway.address, "both", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3,
+                             grouping_key={"instance": "w0", "run": "r1"})
+    model.fit(x, y, epochs=2, batch_size=32, validation_split=0.3, verbose=0, callbacks=[exporter])
+    model.evaluate(x, y, verbose=0, callbacks=[exporter])
+    assert exporter.sender.flush(15)
+
+    pushed, scraped = scrape(), served(exporter)
+    assert {n for n, _ in scraped} >= {"gangplank_train_confusion_matrix", "gangplank_test_f1_score", "gangplank_test_model_weights_sum"}
+    # the same families, samples and values; the scrape adds job and instance itself
+    assert without(scraped) == without(pushed, "job", "instance")
+    assert {dict(lab).get("run") for _, lab in scraped} == {"r1"}
+
+
+def test_without_an_address_nothing_is_pushed_and_everything_is_served(pushgateway, scrape):
+    x, y = three_classes(60, seed=7)
+    model = three_class_model(["accuracy", ConfusionMatrix(CLASSES)])
+    exporter = TrainTestExporter(None, "scraped-only")
+    assert served(exporter) == {}  # registering before any run is fine
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[exporter])
+    result = model.evaluate(x, y, verbose=0, return_dict=True, callbacks=[exporter])
+
+    samples = served(exporter)
+    assert samples[("gangplank_train_epochs_count", ())] == 2
+    assert samples[("gangplank_train_loss", ())] == pytest.approx(history.history["loss"][-1], rel=1e-6)
+    assert samples[("gangplank_test_loss", ())] == pytest.approx(result["loss"], rel=1e-6)
+    cells = {lab: v for (n, lab), v in samples.items() if n == "gangplank_test_confusion_matrix"}
+    assert len(cells) == CLASSES**2 and sum(cells.values()) == len(x)
+    assert exporter.close() is True and not exporter.sender.pending and exporter.sender.last_error is None
+    assert scrape() == {}  # the test's gateway heard nothing
+
+
+def test_push_settings_carry_the_transport_keywords(pushgateway, scrape, make_exporter, make_model, data):
+    x, y = data
+    calls = []
+    settings = PushSettings(pushgateway.address, handler=counting_handler(calls), timeout=3.0)
+    exporter = make_exporter(settings, "settings", ignore_exceptions=False)
+    make_model().evaluate(x, y, verbose=0, callbacks=[exporter])
+    assert calls and {method for method, _ in calls} == {"POST"}
+    assert "gangplank_test_loss" in {n for n, _ in scrape()}
+    with pytest.raises(TypeError, match="PushSettings"):
+        TrainTestExporter(settings, "settings", timeout=1.0)
+
+
 # -- 7. backends -------------------------------------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "torch", reason="already running on torch")
-def test_callback_tests_pass_on_torch_backend():
-    env = dict(os.environ, KERAS_BACKEND="torch")
-    files = ["tests/test_train_test_exporter.py", "tests/test_naming.py", "tests/test_weights.py", "tests/test_faults_training.py",
-             "tests/test_production_drift_exporter.py::test_keras_predict_observes_inputs_and_equals_observe",
-             "tests/test_production_drift_exporter.py::test_keras_predict_splits_windows_across_batches"]
+BACKEND_FILES = [
+    "tests/test_train_test_exporter.py", "tests/test_metrics.py", "tests/test_naming.py", "tests/test_weights.py",
+    "tests/test_faults_training.py",
+    "tests/test_production_drift_exporter.py::test_keras_predict_observes_inputs_and_equals_observe",
+    "tests/test_production_drift_exporter.py::test_keras_predict_splits_windows_across_batches",
+]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the other backends are run from the TensorFlow run")
+def test_callback_tests_pass_on_other_backends(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (scripts/test.sh installs it)")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    probe = subprocess.run([sys.executable, "-c", "import keras; print(keras.backend.backend())"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.stdout.split()[-1:] == [backend], probe.stdout + probe.stderr[-2000:]  # Keras really takes it
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *BACKEND_FILES],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
-
 
 
 def test_close_delivers_before_returning(pushgateway, scrape, make_model, data):

@@ -89,6 +89,8 @@ def test_weights_on_edges_nan_and_inf_through_the_gateway(pushgateway, scrape, m
     x, y = data
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, dtype="float64")])
     model.compile(loss="mse")
+    if keras.ops.convert_to_numpy(model.weights[0]).dtype != np.float64:
+        pytest.skip("this backend has no float64 weights (JAX without x64); float32 edges: test_float32_*")
     kernel = np.array([[0.05, -0.3, 0.3], [np.nan, -np.inf, 0.0]], dtype=np.float64)
     bias = np.array([-0.05, 0.25, 7.0], dtype=np.float64)
     model.set_weights([kernel, bias])
@@ -121,6 +123,25 @@ def test_model_without_weights(pushgateway, scrape, make_exporter, data):
     assert got["buckets"] == {go_le(b): 0 for b in EDGES_0_3} | {"+Inf": 0}
     assert got["count"] == 0 and got["sum"] == 0
     assert value(samples, "gangplank_test_model_parameters_count") == 0
+
+
+def test_bounds_are_written_as_the_gateway_writes_them(pushgateway, make_sender):
+    """The gateway (Go) rewrites every ``le``; ours must already read the same, so a scrape shows the same series."""
+    import urllib.request
+
+    from gangplank.weights import go_float
+
+    bounds = [-1234567.0, -0.3, 0.0, 1e-5, 0.00015, 0.05, 1.0, 100.0, 999999.0, 1e6, 2.5e7, 0.30000000000000004]
+    histogram = WeightHistogram.from_arrays([np.zeros(3)], bounds)
+    ours = [s.labels["le"] for s in histogram.to_metric("gangplank_test_bounds", "b").samples if "le" in s.labels]
+    sender = make_sender(pushgateway.address, "bounds")
+    sender.submit("test", [histogram.to_metric("gangplank_test_bounds", "b")])
+    assert sender.flush(15)
+    with urllib.request.urlopen(pushgateway.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    gateways = [line.split('le="')[1].split('"')[0] for line in text.splitlines() if line.startswith("gangplank_test_bounds_bucket")]
+    assert sorted(ours) == sorted(gateways) and len(ours) == len(bounds) + 1
+    assert ours == [go_float(b) for b in sorted(bounds)] + ["+Inf"]
 
 
 # -- which variables are "the weights" ------------------------------------------------------

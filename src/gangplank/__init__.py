@@ -18,6 +18,7 @@ __version__ = "1.0.0.dev0"
 
 _LAZY = {
     "TrainTestExporter": ".train_test_exporter",
+    "ConfusionMatrix": ".metrics",
     "ProductionDriftExporter": ".production_drift_exporter",
     "DriftMonitor": ".drift_monitor",
     "DriftReference": ".reference",
@@ -25,6 +26,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ConfusionMatrix",
     "DriftMonitor",
     "DriftReference",
     "GangplankError",

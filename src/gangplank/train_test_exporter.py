@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from . import metric_schema
+from .metrics import ConfusionMatrix
 from .naming import unique_names
-from .transport import DEFAULT_TIMEOUT, PushgatewaySender
+from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
 from .weights import WeightHistogram
 
-_BUILTIN_SUFFIXES = (
-    "epochs_count", "elapsed_time_seconds", "model_parameters_count", "running",
-    "model_weights", "model_weights_bucket", "model_weights_count", "model_weights_sum",
-)
+logger = logging.getLogger("gangplank")
+
+
+def _reserved_suffixes() -> tuple[str, ...]:
+    """The built-in family names (and a histogram's sample names) that no log key may take."""
+    suffixes = []
+    for suffix in metric_schema.TRAIN_TEST_BUILTINS:
+        suffixes.append(suffix)
+        if _spec(suffix).type == "histogram":
+            suffixes += [suffix + "_bucket", suffix + "_count", suffix + "_sum"]
+    return tuple(suffixes)
+
+
+def _spec(suffix: str, phase: str = "train") -> metric_schema.MetricSpec:
+    return metric_schema.spec(f"gangplank_{phase}_{suffix}")
+
+
+_BUILTIN_SUFFIXES = _reserved_suffixes()
 
 
 class TrainTestExporter(keras.callbacks.Callback):
@@ -30,10 +47,25 @@ class TrainTestExporter(keras.callbacks.Callback):
     thread: a slow or dead gateway never holds training up. One instance may
     serve any number of ``fit`` and ``evaluate`` calls.
 
+    The exporter is also a prometheus_client collector:
+    ``registry.register(exporter)`` serves the families it pushes (with
+    ``pgw_addr=None`` it only does that).
+
+    Log values: a number is one gauge (``gangplank_test_loss``); a vector,
+    such as ``keras.metrics.F1Score(average=None)``'s one value per class, is
+    one gauge with a ``class`` label (``gangplank_test_f1_score{class="3"}``);
+    the matrix of a :class:`gangplank.metrics.ConfusionMatrix` is one gauge
+    with ``true_class`` and ``predicted_class`` labels (counts); any other
+    matrix gets ``row`` and ``column`` labels. Results of three or more
+    dimensions are not exported (a warning names them once).
+
     Args:
         pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or ``https://…``;
             credentials in it (``http://user:pw@host:9091``) are sent as HTTP
-            Basic auth and never shown in warnings or exceptions.
+            Basic auth and never shown in warnings or exceptions. ``None``:
+            no push (register the exporter with a registry to be scraped).
+            A :class:`gangplank.transport.PushSettings` holds the address and
+            the transport keywords below in one object.
         job: the ``job`` label of the pushed metrics.
         metrics: log keys to export (e.g. ``["loss", "val_loss"]``); default
             every numeric key Keras logs.
@@ -56,11 +88,13 @@ class TrainTestExporter(keras.callbacks.Callback):
         >>> exporter = TrainTestExporter("127.0.0.1:9091", "mnist")
         >>> model.fit(x, y, validation_split=0.1, callbacks=[exporter])  # doctest: +SKIP
         >>> model.evaluate(x_test, y_test, callbacks=[exporter])  # doctest: +SKIP
+        >>> from prometheus_client import CollectorRegistry
+        >>> CollectorRegistry().register(TrainTestExporter(None, "mnist"))  # scraped, not pushed
     """
 
     def __init__(
         self,
-        pgw_addr: str,
+        pgw_addr: str | PushSettings | None,
         job: str,
         metrics: Sequence[str] | None = None,
         histogram_buckets: Sequence[float] | None = None,
@@ -78,7 +112,14 @@ class TrainTestExporter(keras.callbacks.Callback):
         self.metrics = None if metrics is None else list(metrics)
         self.histogram_buckets = None if histogram_buckets is None else tuple(histogram_buckets)
         self.ignore_exceptions = ignore_exceptions
-        self.sender = PushgatewaySender(pgw_addr, job, grouping_key, handler, timeout, basic_auth=basic_auth, ca_file=ca_file)
+        if isinstance(pgw_addr, PushSettings):
+            if (handler, timeout, basic_auth, ca_file) != (None, DEFAULT_TIMEOUT, None, None):
+                raise TypeError("give handler, timeout, basic_auth and ca_file in the PushSettings, not beside it")
+            settings = pgw_addr
+        else:
+            settings = PushSettings(pgw_addr, handler, timeout, basic_auth, ca_file)
+        self.publisher = Publisher(settings, job, grouping_key)
+        self._warned: set[str] = set()
         self._phase: str | None = None
         self._started = 0.0
         self._elapsed = 0.0
@@ -97,13 +138,26 @@ class TrainTestExporter(keras.callbacks.Callback):
             self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, elapsed=self._elapsed)
         self._phase = None
 
+    @property
+    def sender(self) -> Publisher:
+        """The :class:`~gangplank.transport.Publisher` (``flush``, ``pending``, ``last_error``)."""
+        return self.publisher
+
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending, waiting at most ``timeout`` seconds (default: the push timeout).
 
         Optional: at interpreter exit gangplank flushes anyway. Returns whether
         everything reached the gateway; the exporter can still be used after.
         """
-        return self.sender.close(self.sender.timeout if timeout is None else timeout)
+        return self.publisher.close(self.publisher.timeout if timeout is None else timeout)
+
+    # -- scrape -------------------------------------------------------------
+    def collect(self) -> list[Metric]:
+        """The families last published (what a push sends), for a prometheus_client registry."""
+        return self.publisher.collect()
+
+    def describe(self) -> list[Metric]:
+        return []
 
     # -- fit --------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -144,29 +198,46 @@ class TrainTestExporter(keras.callbacks.Callback):
             if epochs is not None:
                 self._epochs_done = epochs
         families = self._families(phase, logs, epochs, running, final, elapsed)
-        self.sender.submit(phase, families)
+        self.publisher.submit(phase, families)
         if final and not self.ignore_exceptions:
-            self.sender.push_now()
+            self.publisher.push_now()
 
     def _families(self, phase, logs, epochs, running, final, elapsed):
         prefix = f"gangplank_{phase}_"
-        values = self._numeric_logs(logs)
+        values = self._log_values(logs)
         names = unique_names(values, reserved=_BUILTIN_SUFFIXES)
+        matrices = self._confusion_matrix_names()
+        when = "epoch" if phase == "train" else "evaluation"
         families = [
-            GaugeMetricFamily(prefix + names[key], f"Keras log value {key!r} at the end of the last {'epoch' if phase == 'train' else 'evaluation'}", value=value)
+            _log_family(prefix + names[key], key, value, when, _is_confusion_matrix(key, matrices))
             for key, value in values.items()
         ]
-        families.append(GaugeMetricFamily(prefix + "elapsed_time_seconds", f"Seconds since {phase} began", value=elapsed))
+
+        def builtin(suffix, value):
+            families.append(GaugeMetricFamily(prefix + suffix, _spec(suffix, phase).help, value=value))
+
+        builtin("elapsed_time_seconds", elapsed)
         parameters = self._parameter_count()
         if parameters is not None:
-            families.append(GaugeMetricFamily(prefix + "model_parameters_count", "Number of model parameters (Keras count_params)", value=parameters))
+            builtin("model_parameters_count", parameters)
         if phase == "train":
-            families.append(GaugeMetricFamily(prefix + "epochs_count", "Epochs completed in the current fit", value=epochs))
-            families.append(GaugeMetricFamily(prefix + "running", "1 while fit is running, 0 after it ended", value=1 if running else 0))
+            builtin("epochs_count", epochs)
+            builtin("running", 1 if running else 0)
         if final and self.histogram_buckets is not None and self.model is not None:
             histogram = WeightHistogram.from_model(self.model, self.histogram_buckets)
-            families.append(histogram.to_metric(prefix + "model_weights", "Model parameters (kernels, biases) by value"))
+            families.append(histogram.to_metric(prefix + "model_weights", _spec("model_weights", phase).help))
         return families
+
+    def _confusion_matrix_names(self) -> set[str]:
+        """Names of the model's :class:`ConfusionMatrix` metrics (compiled ones sit inside a container)."""
+        found: set[str] = set()
+        stack = list(getattr(self.model, "metrics", None) or [])
+        while stack:
+            metric = stack.pop()
+            if isinstance(metric, ConfusionMatrix):
+                found.add(metric.name)
+            stack.extend(getattr(metric, "metrics", None) or [])
+        return found
 
     def _parameter_count(self) -> int | None:
         """``model.count_params()``, or ``None`` while the model is not built yet.
@@ -181,30 +252,83 @@ class TrainTestExporter(keras.callbacks.Callback):
         except ValueError:
             return None
 
-    def _numeric_logs(self, logs: Mapping) -> dict[str, float]:
+    def _log_values(self, logs: Mapping) -> dict[str, np.ndarray]:
+        """Every numeric log value as a float64 array of 0, 1 or 2 dimensions."""
         keys: Iterable = logs.keys() if self.metrics is None else [k for k in self.metrics if k in logs]
         values = {}
         for key in keys:
-            value = _as_float(logs[key])
-            if value is not None:
-                values[str(key)] = value
+            array = _as_array(logs[key])
+            if array is None:
+                continue
+            if array.ndim > 2:
+                if key not in self._warned:
+                    self._warned.add(key)
+                    logger.warning("gangplank: log value %r has shape %s; only numbers, vectors and matrices are exported",
+                                   key, array.shape)
+                continue
+            values[str(key)] = array
         return values
 
     def _raise_known_failure(self) -> None:
-        if not self.ignore_exceptions and self.sender.last_error is not None:
-            raise self.sender.last_error
+        if not self.ignore_exceptions and self.publisher.last_error is not None:
+            raise self.publisher.last_error
 
 
-def _as_float(value) -> float | None:
-    """A log value as a float (NaN and ±Inf kept), or ``None`` if it is not one number."""
+def _as_array(value) -> np.ndarray | None:
+    """A numeric log value as float64 (NaN and ±Inf kept; one element is a number), else ``None``.
+
+    Keras hands matrix-valued results over as numpy arrays on every backend
+    today; a backend tensor (a callback's own, or another Keras version's) is
+    converted too.
+    """
     if isinstance(value, numbers.Real):  # bool, int, float, numpy scalars
-        return float(value)
+        return np.asarray(float(value))
+    if value is None or isinstance(value, (str, bytes)):
+        return None
     try:
-        array = np.asarray(value)
+        array = np.asarray(keras.ops.convert_to_numpy(value) if keras.ops.is_tensor(value) else value)
     except Exception:
         return None
-    if array.size != 1 or array.dtype.kind not in "biuf":
+    if array.size == 0 or array.dtype.kind not in "biuf":
         return None
-    return float(array.reshape(()))
+    if array.size == 1:
+        return np.asarray(float(array.reshape(())))
+    return array.astype(np.float64)
+
+
+def _is_confusion_matrix(key: str, names: set[str]) -> bool:
+    # "confusion_matrix" in evaluate, "val_confusion_matrix" in fit, "out_confusion_matrix" for an output.
+    return any(key == name or key.endswith("_" + name) for name in names)
+
+
+def _log_family(name: str, key: str, value: np.ndarray, when: str, confusion: bool) -> GaugeMetricFamily:
+    """One log value as a gauge: a number, a vector by ``class``, a matrix by two indices."""
+    if value.ndim == 0:
+        return GaugeMetricFamily(name, f"Keras log value {key!r} at the end of the last {when}", value=float(value))
+    if value.ndim == 1:
+        documentation = f"Keras log value {key!r} at the end of the last {when}, per class"
+        family = GaugeMetricFamily(name, _documented(name, ["class"], documentation), labels=["class"])
+        for index, element in enumerate(value.tolist()):
+            family.add_metric([str(index)], element)
+        return family
+    if confusion:
+        labels = ["true_class", "predicted_class"]
+        documentation = f"Samples by true and predicted class ({key!r}) in the last {when}"
+    else:
+        labels = ["row", "column"]
+        documentation = f"Keras log value {key!r} at the end of the last {when}, by row and column"
+    family = GaugeMetricFamily(name, _documented(name, labels, documentation), labels=labels)
+    for (row, column), element in np.ndenumerate(value):
+        family.add_metric([str(row), str(column)], float(element))
+    return family
+
+
+def _documented(name: str, labels: list[str], documentation: str) -> str:
+    """The schema's help for ``name`` when it lists the family with these labels, else ``documentation``."""
+    try:
+        entry = metric_schema.spec(name)
+    except KeyError:
+        return documentation
+    return entry.help if list(entry.labels) == labels else documentation
 
 

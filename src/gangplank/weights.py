@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
 
 
 def _bucket_edges(start: float, stop: float, step: float) -> tuple[float, ...]:
@@ -78,14 +79,45 @@ class WeightHistogram:
 
         prometheus_client's ``HistogramMetricFamily`` leaves out ``_sum`` and
         ``_count`` when a bound is negative, so the samples are added here.
+        Bounds are written as the Pushgateway (Go) writes them, ``le="0"``
+        rather than ``le="0.0"``, so a scrape and the gateway show one series.
         """
         metric = Metric(name, documentation, "histogram")
-        bounds = [floatToGoString(b) for b in self.upper_bounds] + ["+Inf"]
+        bounds = [go_float(b) for b in self.upper_bounds] + ["+Inf"]
         for bound, count in zip(bounds, self.cumulative_counts.tolist()):
             metric.add_sample(name + "_bucket", {"le": bound}, float(count))
         metric.add_sample(name + "_count", {}, float(self.count))
         metric.add_sample(name + "_sum", {}, self.sum)
         return metric
+
+
+def go_float(value: float) -> str:
+    """``value`` as Go's ``strconv.FormatFloat(value, 'g', -1, 64)`` writes it (how Prometheus writes ``le``).
+
+    >>> [go_float(v) for v in (0.0, -0.3, 1.0, 0.05, 123456.0, 1e6, 1e-5, float("inf"))]
+    ['0', '-0.3', '1', '0.05', '123456', '1e+06', '1e-05', '+Inf']
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    # repr gives the shortest digits that round-trip, as Go's -1 precision does
+    _, digits, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    point = len(text) + int(exponent)  # digits before the decimal point
+    power = point - 1
+    if power < -4 or power >= 6:  # Go's rule for the shortest 'g' format
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{sign}{mantissa}e{'+' if power >= 0 else '-'}{abs(power):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return sign + text + "0" * (point - len(text))
+    return f"{sign}{text[:point]}.{text[point:]}"
 
 
 def _bounds_as(bounds: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,8 +74,6 @@ class WindowReport:
     samples: int
     input_rows: int
     input_psi: np.ndarray
-    input_js: np.ndarray
-    input_ks: np.ndarray
     drifted_features_ratio: float
     input_mean: float
     input_std: float
@@ -97,10 +96,27 @@ class WindowReport:
     reference_accuracy: float
     thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
     signals: dict = field(default_factory=dict)
+    input_shares: tuple | None = field(default=None, repr=False, compare=False)  # (window, reference) Shares, for the two below
 
     @property
     def drift_detected(self) -> bool:
         return any(self.signals.values())
+
+    # Only displayed, never decided on: computed when first read (a push or a scrape).
+    @functools.cached_property
+    def input_js(self) -> np.ndarray:
+        """Jensen–Shannon distance (base 2) of each feature."""
+        return self._per_feature(ds.js_distance_of)
+
+    @functools.cached_property
+    def input_ks(self) -> np.ndarray:
+        """Binned Kolmogorov–Smirnov statistic of each feature."""
+        return self._per_feature(ds.binned_ks_of)
+
+    def _per_feature(self, statistic) -> np.ndarray:
+        if self.input_shares is None:
+            return np.full(self.input_psi.shape, np.nan)
+        return statistic(*self.input_shares)
 
 
 def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, input_rows: int | None = None) -> WindowReport:
@@ -112,13 +128,12 @@ def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, i
     n = window.samples
     has_inputs = window.input_rows > 0
     if has_inputs:
-        shares = profile.input_layout.shares(window.input_counts)
-        input_psi = ds.psi_of(shares, profile.input_shares)
-        input_js = ds.js_distance_of(shares, profile.input_shares)
-        input_ks = ds.binned_ks_of(shares, profile.input_shares)
+        input_shares = (profile.input_layout.shares(window.input_counts), profile.input_shares)
+        input_psi = ds.psi_of(*input_shares)
         ratio = float(np.mean(input_psi > t.feature_psi * ((input_rows or window_size) / window.input_rows)))
     else:
-        input_psi = input_js = input_ks = np.full(profile.n_features, np.nan)
+        input_shares = None
+        input_psi = np.full(profile.n_features, np.nan)
         ratio = float("nan")
     finite = window.input_finite_values
     mean = window.input_sum / finite if finite else float("nan")
@@ -151,8 +166,6 @@ def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, i
         samples=n,
         input_rows=window.input_rows,
         input_psi=input_psi,
-        input_js=input_js,
-        input_ks=input_ks,
         drifted_features_ratio=ratio,
         input_mean=mean,
         input_std=float(np.sqrt(max(variance, 0.0))) if np.isfinite(variance) else variance,
@@ -181,6 +194,7 @@ def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, i
             "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
         },
         signals=signals,
+        input_shares=input_shares,
     )
 
 

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,9 +67,7 @@ class CellLayout:
         per_cell = totals[self.feature]
         raw = np.divide(cells, per_cell, out=np.zeros_like(cells), where=per_cell > 0)  # a division: scaled counts, same shares
         smoothed = (raw + smoothing) * (1.0 / (1 + self.bins * smoothing))[self.feature]
-        cumulative = np.cumsum(raw)
-        cumulative -= np.concatenate([[0.0], cumulative[self.starts[1:] - 1]])[self.feature]
-        return Shares(self, raw, smoothed, np.log(smoothed), cumulative)
+        return Shares(self, raw, smoothed, np.log(smoothed))
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,13 @@ class Shares:
     raw: np.ndarray  # counts / feature total
     smoothed: np.ndarray  # (raw + ε) / (1 + B·ε), for PSI
     log_smoothed: np.ndarray
-    cumulative: np.ndarray  # running sum of raw within each feature, for KS
+
+    @functools.cached_property
+    def cumulative(self) -> np.ndarray:
+        """Running sum of ``raw`` within each feature, for KS."""
+        cumulative = np.cumsum(self.raw)
+        cumulative -= np.concatenate([[0.0], cumulative[self.layout.starts[1:] - 1]])[self.layout.feature]
+        return cumulative
 
     @classmethod
     def of(cls, counts: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> "Shares":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ import pytest
 import gangplank
 from tests.stack_tools import (
     check_dashboard_queries,
+    iter_targets,
     load_dashboard,
-    panel_titled,
     metric_names,
+    panel_titled,
+    prometheus_get,
     provisioned_datasource_uids,
     resolve_variables,
     roundtrip_dropped_keys,
@@ -28,14 +31,24 @@ TRAINING_METRICS = {
     "gangplank_train_loss", "gangplank_train_val_loss", "gangplank_train_accuracy", "gangplank_train_val_accuracy",
     "gangplank_train_epochs_count", "gangplank_train_elapsed_time_seconds", "gangplank_train_model_parameters_count",
     "gangplank_train_running", "gangplank_train_model_weights", "gangplank_test_model_weights",
-    "gangplank_test_loss", "gangplank_test_accuracy",
+    "gangplank_test_loss", "gangplank_test_accuracy", "gangplank_test_confusion_matrix", "gangplank_test_f1_score",
 }
 PRODUCTION_METRICS = {
-    "gangplank_predict_drift_detected", "gangplank_predict_windows_total", "gangplank_predict_drift_detected_total",
-    "gangplank_predict_drift_signal", "gangplank_predict_samples_total", "gangplank_predict_input_psi_max",
-    "gangplank_predict_input_js_max", "gangplank_predict_input_ks_max", "gangplank_predict_input_drifted_features_ratio",
-    "gangplank_predict_class_share", "gangplank_predict_class_chi2_p_value", "gangplank_predict_confidence_mean",
-    "gangplank_predict_entropy_mean", "gangplank_predict_feedback_accuracy", "gangplank_predict_feedback_recall",
+    "gangplank_predict_estimated_accuracy", "gangplank_predict_reference_accuracy", "gangplank_predict_accuracy_tolerance",
+    "gangplank_predict_feedback_accuracy", "gangplank_predict_recent_feedback_accuracy", "gangplank_predict_quality_floor",
+    "gangplank_predict_drift_signal", "gangplank_predict_drift_signal_recent", "gangplank_predict_sustained_windows",
+    "gangplank_predict_window_end_timestamp_seconds", "gangplank_predict_window_interval_seconds",
+    "gangplank_predict_feedback_precision", "gangplank_predict_feedback_recall", "gangplank_predict_feedback_f1",
+    "gangplank_predict_feedback_confusion_matrix", "gangplank_predict_feedback_confusion_total",
+    "gangplank_predict_windows_total", "gangplank_predict_feedback_correct_total", "gangplank_predict_feedback_samples_total",
+    "gangplank_predict_input_psi_max", "gangplank_predict_input_js_max", "gangplank_predict_input_ks_max",
+    "gangplank_predict_input_drifted_features_ratio", "gangplank_predict_class_share", "gangplank_predict_class_chi2_p_value",
+    "gangplank_predict_confidence_mean", "gangplank_predict_entropy_mean", "gangplank_predict_samples_dropped_total",
+    "gangplank_predict_feedback_unmatched_total", "gangplank_predict_input_sampling_rate",
+}
+RECORDING_RULES = {
+    "gangplank:predict_samples:rate5m", "gangplank:predict_instance_samples:rate5m", "gangplank:predict_feedback_accuracy:ratio",
+    "gangplank:predict_drift_windows:ratio", "gangplank:predict_drift_windows:ratio1h",
 }
 
 
@@ -51,12 +64,18 @@ def test_structure(name):
 
 @pytest.mark.parametrize("name,variables,metrics", [
     ("training.json", ["job"], TRAINING_METRICS),
-    ("production.json", ["job", "agent"], PRODUCTION_METRICS),
+    ("production.json", ["job", "agent", "instance"], PRODUCTION_METRICS),
 ])
 def test_variables_and_coverage(name, variables, metrics):
     dashboard = load_dashboard(name)
     assert [v["name"] for v in dashboard["templating"]["list"]] == variables
     assert metrics <= used_metrics(dashboard), metrics - used_metrics(dashboard)
+
+
+def test_production_dashboard_shows_the_fleet_through_the_recording_rules():
+    exprs = " ".join(t["expr"] for _, t in iter_targets(load_dashboard("production.json")))
+    assert RECORDING_RULES <= set(re.findall(r"gangplank:[a-z0-9_]+:[a-z0-9_]+", exprs))
+    assert 'ALERTS{alertstate="firing"' in exprs
 
 
 @pytest.mark.skipif(not HAS_SDK, reason="grafana-foundation-sdk not installed: pip install 'grafana-foundation-sdk==1769699452!11.5.0'")
@@ -87,21 +106,24 @@ def test_roundtrip_catches_a_misspelled_key():
 # -- live: real runs into the local stack -------------------------------------------
 @pytest.fixture(scope="module")
 def trained(local_stack):
-    """A tiny real fit (with validation) and evaluate pushed as job dash-train."""
+    """A tiny real fit (with validation) and evaluate pushed as job dash-train, with per-class F1 and a confusion matrix."""
     import keras
+
+    from gangplank.metrics import ConfusionMatrix
 
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(256, 8)).astype("float32")
-    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    y = keras.utils.to_categorical((x[:, 0] + x[:, 1] > 0).astype("int32"), 2)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="adam", loss="categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.F1Score(average=None), ConfusionMatrix(2)])
     exporter = gangplank.TrainTestExporter(local_stack.pushgateway.address, "dash-train", histogram_buckets=gangplank.HISTOGRAM_WEIGHT_BUCKETS_1_0)
     model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(timeout=15), exporter.sender.last_error
-    exporter.sender.close(timeout=1)
-    for expr in ('gangplank_train_running{job="dash-train"} == 0', 'gangplank_test_model_weights_bucket{job="dash-train"}'):
+    assert exporter.close(timeout=15)
+    for expr in ('gangplank_train_running{job="dash-train"} == 0', 'gangplank_test_model_weights_bucket{job="dash-train"}',
+                 'gangplank_test_confusion_matrix{job="dash-train"}', 'gangplank_test_f1_score{job="dash-train"}'):
         assert wait_for_series(local_stack.prometheus.url, expr), f"Prometheus never saw {expr}"
     return local_stack
 
@@ -123,10 +145,10 @@ def test_live_check_catches_broken_queries(trained):
 
 @pytest.fixture(scope="module")
 def drifted(local_stack):
-    """A real drift run: two reference-like windows, then two drifted ones, as job dash-prod, agent a1."""
-    if not hasattr(gangplank, "ProductionDriftExporter"):
-        pytest.skip("gangplank.ProductionDriftExporter is not there yet")
+    """A real drift fleet, job dash-prod, agent a1: replica r0 sees 2 reference-like windows then 4 drifted ones
+    (shifted inputs, wrong answers), replica r1 stays clean. Each window is seen by Prometheus before the next."""
     rng = np.random.default_rng(2)
+    url = local_stack.prometheus.url
 
     def batch(n, shift=0.0, skew=0.0):
         x = rng.normal(size=(n, 6)) + shift
@@ -135,20 +157,33 @@ def drifted(local_stack):
         y = rng.integers(0, 3, size=n) if skew else p.argmax(axis=1)
         return x, p, y
 
-    x_ref, p_ref, y_ref = batch(600)
-    ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref)
-    with gangplank.ProductionDriftExporter(local_stack.pushgateway.address, "dash-prod", ref, agent="a1", window_size=50) as exp:
-        for shift, skew in ((0.0, 0.0), (0.0, 0.0), (2.0, 3.0), (2.0, 3.0)):
-            x, p, y = batch(50, shift, skew)
-            exp.observe(x, p, labels=y)
-        exp.close()
-    assert wait_for_series(local_stack.prometheus.url, 'gangplank_predict_windows_total{job="dash-prod",agent="a1"} >= 4'), "Prometheus never saw 4 windows"
-    # rate() over the counters needs two scrapes of the final state
-    assert wait_for_series(local_stack.prometheus.url, 'count_over_time(gangplank_predict_samples_total{job="dash-prod",agent="a1"}[1m]) >= 2')
+    x_ref, p_ref, y_ref = batch(2000)
+    ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref, window_size=50)
+    monitors = {name: gangplank.DriftMonitor(local_stack.pushgateway.address, "dash-prod", ref, agent="a1", window_size=50,
+                                             grouping_key={"instance": name}) for name in ("r0", "r1")}
+    plan = {"r0": [(0.0, 0.0)] * 2 + [(2.0, 3.0)] * 4, "r1": [(0.0, 0.0)] * 6}
+    for i in range(6):
+        for name, monitor in monitors.items():
+            x, p, y = batch(50, *plan[name][i])
+            monitor.observe(x, p, labels=y)
+            monitor.flush(timeout=30)
+        for name in monitors:  # counters must rise between scrapes for rate() and increase()
+            expr = f'gangplank_predict_windows_total{{job="dash-prod",agent="a1",instance="{name}"}} >= {i + 1}'
+            assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
+    for monitor in monitors.values():
+        monitor.close()
+    for expr in ('gangplank:predict_drift_windows:ratio1h{job="dash-prod",agent="a1"}',
+                 'gangplank:predict_instance_samples:rate5m{job="dash-prod",agent="a1"}',
+                 'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankModelDegraded",instance="r0"}',
+                 'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankDataDrift",instance="r0"}'):
+        assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
     return local_stack
 
 
 def test_production_dashboard_queries_return_data(drifted):
     dashboard, url = load_dashboard("production.json"), drifted.prometheus.url
     variables = resolve_variables(dashboard, url, {"job": ["dash-prod"], "agent": ["a1"]})
+    assert variables["instance"] == ["r0", "r1"]
+    body = prometheus_get(url, "/api/v1/query", {"query": 'ALERTS{job="dash-prod",instance="r1"}'})
+    assert body["data"]["result"] == []  # the clean replica raises nothing
     assert check_dashboard_queries(dashboard, url, variables) == []

@@ -26,6 +26,9 @@ Benchmarks (issue 5), one module each:
                windows until the first alarm and false alarms per 100 windows,
                ours against the chi-square rule of 0.5's drift example; correct
                stream, inverted pixels, wrong model.
+``serving``    (bench_serving.py) the demo convnet's ``predict_on_batch`` with
+               drift monitoring off and on, alternating blocks: latency p50/p99,
+               pipeline CPU per sample, the caller's ``observe``, throughput.
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -60,6 +63,7 @@ from benchmarks.bench_drift import bench_drift, report_drift  # noqa: E402
 from benchmarks.bench_histogram import bench_histogram, report_histogram  # noqa: E402
 from benchmarks.bench_hook import bench_hook, report_hook  # noqa: E402
 from benchmarks.bench_memory import bench_memory, memory_child, report_memory  # noqa: E402
+from benchmarks.bench_serving import bench_serving, report_serving  # noqa: E402
 from benchmarks.data import Data  # noqa: E402
 
 RUNNERS = {
@@ -68,6 +72,7 @@ RUNNERS = {
     "drift": (bench_drift, report_drift),
     "memory": (bench_memory, report_memory),
     "detection": (bench_detection, report_detection),
+    "serving": (bench_serving, report_serving),
 }
 BENCHMARKS = tuple(RUNNERS)
 

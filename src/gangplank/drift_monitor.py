@@ -290,13 +290,14 @@ class DriftMonitor:
                         self._dropped += samples
                         return
                     self._cond.wait(remaining)
-            first = not self._queue
-            if first:
+            if not self._queue:
                 self._oldest_queued = time.monotonic()
             self._queue.append(item)
             self._queued_samples += samples
             self._received += 1
-            if first or not samples or self._queued_samples >= WAKE_SAMPLES:  # else the worker's timer is set
+            # Waking the worker for every request would cost the request path a thread
+            # switch: it polls every WAKE_SECONDS, and is woken only for a full load.
+            if not samples or self._queued_samples >= WAKE_SAMPLES:
                 self._cond.notify_all()
 
     def _predicted_classes(self, predictions) -> np.ndarray:
@@ -343,14 +344,12 @@ class DriftMonitor:
             or time.monotonic() - self._oldest_queued >= WAKE_SECONDS
         )
 
-    def _seconds_to_wait(self) -> float | None:
-        waits = []
-        if self._queue:
-            waits.append(self._oldest_queued + WAKE_SECONDS - time.monotonic())
+    def _seconds_to_wait(self) -> float:
+        waits = [self._oldest_queued + WAKE_SECONDS - time.monotonic() if self._queue else WAKE_SECONDS]
         if self.window_seconds is not None:
             started = self._window_started if self._window.samples else time.monotonic()
             waits.append(started + self.window_seconds - time.monotonic())
-        return max(0.0, min(waits)) if waits else None
+        return max(0.0, min(waits))
 
     def _process(self, item) -> None:
         if not isinstance(item, Batch):

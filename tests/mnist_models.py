@@ -56,17 +56,19 @@ def make_model(seed: int = 0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((28, 28)),
-        keras.layers.Reshape((28, 28, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -103,7 +105,7 @@ class MnistModels:
     y_wrong_train: np.ndarray
 
     @classmethod
-    def build(cls) -> "MnistModels":
+    def build(cls) -> MnistModels:
         x_train, y_train, x_test, y_test = load_mnist()
         x_wrong, y_wrong = skewed_training_set(x_train, y_train)
         good = train(x_train[:GOOD_TRAIN_ROWS], y_train[:GOOD_TRAIN_ROWS], "good")

@@ -11,12 +11,20 @@ import logging
 
 import keras
 import pytest
+from gangplank_devtools import (
+    SilentServer,
+    SlowProxy,
+    StatusServer,
+    closed_port_address,
+    counting_handler,
+    read_gateway,
+    run_with_timeout,
+    start_pushgateway,
+    value,
+    wait_for,
+)
 
 from gangplank import PushError
-from gangplank_devtools import (
-    SilentServer, SlowProxy, StatusServer, closed_port_address, counting_handler, read_gateway, run_with_timeout,
-    start_pushgateway, value, wait_for,
-)
 from tests.gateway_tools import failure_lines, gangplank_warnings, recovery_lines
 
 HANG_GUARD = 50  # seconds; a fit here takes about one
@@ -31,13 +39,16 @@ def fit(model, data, callbacks, epochs=3, **kwargs):
     x, y = data
     return run_with_timeout(
         lambda: model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks, **kwargs),
-        HANG_GUARD, "fit",
+        HANG_GUARD,
+        "fit",
     )
 
 
 def evaluate(model, data, callbacks):
     x, y = data
-    return run_with_timeout(lambda: model.evaluate(x, y, verbose=0, return_dict=True, callbacks=callbacks), HANG_GUARD, "evaluate")
+    return run_with_timeout(
+        lambda: model.evaluate(x, y, verbose=0, return_dict=True, callbacks=callbacks), HANG_GUARD, "evaluate"
+    )
 
 
 def one_warning(caplog, address, *must_contain):
@@ -136,7 +147,9 @@ def test_http_500_fit_completes_and_warns_once(make_exporter, make_model, data, 
 
 
 # -- slow (answers after 2 s) ------------------------------------------------------------------------------
-def test_slow_gateway_fit_does_not_wait_and_everything_arrives(pushgateway, scrape, make_exporter, make_model, data, caplog):
+def test_slow_gateway_fit_does_not_wait_and_everything_arrives(
+    pushgateway, scrape, make_exporter, make_model, data, caplog
+):
     with SlowProxy(pushgateway.port, delay=2.0) as proxy:
         exporter = make_exporter(proxy.address, "slow")  # default timeout: 2 s is slow, not failed
         history = fit(make_model(), data, [exporter], epochs=5)
@@ -154,7 +167,9 @@ def test_slow_gateway_fit_does_not_wait_and_everything_arrives(pushgateway, scra
     assert not gangplank_warnings(caplog, proxy.address)
 
 
-def test_slow_gateway_beyond_the_timeout_warns_once_and_recovers(pushgateway, scrape, make_exporter, make_model, data, caplog):
+def test_slow_gateway_beyond_the_timeout_warns_once_and_recovers(
+    pushgateway, scrape, make_exporter, make_model, data, caplog
+):
     with SlowProxy(pushgateway.port, delay=2.0) as proxy:
         exporter = make_exporter(proxy.address, "slow", timeout=0.5)
         history = fit(make_model(), data, [exporter], epochs=2)
@@ -186,7 +201,9 @@ def test_gateway_killed_and_restarted_mid_fit(pushgateway, scrape, make_exporter
     chaos = AtEpochEnd(e1=pushgateway.stop, e3=restart)
     # fit on this thread, not under the hang guard's: a supervised child dies with the thread that started it
     x, y = data
-    history = make_model().fit(x, y, epochs=6, batch_size=64, verbose=0, callbacks=[chaos, exporter], validation_split=0.25)
+    history = make_model().fit(
+        x, y, epochs=6, batch_size=64, verbose=0, callbacks=[chaos, exporter], validation_split=0.25
+    )
     assert len(history.history["loss"]) == 6
 
     assert exporter.sender.flush(30)
@@ -237,7 +254,9 @@ def test_fit_raises_at_the_next_epoch_after_a_failure(kind, make_exporter, make_
     assert ("HTTP 500" if server else "Connection refused") in str(info.value)
 
 
-def test_fit_raises_after_the_gateway_dies_then_evaluate_works_again(pushgateway, scrape, make_exporter, make_model, data):
+def test_fit_raises_after_the_gateway_dies_then_evaluate_works_again(
+    pushgateway, scrape, make_exporter, make_model, data
+):
     exporter = make_exporter(pushgateway.address, "strict", ignore_exceptions=False)
 
     def kill():

@@ -9,35 +9,42 @@ import re
 import keras
 import numpy as np
 import pytest
+from gangplank_devtools import value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
 
 from gangplank.naming import sanitise_name, unique_names
-from gangplank_devtools import value
 from tests.gateway_tools import gangplank_warnings
 
 VALID = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-@pytest.mark.parametrize("key, name", [
-    ("loss", "loss"),
-    ("val_accuracy", "val_accuracy"),
-    ("f1-score", "f1_score"),
-    ("top 5 acc", "top_5_acc"),
-    ("précision", "pr_cision"),
-    ("准确率", "___"),
-    ("5acc", "_5acc"),
-    ("", "_"),
-    ("a:b", "a:b"),
-    ("a.b/c", "a_b_c"),
-])
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("loss", "loss"),
+        ("val_accuracy", "val_accuracy"),
+        ("f1-score", "f1_score"),
+        ("top 5 acc", "top_5_acc"),
+        ("précision", "pr_cision"),
+        ("准确率", "___"),
+        ("5acc", "_5acc"),
+        ("", "_"),
+        ("a:b", "a:b"),
+        ("a.b/c", "a_b_c"),
+    ],
+)
 def test_sanitise_name(key, name):
     assert sanitise_name(key) == name
 
 
 def test_colliding_keys_get_numbered_suffixes():
-    assert unique_names(["f1-score", "f1 score", "f1.score"]) == {"f1-score": "f1_score", "f1 score": "f1_score_2", "f1.score": "f1_score_3"}
+    assert unique_names(["f1-score", "f1 score", "f1.score"]) == {
+        "f1-score": "f1_score",
+        "f1 score": "f1_score_2",
+        "f1.score": "f1_score_3",
+    }
 
 
 def test_valid_key_keeps_its_name_whatever_comes_first():
@@ -47,7 +54,10 @@ def test_valid_key_keeps_its_name_whatever_comes_first():
 
 
 def test_reserved_names_are_avoided():
-    assert unique_names(["running", "epochs count"], reserved={"running", "epochs_count"}) == {"running": "running_2", "epochs count": "epochs_count_2"}
+    assert unique_names(["running", "epochs count"], reserved={"running", "epochs_count"}) == {
+        "running": "running_2",
+        "epochs count": "epochs_count_2",
+    }
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,7 +83,9 @@ def constant_metric(name, constant):
     return keras.metrics.MeanMetricWrapper(fn, name=name)
 
 
-def test_awkward_log_keys_and_non_finite_values_all_reach_the_gateway(pushgateway, scrape, make_exporter, make_model, data, caplog):
+def test_awkward_log_keys_and_non_finite_values_all_reach_the_gateway(
+    pushgateway, scrape, make_exporter, make_model, data, caplog
+):
     caplog.set_level(logging.WARNING, logger="gangplank")
     x, y = data
     metrics = [
@@ -152,11 +164,23 @@ def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_mode
     assert value(samples, "gangplank_train_flag") == 1
     assert value(samples, "gangplank_train_zero_d_array") == 2.5
     assert value(samples, "gangplank_train_one_element") == 1.5
-    assert {dict(lab)["class"]: v for (n, lab), v in samples.items() if n == "gangplank_train_vector"} == {"0": 1.0, "1": 2.0}
-    matrix = {(dict(lab)["row"], dict(lab)["column"]): v for (n, lab), v in samples.items() if n == "gangplank_train_matrix"}
+    assert {dict(lab)["class"]: v for (n, lab), v in samples.items() if n == "gangplank_train_vector"} == {
+        "0": 1.0,
+        "1": 2.0,
+    }
+    matrix = {
+        (dict(lab)["row"], dict(lab)["column"]): v for (n, lab), v in samples.items() if n == "gangplank_train_matrix"
+    }
     assert matrix == {(str(r), str(c)): float(3 * r + c + 1) for r in range(2) for c in range(3)}
     present = {n for n, _ in samples}
-    assert not present & {"gangplank_train_cube", "gangplank_train_empty", "gangplank_train_note", "gangplank_train_none"}
+    assert not present & {
+        "gangplank_train_cube",
+        "gangplank_train_empty",
+        "gangplank_train_note",
+        "gangplank_train_none",
+    }
     assert "gangplank_train_loss" in present
     warnings = [r.getMessage() for r in caplog.records if r.name == "gangplank"]
-    assert len(warnings) == 1 and "'cube'" in warnings[0] and "(2, 2, 2)" in warnings[0], warnings  # once, over 2 epochs
+    assert len(warnings) == 1 and "'cube'" in warnings[0] and "(2, 2, 2)" in warnings[0], (
+        warnings
+    )  # once, over 2 epochs

@@ -11,20 +11,18 @@ import importlib.util
 import os
 import subprocess
 import sys
+import urllib.request
 
 import keras
 import numpy as np
 import pytest
-
-import urllib.request
-
+from gangplank_devtools import counting_handler, value
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import gangplank
 from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, ConfusionMatrix, PushError, TrainTestExporter
 from gangplank.transport import PushSettings
-from gangplank_devtools import counting_handler, value
 from tests.gateway_tools import ROOT
 
 BUILTIN_TRAIN = {"epochs_count", "elapsed_time_seconds", "model_parameters_count", "running"}
@@ -32,7 +30,7 @@ BUILTIN_TEST = {"elapsed_time_seconds", "model_parameters_count"}
 
 
 def names(samples, prefix):
-    return {n[len(prefix):] for n, _ in samples if n.startswith(prefix)}
+    return {n[len(prefix) :] for n, _ in samples if n.startswith(prefix)}
 
 
 def labels_of(samples, prefix):
@@ -131,7 +129,10 @@ def test_grouping_key_is_passed_through_and_keeps_runs_apart(pushgateway, scrape
         assert exporter.sender.flush(15)
 
     samples = scrape()
-    assert labels_of(samples, "gangplank_train_") == {(("instance", "w0"), ("job", "mnist")), (("instance", "w1"), ("job", "mnist"))}
+    assert labels_of(samples, "gangplank_train_") == {
+        (("instance", "w0"), ("job", "mnist")),
+        (("instance", "w1"), ("job", "mnist")),
+    }
     assert value(samples, "gangplank_train_epochs_count", instance="w0") == 2
     assert value(samples, "gangplank_train_epochs_count", instance="w1") == 3
 
@@ -159,7 +160,9 @@ def test_address_forms(form, pushgateway, scrape, make_exporter, make_model, dat
     assert "gangplank_test_loss" in names(scrape(), "")
 
 
-def test_evaluate_with_ignore_exceptions_false_pushes_synchronously(pushgateway, scrape, make_exporter, make_model, data):
+def test_evaluate_with_ignore_exceptions_false_pushes_synchronously(
+    pushgateway, scrape, make_exporter, make_model, data
+):
     x, y = data
     exporter = make_exporter(pushgateway.address, "sync", ignore_exceptions=False)
     result = make_model().evaluate(x, y, verbose=0, return_dict=True, callbacks=[exporter])
@@ -179,7 +182,10 @@ def test_histogram_is_pushed_at_the_end_of_fit_and_evaluate(pushgateway, scrape,
     for phase in ("train", "test"):
         assert value(samples, f"gangplank_{phase}_model_weights_count") == model.count_params()
         assert value(samples, f"gangplank_{phase}_model_weights_bucket", le="+Inf") == model.count_params()
-        assert len([n for n, _ in samples if n == f"gangplank_{phase}_model_weights_bucket"]) == len(HISTOGRAM_WEIGHT_BUCKETS_0_3) + 1
+        assert (
+            len([n for n, _ in samples if n == f"gangplank_{phase}_model_weights_bucket"])
+            == len(HISTOGRAM_WEIGHT_BUCKETS_0_3) + 1
+        )
 
 
 def test_no_histogram_unless_asked(pushgateway, scrape, make_exporter, make_model, data):
@@ -289,21 +295,32 @@ def three_classes(rows, seed):
 
 def three_class_model(metrics, loss="sparse_categorical_crossentropy"):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(CLASSES, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(CLASSES, activation="softmax")]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss, metrics=list(metrics))
     return model
 
 
 def per_class(samples, name, **labels):
-    return {dict(lab)["class"]: v for (n, lab), v in samples.items()
-            if n == name and all(dict(lab).get(k) == w for k, w in labels.items())}
+    return {
+        dict(lab)["class"]: v
+        for (n, lab), v in samples.items()
+        if n == name and all(dict(lab).get(k) == w for k, w in labels.items())
+    }
 
 
 def matrix_of(samples, name):
     """The exported matrix as numpy (rows true_class, columns predicted_class), checking every cell is there once."""
-    cells = {(int(dict(lab)["true_class"]), int(dict(lab)["predicted_class"])): v for (n, lab), v in samples.items() if n == name}
+    cells = {
+        (int(dict(lab)["true_class"]), int(dict(lab)["predicted_class"])): v
+        for (n, lab), v in samples.items()
+        if n == name
+    }
     assert sorted(cells) == [(i, j) for i in range(CLASSES) for j in range(CLASSES)], sorted(cells)
-    assert {tuple(sorted(dict(lab))) for (n, lab), _ in samples.items() if n == name} == {("instance", "job", "predicted_class", "true_class")}
+    assert {tuple(sorted(dict(lab))) for (n, lab), _ in samples.items() if n == name} == {
+        ("instance", "job", "predicted_class", "true_class")
+    }
     matrix = np.zeros((CLASSES, CLASSES))
     for (i, j), v in cells.items():
         matrix[i, j] = v
@@ -323,14 +340,18 @@ def test_vector_metric_is_exported_per_class(pushgateway, scrape, make_exporter)
     one_hot = np.eye(CLASSES, dtype="float32")
     model = three_class_model([keras.metrics.F1Score(average=None), "accuracy"], loss="categorical_crossentropy")
     exporter = make_exporter(pushgateway.address, "perclass")
-    history = model.fit(x, one_hot[y], epochs=2, batch_size=32, validation_data=(x_val, one_hot[y_val]), verbose=0, callbacks=[exporter])
+    history = model.fit(
+        x, one_hot[y], epochs=2, batch_size=32, validation_data=(x_val, one_hot[y_val]), verbose=0, callbacks=[exporter]
+    )
     result = model.evaluate(x_val, one_hot[y_val], verbose=0, return_dict=True, callbacks=[exporter])
     assert exporter.sender.flush(15)
 
     samples = scrape()
-    for name, expected in (("gangplank_train_f1_score", history.history["f1_score"][-1]),
-                           ("gangplank_train_val_f1_score", history.history["val_f1_score"][-1]),
-                           ("gangplank_test_f1_score", result["f1_score"])):
+    for name, expected in (
+        ("gangplank_train_f1_score", history.history["f1_score"][-1]),
+        ("gangplank_train_val_f1_score", history.history["val_f1_score"][-1]),
+        ("gangplank_test_f1_score", result["f1_score"]),
+    ):
         exported = per_class(samples, name, job="perclass", instance="")
         expected = np.asarray(expected, dtype=np.float64)
         assert expected.shape == (CLASSES,)
@@ -368,7 +389,9 @@ def test_confusion_matrix_under_fit_and_evaluate(pushgateway, scrape, make_expor
     np.testing.assert_array_equal(test, numpy_confusion(model, x_test, y_test))
     np.testing.assert_array_equal(test, np.asarray(result["confusion_matrix"]))
     assert np.trace(test) / len(x_test) == pytest.approx(result["accuracy"], rel=1e-6)
-    np.testing.assert_array_equal(matrix_of(samples, "gangplank_train_val_confusion_matrix"), val)  # the train set stays
+    np.testing.assert_array_equal(
+        matrix_of(samples, "gangplank_train_val_confusion_matrix"), val
+    )  # the train set stays
 
 
 def test_a_confusion_matrix_of_another_name_keeps_its_labels(pushgateway, scrape, make_exporter):
@@ -393,8 +416,12 @@ def served(exporter):
         server.shutdown()
         server.server_close()
         thread.join(5)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples if s.name.startswith("gangplank_")}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("gangplank_")
+    }
 
 
 def without(samples, *labels):
@@ -403,17 +430,26 @@ def without(samples, *labels):
 
 def test_a_scrape_serves_exactly_what_is_pushed(pushgateway, scrape, make_exporter):
     x, y = three_classes(90, seed=6)
-    model = three_class_model(["accuracy", ConfusionMatrix(CLASSES), keras.metrics.F1Score(average=None)],
-                              loss="categorical_crossentropy")
+    model = three_class_model(
+        ["accuracy", ConfusionMatrix(CLASSES), keras.metrics.F1Score(average=None)], loss="categorical_crossentropy"
+    )
     y = np.eye(CLASSES, dtype="float32")[y]
-    exporter = make_exporter(pushgateway.address, "both", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3,
-                             grouping_key={"instance": "w0", "run": "r1"})
+    exporter = make_exporter(
+        pushgateway.address,
+        "both",
+        histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3,
+        grouping_key={"instance": "w0", "run": "r1"},
+    )
     model.fit(x, y, epochs=2, batch_size=32, validation_split=0.3, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
     assert exporter.sender.flush(15)
 
     pushed, scraped = scrape(), served(exporter)
-    assert {n for n, _ in scraped} >= {"gangplank_train_confusion_matrix", "gangplank_test_f1_score", "gangplank_test_model_weights_sum"}
+    assert {n for n, _ in scraped} >= {
+        "gangplank_train_confusion_matrix",
+        "gangplank_test_f1_score",
+        "gangplank_test_model_weights_sum",
+    }
     # the same families, samples and values; the scrape adds job and instance itself
     assert without(scraped) == without(pushed, "job", "instance")
     assert {dict(lab).get("run") for _, lab in scraped} == {"r1"}
@@ -451,7 +487,10 @@ def test_push_settings_carry_the_transport_keywords(pushgateway, scrape, make_ex
 
 # -- 7. backends -------------------------------------------------------------------------
 BACKEND_FILES = [
-    "tests/test_train_test_exporter.py", "tests/test_metrics.py", "tests/test_naming.py", "tests/test_weights.py",
+    "tests/test_train_test_exporter.py",
+    "tests/test_metrics.py",
+    "tests/test_naming.py",
+    "tests/test_weights.py",
     "tests/test_faults_training.py",
     "tests/test_production_drift_exporter.py::test_keras_predict_observes_inputs_and_equals_observe",
     "tests/test_production_drift_exporter.py::test_keras_predict_splits_windows_across_batches",
@@ -459,17 +498,31 @@ BACKEND_FILES = [
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the other backends are run from the TensorFlow run")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the other backends are run from the TensorFlow run"
+)
 def test_callback_tests_pass_on_other_backends(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (scripts/test.sh installs it)")
     env = dict(os.environ, KERAS_BACKEND=backend)
-    probe = subprocess.run([sys.executable, "-c", "import keras; print(keras.backend.backend())"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import keras; print(keras.backend.backend())"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert probe.stdout.split()[-1:] == [backend], probe.stdout + probe.stderr[-2000:]  # Keras really takes it
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *BACKEND_FILES],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "passed" in run.stdout

@@ -7,16 +7,38 @@ import math
 import keras
 import numpy as np
 import pytest
+from gangplank_devtools import value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 
 from gangplank import HISTOGRAM_WEIGHT_BUCKETS_0_3, HISTOGRAM_WEIGHT_BUCKETS_1_0
 from gangplank.weights import WeightHistogram, model_parameters
-from gangplank_devtools import value
 
 EDGES_0_3 = [-0.3, -0.25, -0.2, -0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
-EDGES_1_0 = [-1.0, -0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+EDGES_1_0 = [
+    -1.0,
+    -0.9,
+    -0.8,
+    -0.7,
+    -0.6,
+    -0.5,
+    -0.4,
+    -0.3,
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+]
 
 
 def go_le(bound: float) -> str:
@@ -24,7 +46,7 @@ def go_le(bound: float) -> str:
     if math.isinf(bound):
         return "+Inf" if bound > 0 else "-Inf"
     text = repr(float(bound))
-    return text[:-2] if text.endswith(".0") else text
+    return text.removesuffix(".0")
 
 
 def reference(weights, buckets):
@@ -57,9 +79,13 @@ def test_public_bucket_constants():
 def test_histogram_of_a_real_model_matches_numpy(pushgateway, scrape, make_exporter, data):
     """An MNIST-sized Dense model (~100k weights), trained one epoch, histogram read back from the gateway."""
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((784,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(1)
     x = rng.random((256, 784), dtype=np.float32)
@@ -86,7 +112,7 @@ def test_histogram_of_a_real_model_matches_numpy(pushgateway, scrape, make_expor
 
 def test_weights_on_edges_nan_and_inf_through_the_gateway(pushgateway, scrape, make_exporter, data):
     """A float64 model with weights exactly on edges, a NaN and -Inf: counted, and read back from the gateway."""
-    x, y = data
+    x, _ = data
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, dtype="float64")])
     model.compile(loss="mse")
     if keras.ops.convert_to_numpy(model.weights[0]).dtype != np.float64:
@@ -139,7 +165,11 @@ def test_bounds_are_written_as_the_gateway_writes_them(pushgateway, make_sender)
     assert sender.flush(15)
     with urllib.request.urlopen(pushgateway.url + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    gateways = [line.split('le="')[1].split('"')[0] for line in text.splitlines() if line.startswith("gangplank_test_bounds_bucket")]
+    gateways = [
+        line.split('le="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("gangplank_test_bounds_bucket")
+    ]
     assert sorted(ours) == sorted(gateways) and len(ours) == len(bounds) + 1
     assert ours == [go_float(b) for b in sorted(bounds)] + ["+Inf"]
 
@@ -150,12 +180,16 @@ def test_batchnorm_statistics_excluded_frozen_layers_included(freeze, data):
     x, y = data
     keras.utils.set_random_seed(2)
     first = keras.layers.Dense(16, trainable=(freeze != "at_construction"))
-    model = keras.Sequential([keras.Input((8,)), first, keras.layers.BatchNormalization(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((8,)), first, keras.layers.BatchNormalization(), keras.layers.Dense(2, activation="softmax")]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)  # moves the BatchNorm statistics away from 0 and 1
     # independent list: every variable except BatchNorm's moving statistics
     expected = [
-        keras.ops.convert_to_numpy(v) for layer in model.layers for v in layer.weights
+        keras.ops.convert_to_numpy(v)
+        for layer in model.layers
+        for v in layer.weights
         if not (isinstance(layer, keras.layers.BatchNormalization) and "moving" in v.path)
     ]
     if freeze == "after_build":
@@ -163,7 +197,9 @@ def test_batchnorm_statistics_excluded_frozen_layers_included(freeze, data):
     assert not first.trainable_weights  # frozen either way
 
     params = model_parameters(model)
-    assert sum(int(np.prod(v.shape)) for v in params) == model.count_params() - 2 * 16 == 8 * 16 + 16 + 2 * 16 + 16 * 2 + 2
+    assert (
+        sum(int(np.prod(v.shape)) for v in params) == model.count_params() - 2 * 16 == 8 * 16 + 16 + 2 * 16 + 16 * 2 + 2
+    )
     histogram = WeightHistogram.from_model(model, HISTOGRAM_WEIGHT_BUCKETS_1_0)
     want = reference(expected, EDGES_1_0)
     assert dict(zip([go_le(b) for b in EDGES_1_0] + ["+Inf"], histogram.cumulative_counts.tolist())) == want["buckets"]

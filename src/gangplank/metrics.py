@@ -54,7 +54,10 @@ class ConfusionMatrix(keras.metrics.Metric):
         self.num_classes = num_classes
         self.threshold = float(threshold)
         self.matrix = self.add_variable(
-            shape=(num_classes, num_classes), initializer="zeros", dtype=self.dtype, name="matrix",
+            shape=(num_classes, num_classes),
+            initializer="zeros",
+            dtype=self.dtype,
+            name="matrix",
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):

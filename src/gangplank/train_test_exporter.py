@@ -263,8 +263,11 @@ class TrainTestExporter(keras.callbacks.Callback):
             if array.ndim > 2:
                 if key not in self._warned:
                     self._warned.add(key)
-                    logger.warning("gangplank: log value %r has shape %s; only numbers, vectors and matrices are exported",
-                                   key, array.shape)
+                    logger.warning(
+                        "gangplank: log value %r has shape %s; only numbers, vectors and matrices are exported",
+                        key,
+                        array.shape,
+                    )
                 continue
             values[str(key)] = array
         return values
@@ -287,7 +290,7 @@ def _as_array(value) -> np.ndarray | None:
         return None
     try:
         array = np.asarray(keras.ops.convert_to_numpy(value) if keras.ops.is_tensor(value) else value)
-    except Exception:
+    except (TypeError, ValueError, RuntimeError):  # not array-like
         return None
     if array.size == 0 or array.dtype.kind not in "biuf":
         return None
@@ -330,5 +333,3 @@ def _documented(name: str, labels: list[str], documentation: str) -> str:
     except KeyError:
         return documentation
     return entry.help if list(entry.labels) == labels else documentation
-
-

@@ -25,7 +25,7 @@ from prometheus_client.core import Metric
 
 
 def _bucket_edges(start: float, stop: float, step: float) -> tuple[float, ...]:
-    count = int(round((stop - start) / step)) + 1
+    count = round((stop - start) / step) + 1
     return tuple(round(start + i * step, 10) for i in range(count))
 
 
@@ -48,7 +48,7 @@ class WeightHistogram:
         return int(self.cumulative_counts[-1])
 
     @classmethod
-    def from_arrays(cls, arrays: Iterable[np.ndarray], buckets: Sequence[float]) -> "WeightHistogram":
+    def from_arrays(cls, arrays: Iterable[np.ndarray], buckets: Sequence[float]) -> WeightHistogram:
         """Count every value of ``arrays`` into the buckets ``le=b`` for b in ``buckets``."""
         bounds = np.asarray([float(b) for b in buckets], dtype=np.float64)
         if np.isnan(bounds).any():
@@ -63,14 +63,16 @@ class WeightHistogram:
             # One pass per bound beats a searchsorted 4-5x. The bounds are
             # given in the weights' own dtype, rounded down, which counts
             # exactly as a float64 comparison would, without casting a weight.
-            cumulative[:-1] += np.array([np.count_nonzero(values <= b) for b in _bounds_as(bounds, values.dtype)], dtype=np.int64)
+            cumulative[:-1] += np.array(
+                [np.count_nonzero(values <= b) for b in _bounds_as(bounds, values.dtype)], dtype=np.int64
+            )
             cumulative[-1] += values.size  # NaN is <= nothing, so it is counted in +Inf only
             with np.errstate(invalid="ignore", over="ignore"):  # +Inf and -Inf weights sum to NaN, silently
                 total += float(values.sum(dtype=np.float64))
         return cls(tuple(bounds.tolist()), cumulative, total)
 
     @classmethod
-    def from_model(cls, model, buckets: Sequence[float]) -> "WeightHistogram":
+    def from_model(cls, model, buckets: Sequence[float]) -> WeightHistogram:
         """Histogram of ``model_parameters(model)``."""
         return cls.from_arrays((np.asarray(v) for v in model_parameters(model)), buckets)
 

@@ -8,7 +8,10 @@ the training distribution (the input signal notices it), while production
 traffic arrives in no such order.
 
 Drifted streams must be flagged by the label-free signals (inputs,
-predictions, confidence) alone, since labels usually come late.
+predictions, confidence) alone, since labels usually come late. Every
+scenario runs twice: with every row's inputs binned, and with the reference
+fitted at ``input_stride=4`` (inputs of every 4th row binned, the serving
+setting): detection must not change.
 """
 
 from __future__ import annotations
@@ -48,17 +51,23 @@ def summary(request):
         print(text, flush=True)
 
 
+@pytest.fixture(scope="module", params=[1, 4], ids=["stride1", "stride4"])
+def stride(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def good_reference(mnist_models):
+def good_reference(mnist_models, stride):
     m = mnist_models
     x, y = m.x_train[REFERENCE_ROWS], m.y_train[REFERENCE_ROWS]
-    return DriftReference.fit(x, m.predict(m.good, x), y, window_size=WINDOW)
+    return DriftReference.fit(x, m.predict(m.good, x), y, window_size=WINDOW, input_stride=stride)
 
 
 @pytest.fixture(scope="module")
-def wrong_reference(mnist_models):
+def wrong_reference(mnist_models, stride):
     m = mnist_models
-    return DriftReference.fit(m.x_wrong_train, m.predict(m.wrong, m.x_wrong_train), m.y_wrong_train, window_size=WINDOW)
+    return DriftReference.fit(m.x_wrong_train, m.predict(m.wrong, m.x_wrong_train), m.y_wrong_train,
+                              window_size=WINDOW, input_stride=stride)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +81,7 @@ def run_stream(gateway, reference, probabilities, x, y, agent, seed=0):
     reports = []
     rows = (x.shape[0] // WINDOW) * WINDOW
     rng = np.random.default_rng(seed)
+    agent = f"{agent}-stride{reference.input_stride}"
     with ProductionDriftExporter(gateway.address, "mnist-drift", reference, agent=agent, window_size=WINDOW,
                                  on_window=reports.append) as exporter:
         start = 0
@@ -81,7 +91,8 @@ def run_stream(gateway, reference, probabilities, x, y, agent, seed=0):
             start = stop
     exporter.sender.close(timeout=5)
     assert [r.samples for r in reports] == [WINDOW] * (rows // WINDOW)
-    assert all(r.input_rows == WINDOW and r.labelled == WINDOW for r in reports)
+    input_rows = -(-WINDOW // reference.input_stride)
+    assert all(r.input_rows == input_rows and r.labelled == WINDOW for r in reports)
     return reports
 
 
@@ -89,9 +100,12 @@ def describe(name, reports):
     alarms = sum(r.drift_detected for r in reports)
     signals = {s: sum(r.signals[s] for r in reports) for s in reports[0].signals}
     accuracy = np.mean([r.accuracy for r in reports])
-    return (f"{name:<24} {alarms:>2}/{len(reports)} windows drifted; signals "
+    estimate = np.mean([r.estimated_accuracy for r in reports])
+    stride = reports[0].samples // reports[0].input_rows
+    return (f"{name:<24} stride {stride}: {alarms:>2}/{len(reports)} windows drifted; signals "
             + ", ".join(f"{s} {n}" for s, n in signals.items())
-            + f"; accuracy {accuracy:.3f}, max input PSI {np.mean([np.max(r.input_psi) for r in reports]):.2f} (mean over windows)")
+            + f"; accuracy {accuracy:.3f}, estimated {estimate:.3f}, "
+            f"max input PSI {np.mean([np.max(r.input_psi) for r in reports]):.2f} (mean over windows)")
 
 
 def label_free_alarms(reports):
@@ -118,9 +132,14 @@ def test_correct_stream_raises_no_alarm_in_40_windows(mnist_models, good_referen
     assert len(reports) == 40
     assert sum(r.drift_detected for r in reports) == 0, [r.signals for r in reports if r.drift_detected]
     assert np.mean([r.accuracy for r in reports]) > 0.9
-    assert pushed(gateway, "correct", "windows_total") == 40
-    assert pushed(gateway, "correct", "drift_detected_total") == 0
-    assert pushed(gateway, "correct", "samples_total") == 40 * WINDOW
+    # The label-free estimate follows the realised accuracy of a healthy model.
+    estimated, realised = np.mean([r.estimated_accuracy for r in reports]), np.mean([r.accuracy for r in reports])
+    assert abs(estimated - realised) < 0.02, (estimated, realised)
+    agent = f"correct-stride{good_reference.input_stride}"
+    assert pushed(gateway, agent, "windows_total") == 40
+    assert pushed(gateway, agent, "drift_detected_total") == 0
+    assert pushed(gateway, agent, "samples_total") == 40 * WINDOW
+    assert pushed(gateway, agent, "input_sampling_rate") == 1 / good_reference.input_stride
 
 
 # -- the two drifts of the issue ---------------------------------------------------------------
@@ -131,8 +150,11 @@ def test_inverted_pixels_are_flagged_in_every_window(mnist_models, good_referenc
     summary.append(describe("inverted pixels 1-x", reports))
     assert len(reports) == 40 and all(label_free_alarms(reports))
     assert all(r.signals["input"] for r in reports)
-    assert pushed(gateway, "inverted", "drift_detected_total") == 40
-    assert pushed(gateway, "inverted", "drift_detected") == 1
+    agent = f"inverted-stride{good_reference.input_stride}"
+    assert pushed(gateway, agent, "drift_detected_total") == 40
+    assert pushed(gateway, agent, "drift_detected") == 1
+    # The convnet's confidence falls on inverted digits, and the estimate with it.
+    assert np.mean([r.estimated_accuracy for r in reports]) < good_reference.accuracy - 0.1
 
 
 def test_wrong_model_is_flagged_in_every_window(mnist_models, wrong_reference, test_stream, gateway, summary):
@@ -143,7 +165,7 @@ def test_wrong_model_is_flagged_in_every_window(mnist_models, wrong_reference, t
     reports = run_stream(gateway, wrong_reference, m.predict(m.wrong, x), x, y, agent="wrong-model")
     summary.append(describe("wrong model (<5% even)", reports))
     assert len(reports) == 40 and all(label_free_alarms(reports))
-    assert pushed(gateway, "wrong-model", "drift_detected_total") == 40
+    assert pushed(gateway, f"wrong-model-stride{wrong_reference.input_stride}", "drift_detected_total") == 40
 
 
 # -- other drifts a user expects caught ---------------------------------------------------------

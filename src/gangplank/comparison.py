@@ -12,7 +12,10 @@ nothing downstream re-derives them. Five signals:
   against the reference accuracy minus ``accuracy_tolerance`` (at least
   ``min_labelled`` labels);
 * ``estimated_accuracy``: the same test on the label-free estimate, whose
-  null spread comes from the reference (see :class:`~gangplank.profile.Profile`).
+  null spread comes from the reference (see :class:`~gangplank.profile.Profile`),
+  for windows with fewer than ``min_labelled`` labels: where labels are there,
+  the measured accuracy decides (the estimate assumes the model's confidence
+  stays calibrated under the shift, which labels need not assume).
 
 PSI scales like ``1 / n``, so cuts calibrated for windows of ``window_size``
 are multiplied by ``window_size / n``. Windows under ``min_window_samples``
@@ -160,7 +163,7 @@ def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, i
         "prediction": bool(decide and class_p < t.class_p_value),
         "confidence": bool(decide and confidence_psi > confidence_psi_cut),
         "accuracy": bool(labelled >= t.min_labelled and accuracy_p < t.accuracy_p_value),
-        "estimated_accuracy": bool(decide and estimate_p < t.estimated_accuracy_p_value),
+        "estimated_accuracy": bool(decide and labelled < t.min_labelled and estimate_p < t.estimated_accuracy_p_value),
     }
     return WindowReport(
         samples=n,

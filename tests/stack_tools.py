@@ -58,7 +58,7 @@ def provisioned_datasource_uids() -> set[str]:
     """uids declared in grafana/provisioning/datasources/*.yml (read without a YAML library)."""
     uids = set()
     for path in DATASOURCES.glob("*.yml"):
-        uids.update(m.strip("'\"") for m in re.findall(r"^\s*uid:\s*(\S+)", path.read_text(), re.M))
+        uids.update(m.strip("'\"") for m in re.findall(r"^\s*uid:\s*(\S+)", path.read_text(), re.MULTILINE))
     return uids
 
 
@@ -83,7 +83,9 @@ def structure_problems(dashboard: dict, datasource_uids: set[str]) -> list[str]:
                 problems.append(f"panel {title!r} overlaps {clash}")
             cells.update(dict.fromkeys(mine, title))
     refs = [v.get("datasource") for v in dashboard.get("templating", {}).get("list", [])]
-    refs += [p.get("datasource") for p in iter_panels(dashboard)] + [t.get("datasource") for _, t in iter_targets(dashboard)]
+    refs += [p.get("datasource") for p in iter_panels(dashboard)] + [
+        t.get("datasource") for _, t in iter_targets(dashboard)
+    ]
     for ref in refs:
         if isinstance(ref, dict) and ref.get("type") == "prometheus" and ref.get("uid") not in datasource_uids:
             problems.append(f"datasource uid {ref.get('uid')!r} is not provisioned ({sorted(datasource_uids)})")
@@ -158,7 +160,9 @@ def prometheus_get(prometheus_url: str, path: str, params) -> dict:
         return json.loads(error.read() or b"{}") or {"status": "error", "error": str(error)}
 
 
-def resolve_variables(dashboard: dict, prometheus_url: str, pick: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+def resolve_variables(
+    dashboard: dict, prometheus_url: str, pick: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
     """Run each ``label_values`` variable query (in order, chained); keep only ``pick``'s values if given.
 
     Raises AssertionError if a variable finds no value (or none of the picked ones).
@@ -174,7 +178,9 @@ def resolve_variables(dashboard: dict, prometheus_url: str, pick: dict[str, list
         values = body.get("data") or []
         if var["name"] in pick:
             values = [v for v in values if v in pick[var["name"]]]
-        assert values, f"variable {var['name']} ({query}) found no value{' among ' + str(pick[var['name']]) if var['name'] in pick else ''}"
+        assert values, (
+            f"variable {var['name']} ({query}) found no value{' among ' + str(pick[var['name']]) if var['name'] in pick else ''}"
+        )
         resolved[var["name"]] = values
     return resolved
 

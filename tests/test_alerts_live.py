@@ -16,13 +16,14 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
-
 from gangplank_devtools import free_port, wait_for
 from gangplank_devtools.localstack import LocalStack
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
 from tests.stack_tools import DEPLOY
 
 JOB = "alert-live"
@@ -38,7 +39,8 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, str(DEPLOY / "alert_receiver.py"), "--port", str(self.port), "--output", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         assert wait_for(self._healthy, 20), "alert_receiver.py did not start"
 
@@ -57,7 +59,8 @@ class Receiver:
         """(path, receiver, alertname, agent) of every alert of job JOB received so far."""
         return {
             (n["path"], n["receiver"], a["labels"]["alertname"], a["labels"].get("agent", ""))
-            for n in self.notifications() for a in n["alerts"]
+            for n in self.notifications()
+            for a in n["alerts"]
             if a["labels"].get("job") == JOB and (status is None or a["status"] == status)
         }
 
@@ -89,12 +92,22 @@ def stack(receiver, tmp_path_factory):
 def push_agent(stack, agent: str, recent: dict[str, int], **gauges: float) -> None:
     """Replace an agent's group with its settings, drift_signal_recent per signal and the given gauges."""
     registry = CollectorRegistry()
-    values = {"sustained_windows": 3, "recent_windows": 5, "window_interval_seconds": 60,
-              "window_end_timestamp_seconds": time.time(), "quality_floor": 0.8, "min_feedback": 10} | gauges
+    values = {
+        "sustained_windows": 3,
+        "recent_windows": 5,
+        "window_interval_seconds": 60,
+        "window_end_timestamp_seconds": time.time(),
+        "quality_floor": 0.8,
+        "min_feedback": 10,
+    } | gauges
     for name, value in values.items():
         Gauge(f"gangplank_predict_{name}", name, registry=registry).set(value)
-    signals = Gauge("gangplank_predict_drift_signal_recent", "windows of the last m in which the signal fired",
-                    ["signal"], registry=registry)
+    signals = Gauge(
+        "gangplank_predict_drift_signal_recent",
+        "windows of the last m in which the signal fired",
+        ["signal"],
+        registry=registry,
+    )
     for signal in ("input", "prediction", "confidence", "accuracy", "estimated_accuracy"):
         signals.labels(signal).set(recent.get(signal, 0))
     push_to_gateway(stack.pushgateway.address, job=JOB, registry=registry, grouping_key={"agent": agent})
@@ -109,7 +122,9 @@ def delete_agent(stack, agent: str) -> None:
 def prometheus_alerts(stack, alertname: str | None = None, job: str | None = JOB) -> list[dict]:
     with urllib.request.urlopen(stack.prometheus.url + "/api/v1/alerts", timeout=5) as response:
         alerts = json.loads(response.read())["data"]["alerts"]
-    return [a for a in alerts if alertname in (None, a["labels"]["alertname"]) and job in (None, a["labels"].get("job"))]
+    return [
+        a for a in alerts if alertname in (None, a["labels"]["alertname"]) and job in (None, a["labels"].get("job"))
+    ]
 
 
 def test_critical_pages_warning_chats_healthy_stays_quiet_and_retired_resolves(stack, receiver):
@@ -124,14 +139,20 @@ def test_critical_pages_warning_chats_healthy_stays_quiet_and_retired_resolves(s
     }
     assert wait_for(lambda: receiver.alerts("firing") >= expected, TIMEOUT), receiver.notifications()
     assert receiver.alerts() == expected  # nothing for the noisy and the healthy agent, nothing misrouted
-    firing = {(a["labels"]["alertname"], a["labels"]["agent"], a["labels"]["severity"]) for a in prometheus_alerts(stack)}
+    firing = {
+        (a["labels"]["alertname"], a["labels"]["agent"], a["labels"]["severity"]) for a in prometheus_alerts(stack)
+    }
     assert firing == {("GangplankModelDegraded", "degraded", "critical"), ("GangplankDataDrift", "drifting", "warning")}
 
-    page = next(a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankModelDegraded")
+    page = next(
+        a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankModelDegraded"
+    )
     assert "Sustained accuracy signals: estimated_accuracy." in page["annotations"]["description"]
     assert "estimated 41%, reference 98%" in page["annotations"]["description"]
     assert page["annotations"]["runbook_url"].endswith("README.md#runbook-gangplankmodeldegraded")
-    chat = next(a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankDataDrift")
+    chat = next(
+        a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankDataDrift"
+    )
     assert "signals: input." in chat["annotations"]["description"]  # confidence fired in 1 window only
 
     # Retiring both agents (their groups deleted) resolves their alerts, and nothing new fires.
@@ -148,3 +169,38 @@ def test_a_killed_pushgateway_is_noticed(stack):
     pending = wait_for(lambda: prometheus_alerts(stack, "GangplankPushgatewayDown", job="pushgateway"), TIMEOUT)
     assert pending and pending[0]["labels"]["severity"] == "critical"
     assert pending[0]["state"] in ("pending", "firing")
+
+
+# -- the example receiver on its own ---------------------------------------------------
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize(
+    "body, headers, status",
+    [
+        (b'{"receiver": "chat", "status": "firing", "alerts": []}', {"Content-Type": "text/plain"}, 415),
+        (b"not json", {"Content-Type": "application/json"}, 400),
+        (b"[1, 2]", {"Content-Type": "application/json"}, 400),
+        (b"{}", {"Content-Type": "application/json", "Content-Length": "99999999"}, 413),
+    ],
+    ids=["cross-site-form", "not-json", "not-an-object", "too-large"],
+)
+def test_the_receiver_refuses_what_is_not_a_webhook_payload(receiver, body, headers, status):
+    before = len(receiver.notifications())
+    assert post(receiver.url + "/chat", body, headers) == status
+    assert len(receiver.notifications()) == before
+
+
+def test_the_receiver_stores_one_line_per_notification(receiver):
+    before = receiver.notifications()
+    payload = {"receiver": "chat", "status": "resolved", "alerts": [{"labels": {"alertname": "X", "job": "other"}}]}
+    assert post(receiver.url + "/chat", json.dumps(payload).encode(), {"Content-Type": "application/json"}) == 200
+    after = receiver.notifications()
+    assert after[: len(before)] == before and len(after) == len(before) + 1
+    assert after[-1]["path"] == "/chat" and after[-1]["alerts"] == payload["alerts"] and "received_at" in after[-1]

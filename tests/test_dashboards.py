@@ -28,27 +28,59 @@ from tests.stack_tools import (
 DASHBOARDS = ["training.json", "production.json"]
 HAS_SDK = importlib.util.find_spec("grafana_foundation_sdk") is not None
 TRAINING_METRICS = {
-    "gangplank_train_loss", "gangplank_train_val_loss", "gangplank_train_accuracy", "gangplank_train_val_accuracy",
-    "gangplank_train_epochs_count", "gangplank_train_elapsed_time_seconds", "gangplank_train_model_parameters_count",
-    "gangplank_train_running", "gangplank_train_model_weights", "gangplank_test_model_weights",
-    "gangplank_test_loss", "gangplank_test_accuracy", "gangplank_test_confusion_matrix", "gangplank_test_f1_score",
+    "gangplank_train_loss",
+    "gangplank_train_val_loss",
+    "gangplank_train_accuracy",
+    "gangplank_train_val_accuracy",
+    "gangplank_train_epochs_count",
+    "gangplank_train_elapsed_time_seconds",
+    "gangplank_train_model_parameters_count",
+    "gangplank_train_running",
+    "gangplank_train_model_weights",
+    "gangplank_test_model_weights",
+    "gangplank_test_loss",
+    "gangplank_test_accuracy",
+    "gangplank_test_confusion_matrix",
+    "gangplank_test_f1_score",
 }
 PRODUCTION_METRICS = {
-    "gangplank_predict_estimated_accuracy", "gangplank_predict_reference_accuracy", "gangplank_predict_accuracy_tolerance",
-    "gangplank_predict_feedback_accuracy", "gangplank_predict_recent_feedback_accuracy", "gangplank_predict_quality_floor",
-    "gangplank_predict_drift_signal", "gangplank_predict_drift_signal_recent", "gangplank_predict_sustained_windows",
-    "gangplank_predict_window_end_timestamp_seconds", "gangplank_predict_window_interval_seconds",
-    "gangplank_predict_feedback_precision", "gangplank_predict_feedback_recall", "gangplank_predict_feedback_f1",
-    "gangplank_predict_feedback_confusion_matrix", "gangplank_predict_feedback_confusion_total",
-    "gangplank_predict_windows_total", "gangplank_predict_feedback_correct_total", "gangplank_predict_feedback_samples_total",
-    "gangplank_predict_input_psi_max", "gangplank_predict_input_js_max", "gangplank_predict_input_ks_max",
-    "gangplank_predict_input_drifted_features_ratio", "gangplank_predict_class_share", "gangplank_predict_class_chi2_p_value",
-    "gangplank_predict_confidence_mean", "gangplank_predict_entropy_mean", "gangplank_predict_samples_dropped_total",
-    "gangplank_predict_feedback_unmatched_total", "gangplank_predict_input_sampling_rate",
+    "gangplank_predict_estimated_accuracy",
+    "gangplank_predict_reference_accuracy",
+    "gangplank_predict_accuracy_tolerance",
+    "gangplank_predict_feedback_accuracy",
+    "gangplank_predict_recent_feedback_accuracy",
+    "gangplank_predict_quality_floor",
+    "gangplank_predict_drift_signal",
+    "gangplank_predict_drift_signal_recent",
+    "gangplank_predict_sustained_windows",
+    "gangplank_predict_window_end_timestamp_seconds",
+    "gangplank_predict_window_interval_seconds",
+    "gangplank_predict_feedback_precision",
+    "gangplank_predict_feedback_recall",
+    "gangplank_predict_feedback_f1",
+    "gangplank_predict_feedback_confusion_matrix",
+    "gangplank_predict_feedback_confusion_total",
+    "gangplank_predict_windows_total",
+    "gangplank_predict_feedback_correct_total",
+    "gangplank_predict_feedback_samples_total",
+    "gangplank_predict_input_psi_max",
+    "gangplank_predict_input_js_max",
+    "gangplank_predict_input_ks_max",
+    "gangplank_predict_input_drifted_features_ratio",
+    "gangplank_predict_class_share",
+    "gangplank_predict_class_chi2_p_value",
+    "gangplank_predict_confidence_mean",
+    "gangplank_predict_entropy_mean",
+    "gangplank_predict_samples_dropped_total",
+    "gangplank_predict_feedback_unmatched_total",
+    "gangplank_predict_input_sampling_rate",
 }
 RECORDING_RULES = {
-    "gangplank:predict_samples:rate5m", "gangplank:predict_instance_samples:rate5m", "gangplank:predict_feedback_accuracy:ratio",
-    "gangplank:predict_drift_windows:ratio", "gangplank:predict_drift_windows:ratio1h",
+    "gangplank:predict_samples:rate5m",
+    "gangplank:predict_instance_samples:rate5m",
+    "gangplank:predict_feedback_accuracy:ratio",
+    "gangplank:predict_drift_windows:ratio",
+    "gangplank:predict_drift_windows:ratio1h",
 }
 
 
@@ -62,10 +94,13 @@ def test_structure(name):
     assert structure_problems(load_dashboard(name), provisioned_datasource_uids()) == []
 
 
-@pytest.mark.parametrize("name,variables,metrics", [
-    ("training.json", ["job"], TRAINING_METRICS),
-    ("production.json", ["job", "agent", "instance"], PRODUCTION_METRICS),
-])
+@pytest.mark.parametrize(
+    "name,variables,metrics",
+    [
+        ("training.json", ["job"], TRAINING_METRICS),
+        ("production.json", ["job", "agent", "instance"], PRODUCTION_METRICS),
+    ],
+)
 def test_variables_and_coverage(name, variables, metrics):
     dashboard = load_dashboard(name)
     assert [v["name"] for v in dashboard["templating"]["list"]] == variables
@@ -78,7 +113,9 @@ def test_production_dashboard_shows_the_fleet_through_the_recording_rules():
     assert 'ALERTS{alertstate="firing"' in exprs
 
 
-@pytest.mark.skipif(not HAS_SDK, reason="grafana-foundation-sdk not installed: pip install 'grafana-foundation-sdk==1769699452!11.5.0'")
+@pytest.mark.skipif(
+    not HAS_SDK, reason="grafana-foundation-sdk not installed: pip install 'grafana-foundation-sdk==1769699452!11.5.0'"
+)
 @pytest.mark.parametrize("name", DASHBOARDS)
 def test_grafana_model_keeps_every_key(name):
     assert roundtrip_dropped_keys(load_dashboard(name)) == []
@@ -92,7 +129,13 @@ def test_structure_checks_catch_mistakes():
     broken["panels"][3]["datasource"] = {"type": "prometheus", "uid": "nope"}
     broken["panels"][4]["targets"][0]["expr"] = "gangplank_test_acuracy"
     problems = "\n".join(structure_problems(broken, provisioned_datasource_uids()))
-    for expected in ("duplicate panel id", "bad gridPos", "overlaps", "'nope' is not provisioned", "gangplank_test_acuracy"):
+    for expected in (
+        "duplicate panel id",
+        "bad gridPos",
+        "overlaps",
+        "'nope' is not provisioned",
+        "gangplank_test_acuracy",
+    ):
         assert expected in problems
 
 
@@ -115,15 +158,26 @@ def trained(local_stack):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(256, 8)).astype("float32")
     y = keras.utils.to_categorical((x[:, 0] + x[:, 1] > 0).astype("int32"), 2)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer="adam", loss="categorical_crossentropy",
-                  metrics=["accuracy", keras.metrics.F1Score(average=None), ConfusionMatrix(2)])
-    exporter = gangplank.TrainTestExporter(local_stack.pushgateway.address, "dash-train", histogram_buckets=gangplank.HISTOGRAM_WEIGHT_BUCKETS_1_0)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")]
+    )
+    model.compile(
+        optimizer="adam",
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.F1Score(average=None), ConfusionMatrix(2)],
+    )
+    exporter = gangplank.TrainTestExporter(
+        local_stack.pushgateway.address, "dash-train", histogram_buckets=gangplank.HISTOGRAM_WEIGHT_BUCKETS_1_0
+    )
     model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
     assert exporter.close(timeout=15)
-    for expr in ('gangplank_train_running{job="dash-train"} == 0', 'gangplank_test_model_weights_bucket{job="dash-train"}',
-                 'gangplank_test_confusion_matrix{job="dash-train"}', 'gangplank_test_f1_score{job="dash-train"}'):
+    for expr in (
+        'gangplank_train_running{job="dash-train"} == 0',
+        'gangplank_test_model_weights_bucket{job="dash-train"}',
+        'gangplank_test_confusion_matrix{job="dash-train"}',
+        'gangplank_test_f1_score{job="dash-train"}',
+    ):
         assert wait_for_series(local_stack.prometheus.url, expr), f"Prometheus never saw {expr}"
     return local_stack
 
@@ -137,7 +191,9 @@ def test_training_dashboard_queries_return_data(trained):
 def test_live_check_catches_broken_queries(trained):
     dashboard, url = copy.deepcopy(load_dashboard("training.json")), trained.prometheus.url
     panel_titled(dashboard, "Loss")["targets"][0]["expr"] = 'gangplank_train_los{job="$job"}'
-    panel_titled(dashboard, "Accuracy")["targets"][0]["expr"] = 'rate(gangplank_train_accuracy{job="$job"}[$__rate_interval]'
+    panel_titled(dashboard, "Accuracy")["targets"][0]["expr"] = (
+        'rate(gangplank_train_accuracy{job="$job"}[$__rate_interval]'
+    )
     problems = check_dashboard_queries(dashboard, url, {"job": ["dash-train"]})
     assert len(problems) == 2, problems
     assert "no series" in problems[0] and "bad_data" in problems[1]
@@ -159,8 +215,17 @@ def drifted(local_stack):
 
     x_ref, p_ref, y_ref = batch(2000)
     ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref, window_size=50)
-    monitors = {name: gangplank.DriftMonitor(local_stack.pushgateway.address, "dash-prod", ref, agent="a1", window_size=50,
-                                             grouping_key={"instance": name}) for name in ("r0", "r1")}
+    monitors = {
+        name: gangplank.DriftMonitor(
+            local_stack.pushgateway.address,
+            "dash-prod",
+            ref,
+            agent="a1",
+            window_size=50,
+            grouping_key={"instance": name},
+        )
+        for name in ("r0", "r1")
+    }
     plan = {"r0": [(0.0, 0.0)] * 2 + [(2.0, 3.0)] * 4, "r1": [(0.0, 0.0)] * 6}
     for i in range(6):
         for name, monitor in monitors.items():
@@ -172,10 +237,12 @@ def drifted(local_stack):
             assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
     for monitor in monitors.values():
         monitor.close()
-    for expr in ('gangplank:predict_drift_windows:ratio1h{job="dash-prod",agent="a1"}',
-                 'gangplank:predict_instance_samples:rate5m{job="dash-prod",agent="a1"}',
-                 'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankModelDegraded",instance="r0"}',
-                 'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankDataDrift",instance="r0"}'):
+    for expr in (
+        'gangplank:predict_drift_windows:ratio1h{job="dash-prod",agent="a1"}',
+        'gangplank:predict_instance_samples:rate5m{job="dash-prod",agent="a1"}',
+        'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankModelDegraded",instance="r0"}',
+        'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankDataDrift",instance="r0"}',
+    ):
         assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
     return local_stack
 

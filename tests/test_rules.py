@@ -16,13 +16,19 @@ AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 RULES = DEPLOY / "rules/gangplank.rules.yml"
 RULE_TESTS = sorted((DEPLOY / "rules/tests").glob("*.test.yml"))
 SEVERITIES = {
-    "GangplankModelDegraded": "critical", "GangplankPushgatewayDown": "critical",
-    "GangplankDataDrift": "warning", "GangplankAgentSilent": "warning", "GangplankPushFailing": "warning",
-    "GangplankOverfitting": "warning", "GangplankTrainingStalled": "warning",
+    "GangplankModelDegraded": "critical",
+    "GangplankPushgatewayDown": "critical",
+    "GangplankDataDrift": "warning",
+    "GangplankAgentSilent": "warning",
+    "GangplankPushFailing": "warning",
+    "GangplankOverfitting": "warning",
+    "GangplankTrainingStalled": "warning",
 }
 RECORDED = {
-    "gangplank:predict_samples:rate5m", "gangplank:predict_instance_samples:rate5m",
-    "gangplank:predict_feedback_accuracy:ratio", "gangplank:predict_drift_windows:ratio",
+    "gangplank:predict_samples:rate5m",
+    "gangplank:predict_instance_samples:rate5m",
+    "gangplank:predict_feedback_accuracy:ratio",
+    "gangplank:predict_drift_windows:ratio",
     "gangplank:predict_drift_windows:ratio1h",
 }
 
@@ -33,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
 
 
 def rules() -> list[dict]:
@@ -100,7 +106,7 @@ def test_quality_and_drift_alerts_take_their_thresholds_from_pushed_gauges():
 
 def test_every_alert_has_a_runbook_section_in_the_readme():
     readme = (DEPLOY / "README.md").read_text()
-    anchors = {github_anchor(m) for m in re.findall(r"^#{2,4}\s+(.+)$", readme, re.M)}
+    anchors = {github_anchor(m) for m in re.findall(r"^#{2,4}\s+(.+)$", readme, re.MULTILINE)}
     for name, rule in alerts().items():
         url = rule["annotations"]["runbook_url"]
         assert url == f"deploy/prometheus/README.md#runbook-{name.lower()}", url
@@ -113,12 +119,15 @@ def test_alertmanager_config_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("labels, receiver", [
-    (["severity=critical", "alertname=GangplankModelDegraded"], "page"),
-    (["severity=critical", "alertname=GangplankPushgatewayDown"], "page"),
-    (["severity=warning", "alertname=GangplankDataDrift"], "chat"),
-    (["alertname=SomethingElse"], "chat"),
-])
+@pytest.mark.parametrize(
+    "labels, receiver",
+    [
+        (["severity=critical", "alertname=GangplankModelDegraded"], "page"),
+        (["severity=critical", "alertname=GangplankPushgatewayDown"], "page"),
+        (["severity=warning", "alertname=GangplankDataDrift"], "chat"),
+        (["alertname=SomethingElse"], "chat"),
+    ],
+)
 def test_alertmanager_routes_by_severity(labels, receiver):
     result = run(AMTOOL, "config", "routes", "test", f"--config.file={DEPLOY / 'alertmanager.yml'}", *labels)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -127,31 +136,54 @@ def test_alertmanager_routes_by_severity(labels, receiver):
 
 def test_every_alert_severity_has_a_receiver():
     for severity in set(SEVERITIES.values()):
-        result = run(AMTOOL, "config", "routes", "test", f"--config.file={DEPLOY / 'alertmanager.yml'}", f"severity={severity}")
+        result = run(
+            AMTOOL, "config", "routes", "test", f"--config.file={DEPLOY / 'alertmanager.yml'}", f"severity={severity}"
+        )
         assert result.stdout.split() == [{"critical": "page", "warning": "chat"}[severity]]
 
 
 # -- the same checks catch broken copies ------------------------------------------
 WEAKENED = [
     # the page without its minimum of labels: 9 labels at 50 % would page
-    ("\n  and on (job, agent, instance)\n  max by (job, agent, instance) (gangplank_predict_recent_feedback_samples)"
-     "\n  >= on (job, agent, instance) group_left () max by (job, agent, instance) (gangplank_predict_min_feedback)",
-     "", "GangplankModelDegraded"),
+    (
+        (
+            "\n  and on (job, agent, instance)\n  max by (job, agent, instance) (gangplank_predict_recent_feedback_samples)"
+            "\n  >= on (job, agent, instance) group_left () max by (job, agent, instance) (gangplank_predict_min_feedback)"
+        ),
+        "",
+        "GangplankModelDegraded",
+    ),
     # one noisy window pages
-    ("(gangplank_predict_drift_signal_recent{signal=~\"accuracy|estimated_accuracy\"})\n  >= on (job, agent, instance) "
-     "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)",
-     "(gangplank_predict_drift_signal_recent{signal=~\"accuracy|estimated_accuracy\"}) >= 1", "GangplankModelDegraded"),
+    (
+        (
+            '(gangplank_predict_drift_signal_recent{signal=~"accuracy|estimated_accuracy"})\n  >= on (job, agent, instance) '
+            "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)"
+        ),
+        '(gangplank_predict_drift_signal_recent{signal=~"accuracy|estimated_accuracy"}) >= 1',
+        "GangplankModelDegraded",
+    ),
     # one noisy window warns
-    ("(gangplank_predict_drift_signal_recent{signal=~\"input|prediction|confidence\"})\n>= on (job, agent, instance) "
-     "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)",
-     "(gangplank_predict_drift_signal_recent{signal=~\"input|prediction|confidence\"}) >= 1", "GangplankDataDrift"),
+    (
+        (
+            '(gangplank_predict_drift_signal_recent{signal=~"input|prediction|confidence"})\n>= on (job, agent, instance) '
+            "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)"
+        ),
+        '(gangplank_predict_drift_signal_recent{signal=~"input|prediction|confidence"}) >= 1',
+        "GangplankDataDrift",
+    ),
     # a retired agent (group deleted on purpose) reported as silent
-    (" < on () group_left () max(process_start_time_seconds{job=\"pushgateway\"})", "", "GangplankAgentSilent"),
+    (' < on () group_left () max(process_start_time_seconds{job="pushgateway"})', "", "GangplankAgentSilent"),
     # an emptied gateway turns a silent agent green
-    ("\n      or on (job, agent, instance)\n      (last_over_time(push_time_seconds[6h]) < on () group_left () "
-     "max(process_start_time_seconds{job=\"pushgateway\"}))", "", "GangplankAgentSilent"),
+    (
+        (
+            "\n      or on (job, agent, instance)\n      (last_over_time(push_time_seconds[6h]) < on () group_left () "
+            'max(process_start_time_seconds{job="pushgateway"}))'
+        ),
+        "",
+        "GangplankAgentSilent",
+    ),
     # a missing scrape job is not noticed
-    (" or absent(up{job=\"pushgateway\"})", "", "GangplankPushgatewayDown"),
+    (' or absent(up{job="pushgateway"})', "", "GangplankPushgatewayDown"),
     # the overfitting rule without its guard against a rerun's first epoch
     ("\nand gangplank_train_epochs_count > 0", "", 'job="rerun"'),
 ]
@@ -179,7 +211,12 @@ def test_a_promql_syntax_error_fails_config_and_rules_checks(tmp_path):
     deploy = copy_deploy(tmp_path)
     path = deploy / "rules/gangplank.rules.yml"
     text = path.read_text()
-    path.write_text(text.replace("expr: push_failure_time_seconds > push_time_seconds", "expr: push_failure_time_seconds > (push_time_seconds"))
+    path.write_text(
+        text.replace(
+            "expr: push_failure_time_seconds > push_time_seconds",
+            "expr: push_failure_time_seconds > (push_time_seconds",
+        )
+    )
     assert path.read_text() != text
     assert run(PROMTOOL, "check", "rules", path).returncode != 0
     assert run(PROMTOOL, "check", "config", deploy / "prometheus.yml").returncode != 0

@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +35,7 @@ def notification_line(path: str, body: bytes) -> str:
     """The JSON line stored for one webhook body; ``ValueError`` if it is not a JSON object."""
     payload = json.loads(body)
     if not isinstance(payload, dict):
-        raise ValueError("the webhook body is not a JSON object")
+        raise ValueError("the webhook body is not a JSON object")  # noqa: TRY004 (a bad value, answered with 400)
     received = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
     return json.dumps({"received_at": received, "path": path, **payload}, sort_keys=False)
 
@@ -94,15 +96,26 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=5001, help="port to listen on (default 5001; 0 picks a free one)")
     parser.add_argument("--output", default="-", help="file to append the JSON lines to (default -: stdout)")
     args = parser.parse_args(argv)
-    output = sys.stdout if args.output == "-" else open(args.output, "a", encoding="utf-8")
-    with Receiver((args.host, args.port), output) as server:
+    with contextlib.ExitStack() as stack:
+        output = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "a", encoding="utf-8"))
+        serve(Receiver((args.host, args.port), output), args.output)
+    return 0
+
+
+def serve(server: Receiver, where: str) -> None:
+    """Serve until Ctrl-C or SIGTERM."""
+    with server:
         host, port = server.server_address[:2]
-        print(f"alert receiver on http://{host}:{port} -> {args.output}", file=sys.stderr, flush=True)
+        print(f"alert receiver on http://{host}:{port} -> {where}", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
-    return 0
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

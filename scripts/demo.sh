@@ -6,16 +6,20 @@
 # 1. Installs what is missing: the Debian packages prometheus,
 #    prometheus-pushgateway and prometheus-alertmanager (apt-get,
 #    --no-install-recommends; sudo when not root) and a virtualenv .venv with
-#    this project (pip install -e '.[tensorflow]').
+#    this project (pip install -e '.[tensorflow,examples]' -e devtools).
 # 2. Starts Pushgateway, Prometheus and Alertmanager on 127.0.0.1 with the
 #    rules of deploy/prometheus (python -m gangplank_devtools.localstack), on the
 #    default ports 9091/9090/9093 when they are free, else on free ones.
 # 3. Runs examples/mnist/demo.py: trains the convnet, evaluates it, trains the
 #    wrong model, runs the three production scenarios at once, prints the
-#    gangplank metrics on the gateway and the alerts Prometheus fires.
-# 4. Stops the stack when it ends, fails or is interrupted (trap EXIT).
+#    gangplank metrics on the gateway and the alerts Prometheus fires, and
+#    draws the story from Prometheus into one PNG (its path is printed).
+# 4. Stops the stack when it ends, fails or is interrupted (trap EXIT); with
+#    --keep, it leaves the stack running when the demo ends (not when it is
+#    interrupted) and prints the URLs to open and the command that stops it.
 #
-# Arguments go to demo.py (e.g. --epochs 1 --windows 5; --help lists them).
+# --keep is this script's; other arguments go to demo.py (e.g. --epochs 1
+# --windows 5; --help lists them).
 # Environment:
 #   PYTHON=/path/to/python   an interpreter with gangplank and TensorFlow (default: .venv, created if missing)
 #   MNIST_NPZ=/path/mnist.npz  local MNIST (default: ../shared/data/mnist.npz if present, else Keras downloads it)
@@ -23,6 +27,10 @@
 set -euo pipefail
 
 STARTED=$SECONDS
+KEEP=0 ARGS=()
+for arg in "$@"; do
+  if [[ $arg == --keep ]]; then KEEP=1; else ARGS+=("$arg"); fi
+done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 say() { printf '\n### %s\n' "$*"; }
@@ -71,10 +79,10 @@ if [[ -z ${PYTHON:-} ]]; then
       python3 -m venv .venv
     fi
   fi
-  if ! "$PYTHON" -c 'import gangplank, gangplank_devtools, keras, tensorflow' 2>/dev/null; then
-    say "Installing gangplank with TensorFlow into .venv (pip install -e '.[tensorflow]')"
+  if ! "$PYTHON" -c 'import gangplank, gangplank_devtools, keras, tensorflow, PIL, matplotlib' 2>/dev/null; then
+    say "Installing gangplank with TensorFlow into .venv (pip install -e '.[tensorflow,examples]' -e devtools)"
     "$PYTHON" -m pip install -q --upgrade pip
-    "$PYTHON" -m pip install -q -e ".[tensorflow]" -e devtools
+    "$PYTHON" -m pip install -q -e ".[tensorflow,examples]" -e devtools
   fi
 fi
 
@@ -88,7 +96,7 @@ PROM_PORT=${PROM_PORT:-$(pick_port 9090)}
 AM_PORT=${AM_PORT:-$(pick_port 9093)}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gangplank-demo.XXXXXX")
-STACK_PID="" DEMO_PID=""
+STACK_PID="" DEMO_PID="" INTERRUPTED=0
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -96,23 +104,32 @@ cleanup() {
     kill -TERM "$DEMO_PID" 2>/dev/null || true
     wait "$DEMO_PID" 2>/dev/null || true
   fi
-  if [[ -n $STACK_PID ]] && kill -0 "$STACK_PID" 2>/dev/null; then
-    echo "stopping the local stack (pid $STACK_PID)"
-    kill -TERM "$STACK_PID" 2>/dev/null || true
-    wait "$STACK_PID" 2>/dev/null || true
-  fi
-  if ((rc == 0)); then
-    rm -rf "$WORK"
+  if ((KEEP && !INTERRUPTED)) && [[ -n $STACK_PID ]] && kill -0 "$STACK_PID" 2>/dev/null; then
+    say "The stack keeps running (--keep)"
+    echo "Prometheus    http://127.0.0.1:$PROM_PORT/alerts  (and /graph, /rules)"
+    echo "Pushgateway   http://127.0.0.1:$PGW_PORT"
+    echo "Alertmanager  http://127.0.0.1:$AM_PORT"
+    echo "logs and data: $WORK/stack"
+    echo "stop it with:  $PYTHON -m gangplank_devtools.localstack down --pid-file $WORK/stack.pid"
   else
-    echo "demo failed (exit status $rc); stack logs kept in $WORK" >&2
+    if [[ -n $STACK_PID ]] && kill -0 "$STACK_PID" 2>/dev/null; then
+      echo "stopping the local stack (pid $STACK_PID)"
+      kill -TERM "$STACK_PID" 2>/dev/null || true
+      wait "$STACK_PID" 2>/dev/null || true
+    fi
+    if ((rc == 0)); then
+      rm -rf "$WORK"
+    else
+      echo "demo failed (exit status $rc); stack logs kept in $WORK" >&2
+    fi
   fi
   local elapsed=$((SECONDS - STARTED))
   echo "demo run time: $((elapsed / 60)) min $((elapsed % 60)) s"
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'INTERRUPTED=1; exit 130' INT
+trap 'INTERRUPTED=1; exit 143' TERM
 
 say "Starting Pushgateway :$PGW_PORT, Prometheus :$PROM_PORT, Alertmanager :$AM_PORT on 127.0.0.1 (rules from deploy/prometheus)"
 "$PYTHON" -m gangplank_devtools.localstack up --config-dir deploy/prometheus --workdir "$WORK/stack" --pid-file "$WORK/stack.pid" \
@@ -130,7 +147,7 @@ cat "$WORK/stack.log"
 DATA=()
 MNIST_NPZ=${MNIST_NPZ:-$(cd "$ROOT/.." && pwd)/shared/data/mnist.npz}
 if [[ -f $MNIST_NPZ ]]; then DATA=(--data "$MNIST_NPZ"); fi  # else: keras.datasets.mnist.load_data() downloads it
-"$PYTHON" examples/mnist/demo.py --pgw "127.0.0.1:$PGW_PORT" --prometheus "http://127.0.0.1:$PROM_PORT" "${DATA[@]}" "$@" &
+"$PYTHON" examples/mnist/demo.py --pgw "127.0.0.1:$PGW_PORT" --prometheus "http://127.0.0.1:$PROM_PORT" "${DATA[@]}" "${ARGS[@]}" &
 DEMO_PID=$!
 wait "$DEMO_PID"  # in the background so that Ctrl-C and SIGTERM reach the trap at once
 DEMO_PID=""

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import tempfile
 import urllib.request
@@ -79,11 +81,37 @@ def _child_setup(parent: int):
 
 
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``args`` supervised (own process group, dies with this thread on Linux), its output appended to a log."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_child_setup(os.getpid())
-        )
+    """Start ``args`` supervised (own process group, dies with this process on Linux), its output appended to a log.
+
+    The kernel's parent-death signal fires when the *thread* that forked the
+    child ends, so every child is forked by one long-lived spawner thread:
+    a server started (or restarted) from a short-lived thread outlives it.
+    """
+    done: queue.Queue = queue.Queue(maxsize=1)
+    _spawn_requests.put((args, log_path, done))
+    outcome = done.get()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+_spawn_requests: queue.Queue = queue.Queue()
+
+
+def _spawner() -> None:
+    while True:
+        args, log_path, done = _spawn_requests.get()
+        try:
+            with open(log_path, "ab") as log:
+                done.put(subprocess.Popen(
+                    args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=_child_setup(os.getpid()),
+                ))
+        except BaseException as exc:  # handed to the caller of spawn()
+            done.put(exc)
+
+
+threading.Thread(target=_spawner, name="gangplank-devtools-spawner", daemon=True).start()
 
 
 def signal_group(pid: int, sig: int) -> None:

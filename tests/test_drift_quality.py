@@ -290,3 +290,9 @@ def test_a_stuck_worker_makes_observe_drop_and_count_rather_than_grow(monitor, p
     samples = pushed(pushgateway, "samples_total", agent="quality")
     dropped = pushed(pushgateway, "samples_dropped_total", agent="quality")
     assert dropped > 0 and samples + dropped == 300
+
+
+def test_a_window_size_far_from_the_calibrated_one_is_warned_about(monitor, caplog):
+    with caplog.at_level("WARNING", logger="gangplank"):
+        monitor(window_size=1000)
+    assert "calibrated for 100" in caplog.text and "window_size=1000" in caplog.text

@@ -384,3 +384,12 @@ def test_input_signal_can_fire_with_few_features(d):
     shifted = rng.normal(size=(100, d))
     shifted[:, 0] += 1.5  # one feature moves by 1.5 standard deviations
     assert reference.compare(reference.window_of(shifted, probabilities(100))).signals["input"]
+
+
+def test_a_small_reference_still_calibrates_windows_that_vary():
+    """600 rows and windows of 200: the held-out quarter is one window of rows, drawn with replacement."""
+    rng = np.random.default_rng(21)
+    x, p, y = generate(rng, 600)
+    reference = DriftReference.fit(x, p, y, window_size=200, n_simulations=200)
+    alarms = sum(reference.compare(reference.window_of(*generate(rng, 200))).drift_detected for _ in range(15))
+    assert alarms <= 1

@@ -1,7 +1,9 @@
 """Calibrating the drift thresholds by simulation: windows drawn from the reference itself.
 
-``calibrate`` draws ``n_simulations`` windows of ``window_size`` rows from a
-held-out quarter of the reference rows (no drift by construction), compares
+``calibrate`` draws ``n_simulations`` windows of ``window_size`` rows, with
+replacement, from a held-out quarter of the reference rows (no drift by
+construction; drawing with replacement keeps windows as varied as independent
+traffic even when the held-out rows are few), compares
 each with a profile of the other rows (so the reference's own sampling noise
 is part of the calibration), and sets
 
@@ -93,7 +95,7 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
     feature_psi, confidence_psi = [], []
     for _ in range(settings.n_simulations):
         window = baseline.new_window(settings.input_stride)
-        window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=False)))
+        window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=True)))
         report = compare(baseline, never, window, window_size, settings.input_rows)
         feature_psi.append(report.input_psi)
         confidence_psi.append(report.confidence_psi)

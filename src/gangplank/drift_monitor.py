@@ -17,7 +17,7 @@ from .comparison import WindowReport
 from .recent_windows import RecentWindows, labels_for_floor
 from .reference import DriftReference
 from .scoring_ids import ScoringIds
-from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
+from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 from .validation import as_labels, as_probabilities
 
 INTERVAL_SMOOTHING = 0.2  # weight of the newest interval in window_interval_seconds
@@ -122,6 +122,12 @@ class DriftMonitor:
             raise ValueError(f"need 1 <= sustained_windows <= recent_windows, got {sustained_windows} and {recent_windows}")
         if not 0 <= quality_floor <= 1 or int(min_feedback) < 1:
             raise ValueError("quality_floor must be in [0, 1] and min_feedback at least 1")
+        if not 0.5 <= window_size / reference.window_size <= 2:
+            logger.warning(
+                "gangplank: windows of %d samples, but the reference was calibrated for %d: its thresholds "
+                "hold only near that size; fit the reference with window_size=%d", window_size,
+                reference.window_size, window_size,
+            )
         if accuracy_tolerance is not None:
             reference = reference.with_thresholds(accuracy_tolerance=float(accuracy_tolerance))
         reference = reference.with_thresholds(min_labelled=int(min_feedback))

@@ -36,8 +36,9 @@ class Batch:
     normalised_rows: bool = True  # False: checked only; call normalise() before counting
 
     @classmethod
-    def of(cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None,
-           normalise: bool = True) -> "Batch":
+    def of(
+        cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None, normalise: bool = True
+    ) -> Batch:
         """Validate one call's arguments (see :mod:`gangplank.validation`).
 
         ``normalise=False`` leaves making the rows sum to 1 to :meth:`normalise`
@@ -55,7 +56,7 @@ class Batch:
         y = None if labels is None else as_labels(labels, p.shape[1], rows)
         return cls(p, x, y, as_ids(ids, rows), changed, normalise)
 
-    def normalise(self) -> "Batch":
+    def normalise(self) -> Batch:
         """This batch with rows summing to 1 (the same batch if they already do)."""
         if self.normalised_rows:
             return self
@@ -63,12 +64,14 @@ class Batch:
         return Batch(p, self.inputs, self.labels, self.ids, self.normalised + changed)
 
     @staticmethod
-    def joined(batches: Sequence["Batch"]) -> "Batch":
+    def joined(batches: Sequence[Batch]) -> Batch:
         """One batch of several consecutive ones that all have inputs, or all have none (ids dropped)."""
         if len(batches) == 1:
             return batches[0]
+
         def stack(arrays):
             return None if arrays[0] is None else np.concatenate(arrays)
+
         labelled = all(b.labels is not None for b in batches)
         if not labelled and any(b.labels is not None for b in batches):
             raise ValueError("joined batches must all have labels or none")
@@ -81,7 +84,7 @@ class Batch:
             all(b.normalised_rows for b in batches),
         )
 
-    def joins(self, other: "Batch") -> bool:
+    def joins(self, other: Batch) -> bool:
         """Whether :meth:`joined` can put ``other`` after this batch."""
         return (self.inputs is None) == (other.inputs is None) and (self.labels is None) == (other.labels is None)
 
@@ -89,7 +92,7 @@ class Batch:
     def rows(self) -> int:
         return self.probabilities.shape[0]
 
-    def __getitem__(self, rows: slice) -> "Batch":
+    def __getitem__(self, rows: slice) -> Batch:
         return Batch(
             self.probabilities[rows],
             None if self.inputs is None else self.inputs[rows],

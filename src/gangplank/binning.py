@@ -52,7 +52,9 @@ class FeatureBinner:
         return self.n_columns - 1
 
     @classmethod
-    def fit(cls, x: np.ndarray, width_bins: int = 10, quantile_bins: int = 10, grid: int = DEFAULT_GRID) -> "FeatureBinner":
+    def fit(
+        cls, x: np.ndarray, width_bins: int = 10, quantile_bins: int = 10, grid: int = DEFAULT_GRID
+    ) -> FeatureBinner:
         """Choose bins from reference data ``x`` of shape (samples, features)."""
         if not (1 <= width_bins <= grid and 1 <= quantile_bins <= grid):
             raise ValueError(f"width_bins and quantile_bins must be between 1 and grid={grid}")
@@ -142,7 +144,7 @@ def _cell_counts(x: np.ndarray, low: np.ndarray, scale: np.ndarray, grid: int) -
     counts = np.zeros(n_features * grid, dtype=np.int64)
     offsets = np.arange(n_features, dtype=np.int64) * grid
     for start in range(0, x.shape[0], 4096):
-        chunk = x[start:start + 4096]
+        chunk = x[start : start + 4096]
         t = (chunk - low) * scale
         finite = np.isfinite(t)
         np.clip(t, 0, grid - 1, out=t, where=finite)

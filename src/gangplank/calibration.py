@@ -89,7 +89,7 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(batch.rows)
     held_out = order[: max(window_size, batch.rows // 4)]
-    rest = order[held_out.size:]
+    rest = order[held_out.size :]
     baseline = profile if rest.size < window_size else profile.of_rows(_rows(batch, rest))
     never = Thresholds.never(profile.n_features)
     feature_psi, confidence_psi = [], []

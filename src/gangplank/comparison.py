@@ -62,11 +62,11 @@ class Thresholds:
     min_window_samples: int = 20
 
     @classmethod
-    def never(cls, n_features: int) -> "Thresholds":
+    def never(cls, n_features: int) -> Thresholds:
         """Thresholds no window crosses (before calibration)."""
         return cls(np.full(n_features, np.inf), np.inf, np.inf, 0.0, 0.0, 0.0)
 
-    def replace(self, **changes) -> "Thresholds":
+    def replace(self, **changes) -> Thresholds:
         return dataclasses.replace(self, **changes)
 
 
@@ -99,7 +99,9 @@ class WindowReport:
     reference_accuracy: float
     thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
     signals: dict = field(default_factory=dict)
-    input_shares: tuple | None = field(default=None, repr=False, compare=False)  # (window, reference) Shares, for the two below
+    input_shares: tuple | None = field(
+        default=None, repr=False, compare=False
+    )  # (window, reference) Shares, for the two below
 
     @property
     def drift_detected(self) -> bool:
@@ -122,7 +124,9 @@ class WindowReport:
         return statistic(*self.input_shares)
 
 
-def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, input_rows: int | None = None) -> WindowReport:
+def compare(
+    profile: Profile, t: Thresholds, window: Window, window_size: int, input_rows: int | None = None
+) -> WindowReport:
     """Every statistic of ``window`` against ``profile``, and the decision under ``t``.
 
     ``window_size`` is the window the thresholds were calibrated for, and
@@ -143,7 +147,9 @@ def compare(profile: Profile, t: Thresholds, window: Window, window_size: int, i
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
     if n:
-        confidence_psi = float(ds.psi_of(profile.confidence_layout.shares(window.confidence_counts), profile.confidence_shares)[0])
+        confidence_psi = float(
+            ds.psi_of(profile.confidence_layout.shares(window.confidence_counts), profile.confidence_shares)[0]
+        )
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 

@@ -46,7 +46,7 @@ class Totals:
         if self.confusion is None:
             self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
-    def copy(self) -> "Totals":
+    def copy(self) -> Totals:
         return dataclasses.replace(self, signal_windows=dict(self.signal_windows), confusion=self.confusion.copy())
 
     def add_window(self, report: WindowReport) -> None:

@@ -119,14 +119,18 @@ class DriftMonitor:
         if not agent:
             raise ValueError("agent must be a non-empty name")
         if not 1 <= sustained_windows <= recent_windows:
-            raise ValueError(f"need 1 <= sustained_windows <= recent_windows, got {sustained_windows} and {recent_windows}")
+            raise ValueError(
+                f"need 1 <= sustained_windows <= recent_windows, got {sustained_windows} and {recent_windows}"
+            )
         if not 0 <= quality_floor <= 1 or int(min_feedback) < 1:
             raise ValueError("quality_floor must be in [0, 1] and min_feedback at least 1")
         if not 0.5 <= window_size / reference.window_size <= 2:
             logger.warning(
                 "gangplank: windows of %d samples, but the reference was calibrated for %d: its thresholds "
-                "hold only near that size; fit the reference with window_size=%d", window_size,
-                reference.window_size, window_size,
+                "hold only near that size; fit the reference with window_size=%d",
+                window_size,
+                reference.window_size,
+                window_size,
             )
         if accuracy_tolerance is not None:
             reference = reference.with_thresholds(accuracy_tolerance=float(accuracy_tolerance))
@@ -396,8 +400,10 @@ class DriftMonitor:
         self._window.reset()
         now = time.monotonic()
         since = now - (self._last_closed if np.isfinite(self._last_closed) else self._window_started)
-        self._interval = since if not np.isfinite(self._interval) else (
-            INTERVAL_SMOOTHING * since + (1 - INTERVAL_SMOOTHING) * self._interval
+        self._interval = (
+            since
+            if not np.isfinite(self._interval)
+            else (INTERVAL_SMOOTHING * since + (1 - INTERVAL_SMOOTHING) * self._interval)
         )
         self._last_closed = now
         self._totals.add_window(report)

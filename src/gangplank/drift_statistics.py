@@ -46,26 +46,31 @@ class CellLayout:
     bins: np.ndarray  # valid cells per feature
 
     @classmethod
-    def of(cls, valid: np.ndarray) -> "CellLayout":
+    def of(cls, valid: np.ndarray) -> CellLayout:
         valid = np.atleast_2d(np.asarray(valid, dtype=bool))
         bins = valid.sum(axis=1)
         if np.any(bins == 0):
             raise ValueError("every feature needs at least one valid bin")
         return cls(
-            valid.shape, np.flatnonzero(valid), np.concatenate([[0], np.cumsum(bins)[:-1]]),
-            np.repeat(np.arange(valid.shape[0]), bins), bins,
+            valid.shape,
+            np.flatnonzero(valid),
+            np.concatenate([[0], np.cumsum(bins)[:-1]]),
+            np.repeat(np.arange(valid.shape[0]), bins),
+            bins,
         )
 
     @classmethod
-    def full(cls, shape: tuple[int, int]) -> "CellLayout":
+    def full(cls, shape: tuple[int, int]) -> CellLayout:
         return cls.of(np.ones(shape, dtype=bool))
 
-    def shares(self, counts: np.ndarray, smoothing: float = SMOOTHING) -> "Shares":
+    def shares(self, counts: np.ndarray, smoothing: float = SMOOTHING) -> Shares:
         """The shares of a count matrix of this layout's shape (or a 1-D histogram for one feature)."""
         cells = np.asarray(counts, dtype=np.float64).reshape(-1)[self.index]
         totals = np.add.reduceat(cells, self.starts)
         per_cell = totals[self.feature]
-        raw = np.divide(cells, per_cell, out=np.zeros_like(cells), where=per_cell > 0)  # a division: scaled counts, same shares
+        raw = np.divide(
+            cells, per_cell, out=np.zeros_like(cells), where=per_cell > 0
+        )  # a division: scaled counts, same shares
         smoothed = (raw + smoothing) * (1.0 / (1 + self.bins * smoothing))[self.feature]
         return Shares(self, raw, smoothed, np.log(smoothed))
 
@@ -87,7 +92,7 @@ class Shares:
         return cumulative
 
     @classmethod
-    def of(cls, counts: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> "Shares":
+    def of(cls, counts: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> Shares:
         counts = np.atleast_2d(np.asarray(counts))
         layout = CellLayout.full(counts.shape) if valid is None else CellLayout.of(valid)
         return layout.shares(counts, smoothing)
@@ -113,7 +118,9 @@ def binned_ks_of(p: Shares, q: Shares) -> np.ndarray:
     return np.maximum.reduceat(np.abs(p.cumulative - q.cumulative), p.layout.starts)
 
 
-def psi(window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING) -> np.ndarray:
+def psi(
+    window: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None, smoothing: float = SMOOTHING
+) -> np.ndarray:
     """Population stability index per feature (0 for identical shares)."""
     return psi_of(Shares.of(window, valid, smoothing), Shares.of(reference, valid, smoothing))
 

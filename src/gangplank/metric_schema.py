@@ -45,11 +45,19 @@ PREDICT = (
     _predict("feedback_samples_total", "counter", "Labelled samples received"),
     _predict("feedback_correct_total", "counter", "Labelled samples the model predicted correctly"),
     _predict("feedback_unmatched_total", "counter", "Feedback labels whose scoring id was unknown or expired"),
-    _predict("feedback_confusion_total", "counter", "Labelled samples by true and predicted class",
-             "true_class", "predicted_class"),
+    _predict(
+        "feedback_confusion_total",
+        "counter",
+        "Labelled samples by true and predicted class",
+        "true_class",
+        "predicted_class",
+    ),
     _predict("input_nonfinite_total", "counter", "Input values that were NaN or infinite"),
-    _predict("probabilities_normalised_total", "counter",
-             "Probability rows that were logits or did not sum to 1 and were normalised"),
+    _predict(
+        "probabilities_normalised_total",
+        "counter",
+        "Probability rows that were logits or did not sum to 1 and were normalised",
+    ),
     _predict("drift_detected", "gauge", "1 if the last closed window drifted, else 0"),
     _predict("drift_signal", "gauge", "1 if this signal fired in the last closed window", "signal"),
     _predict("drift_signal_recent", "gauge", "Of the recent windows, how many this signal fired in", "signal"),
@@ -64,15 +72,23 @@ PREDICT = (
     _predict("input_js_max", "gauge", "Largest per-feature Jensen-Shannon distance (base 2) of the last window"),
     _predict("input_js_mean", "gauge", "Mean per-feature Jensen-Shannon distance (base 2) of the last window"),
     _predict("input_ks_max", "gauge", "Largest per-feature binned Kolmogorov-Smirnov statistic of the last window"),
-    _predict("input_drifted_features_ratio", "gauge", "Share of input features whose PSI exceeded their calibrated cut"),
+    _predict(
+        "input_drifted_features_ratio", "gauge", "Share of input features whose PSI exceeded their calibrated cut"
+    ),
     _predict("input_mean", "gauge", "Mean of all finite input values in the last window"),
     _predict("input_std", "gauge", "Standard deviation of all finite input values in the last window"),
     _predict("class_share", "gauge", "Share of the last window predicted as this class", "class"),
-    _predict("class_chi2_p_value", "gauge", "Chi-square p-value of predicted-class counts against the reference shares"),
+    _predict(
+        "class_chi2_p_value", "gauge", "Chi-square p-value of predicted-class counts against the reference shares"
+    ),
     _predict("confidence_mean", "gauge", "Mean top-class probability in the last window"),
-    _predict("confidence_psi", "gauge", "Population stability index of the top-class probability against the reference"),
+    _predict(
+        "confidence_psi", "gauge", "Population stability index of the top-class probability against the reference"
+    ),
     _predict("entropy_mean", "gauge", "Mean entropy of the predicted probabilities, in nats"),
-    _predict("estimated_accuracy", "gauge", "Accuracy of the last window estimated from its confidence, without labels"),
+    _predict(
+        "estimated_accuracy", "gauge", "Accuracy of the last window estimated from its confidence, without labels"
+    ),
     _predict("reference_accuracy", "gauge", "Accuracy of the model on the labelled reference rows"),
     _predict("accuracy_tolerance", "gauge", "Accuracy loss below the reference that is acceptable"),
     _predict("quality_floor", "gauge", "Absolute accuracy floor on labelled feedback"),
@@ -80,10 +96,19 @@ PREDICT = (
     _predict("feedback_samples", "gauge", "Labelled samples in the last window"),
     _predict("feedback_accuracy", "gauge", "Accuracy on the labelled samples of the last window (NaN without labels)"),
     _predict("recent_feedback_samples", "gauge", "Labelled samples pooled over the most recent windows"),
-    _predict("recent_feedback_accuracy", "gauge", "Accuracy on the labelled samples pooled over the most recent windows"),
-    _predict("feedback_confusion_matrix", "gauge", "Labelled samples of the last window by true and predicted class",
-             "true_class", "predicted_class"),
-    _predict("feedback_precision", "gauge", "Precision of this class on the labelled samples of the last window", "class"),
+    _predict(
+        "recent_feedback_accuracy", "gauge", "Accuracy on the labelled samples pooled over the most recent windows"
+    ),
+    _predict(
+        "feedback_confusion_matrix",
+        "gauge",
+        "Labelled samples of the last window by true and predicted class",
+        "true_class",
+        "predicted_class",
+    ),
+    _predict(
+        "feedback_precision", "gauge", "Precision of this class on the labelled samples of the last window", "class"
+    ),
     _predict("feedback_recall", "gauge", "Recall of this class on the labelled samples of the last window", "class"),
     _predict("feedback_f1", "gauge", "F1 score of this class on the labelled samples of the last window", "class"),
     _predict("threshold", "gauge", "Threshold the drift decision used in the last window", "statistic"),
@@ -113,16 +138,37 @@ TRAIN_TEST = (
     # Keras log values that the shipped dashboards and rules use.
     *(
         _phase(phase, name, "gauge", f"Keras log value {name!r}")
-        for phase, names_ in (("train", ("loss", "accuracy", "val_loss", "val_accuracy")), ("test", ("loss", "accuracy")))
+        for phase, names_ in (
+            ("train", ("loss", "accuracy", "val_loss", "val_accuracy")),
+            ("test", ("loss", "accuracy")),
+        )
         for name in names_
     ),
     _phase("test", "f1_score", "gauge", "Keras F1Score(average=None) per class", "class"),
-    _phase("train", "confusion_matrix", "gauge", "Training samples by true and predicted class",
-           "true_class", "predicted_class"),
-    _phase("train", "val_confusion_matrix", "gauge", "Validation samples by true and predicted class",
-           "true_class", "predicted_class"),
-    _phase("test", "confusion_matrix", "gauge", "Evaluation samples by true and predicted class",
-           "true_class", "predicted_class"),
+    _phase(
+        "train",
+        "confusion_matrix",
+        "gauge",
+        "Training samples by true and predicted class",
+        "true_class",
+        "predicted_class",
+    ),
+    _phase(
+        "train",
+        "val_confusion_matrix",
+        "gauge",
+        "Validation samples by true and predicted class",
+        "true_class",
+        "predicted_class",
+    ),
+    _phase(
+        "test",
+        "confusion_matrix",
+        "gauge",
+        "Evaluation samples by true and predicted class",
+        "true_class",
+        "predicted_class",
+    ),
 )
 
 SCHEMA: tuple[MetricSpec, ...] = TRAIN_TEST + PREDICT

@@ -83,7 +83,7 @@ class ProductionDriftExporter(keras.callbacks.Callback):
         inputs = None
         if self._predict_inputs is not None:
             start = self._predict_offset
-            inputs = self._predict_inputs[start:start + probabilities.shape[0]]
+            inputs = self._predict_inputs[start : start + probabilities.shape[0]]
             self._predict_offset += probabilities.shape[0]
         self.monitor.observe(inputs, probabilities)
 

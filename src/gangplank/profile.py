@@ -59,7 +59,7 @@ class Profile:
         quantile_bins: int = 10,
         confidence_bins: int = 10,
         grid: int = DEFAULT_GRID,
-    ) -> "Profile":
+    ) -> Profile:
         """Choose the bins from ``batch`` and count it."""
         binner = None if batch.inputs is None else FeatureBinner.fit(batch.inputs, width_bins, quantile_bins, grid)
         edges = _confidence_edges(batch.probabilities.max(axis=1), confidence_bins)
@@ -72,7 +72,7 @@ class Profile:
         return window
 
     @classmethod
-    def of_window(cls, window: Window) -> "Profile":
+    def of_window(cls, window: Window) -> Profile:
         """A profile holding ``window``'s totals."""
         n, k = window.samples, window.n_classes
         return cls(
@@ -86,7 +86,7 @@ class Profile:
             n_samples=n,
         )
 
-    def of_rows(self, batch: Batch) -> "Profile":
+    def of_rows(self, batch: Batch) -> Profile:
         """This profile's bins with the counts of other rows (for calibration)."""
         return Profile.of_window(self.window(self.binner, self.confidence_edges, batch))
 
@@ -143,7 +143,7 @@ class Profile:
         mean = shares @ self.confidence_accuracy
         return float(shares @ (self.confidence_accuracy - mean) ** 2)
 
-    def replace(self, **changes) -> "Profile":
+    def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
 
 

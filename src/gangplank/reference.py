@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import reference_file
 from .batch import Batch
 from .binning import DEFAULT_GRID
@@ -64,7 +62,7 @@ class DriftReference:
         seed: int = 0,
         accuracy_tolerance: float = 0.02,
         input_stride: int = 1,
-    ) -> "DriftReference":
+    ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
         ``inputs`` are (rows, features) or images (flattened per row);
@@ -80,8 +78,17 @@ class DriftReference:
             raise ValueError("inputs are required to fit a reference")
         batch = Batch.of(inputs, probabilities, labels)
         settings = FitSettings(
-            int(window_size), false_alarm_rate, feature_alpha, min_feature_psi, n_simulations,
-            width_bins, quantile_bins, confidence_bins, grid, seed, input_stride,
+            int(window_size),
+            false_alarm_rate,
+            feature_alpha,
+            min_feature_psi,
+            n_simulations,
+            width_bins,
+            quantile_bins,
+            confidence_bins,
+            grid,
+            seed,
+            input_stride,
         )
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid)
@@ -92,15 +99,22 @@ class DriftReference:
         """The settings the reference was fitted with (empty for a version-1 file)."""
         return {} if self.settings is None else self.settings.as_dict()
 
-    def with_thresholds(self, **overrides) -> "DriftReference":
+    def with_thresholds(self, **overrides) -> DriftReference:
         """A copy with some thresholds replaced, e.g. ``with_thresholds(class_p_value=1e-4)``."""
         return DriftReference(self.profile, self.thresholds.replace(**overrides), self.window_size, self.settings)
 
     # -- windows --------------------------------------------------------------
     def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True) -> Batch:
         """Validate a batch for this reference (``ValueError`` if it does not fit)."""
-        return Batch.of(inputs, probabilities, labels, ids, n_features=self.n_features, n_classes=self.n_classes,
-                        normalise=normalise)
+        return Batch.of(
+            inputs,
+            probabilities,
+            labels,
+            ids,
+            n_features=self.n_features,
+            n_classes=self.n_classes,
+            normalise=normalise,
+        )
 
     @property
     def input_stride(self) -> int:
@@ -147,6 +161,6 @@ class DriftReference:
         reference_file.write(path, self)
 
     @classmethod
-    def load(cls, path) -> "DriftReference":
+    def load(cls, path) -> DriftReference:
         """Read a reference written by :meth:`save`; :class:`ReferenceFormatError` if it is not one."""
         return reference_file.read_reference(path, cls)

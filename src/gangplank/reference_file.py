@@ -66,17 +66,21 @@ def write(path, reference) -> None:
         },
         "settings": reference.get_params(),
     }
-    write_arrays(path, header, {
-        "low": profile.binner.low,
-        "scale": profile.binner.scale,
-        "lookup": profile.binner.lookup,
-        "input_counts": profile.input_counts,
-        "class_shares": profile.class_shares,
-        "confidence_edges": profile.confidence_edges,
-        "confidence_counts": profile.confidence_counts,
-        "confidence_accuracy": profile.confidence_accuracy,
-        "feature_psi": t.feature_psi,
-    })
+    write_arrays(
+        path,
+        header,
+        {
+            "low": profile.binner.low,
+            "scale": profile.binner.scale,
+            "lookup": profile.binner.lookup,
+            "input_counts": profile.input_counts,
+            "class_shares": profile.class_shares,
+            "confidence_edges": profile.confidence_edges,
+            "confidence_counts": profile.confidence_counts,
+            "confidence_accuracy": profile.confidence_accuracy,
+            "feature_psi": t.feature_psi,
+        },
+    )
 
 
 def read_reference(path, cls):
@@ -89,8 +93,11 @@ def read_reference(path, cls):
     header, arrays = read(path)
     lookup, n_columns = arrays["lookup"], int(header["n_columns"])
     binner = FeatureBinner(
-        arrays["low"].astype(np.float32), arrays["scale"].astype(np.float32), lookup,
-        lookup[:, -1].astype(np.int64) + 1, n_columns,
+        arrays["low"].astype(np.float32),
+        arrays["scale"].astype(np.float32),
+        lookup,
+        lookup[:, -1].astype(np.int64) + 1,
+        n_columns,
     )
     t = header["thresholds"]
     accuracy = header.get("accuracy")
@@ -173,8 +180,10 @@ def _check(header: dict, arrays: dict) -> None:
         raise ValueError(f"lookup must be 2-D (features, grid cells), got shape {lookup.shape}")
     input_counts = arrays["input_counts"]
     expected = {
-        "scale": (scale.shape, (d,)), "lookup": (lookup.shape[:1], (d,)),
-        "input_counts": (input_counts.shape, (d, n_columns)), "feature_psi": (arrays["feature_psi"].shape, (d,)),
+        "scale": (scale.shape, (d,)),
+        "lookup": (lookup.shape[:1], (d,)),
+        "input_counts": (input_counts.shape, (d, n_columns)),
+        "feature_psi": (arrays["feature_psi"].shape, (d,)),
         "confidence_counts": (arrays["confidence_counts"].shape, (arrays["confidence_edges"].size + 1,)),
     }
     for name, (got, want) in expected.items():
@@ -187,7 +196,12 @@ def _check(header: dict, arrays: dict) -> None:
     thresholds = header["thresholds"]
     for key in ("drifted_features_ratio", "confidence_psi", "class_p_value", "accuracy_p_value"):
         float(thresholds[key])
-    for number in (thresholds["min_labelled"], thresholds["min_window_samples"], header["window_size"], header["n_samples"]):
+    for number in (
+        thresholds["min_labelled"],
+        thresholds["min_window_samples"],
+        header["window_size"],
+        header["n_samples"],
+    ):
         int(number)
     if header.get("accuracy") is not None:
         float(header["accuracy"])
@@ -210,5 +224,3 @@ def _refuse_oversized(data: bytes) -> None:
         claimed = sum(info.file_size for info in archive.infolist())
     if claimed > MAX_UNPACKED_BYTES:
         raise ValueError(f"archive claims {claimed} bytes unpacked, more than the {MAX_UNPACKED_BYTES} allowed")
-
-

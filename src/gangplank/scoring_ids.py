@@ -33,7 +33,7 @@ class ScoringIds:
     def remember(self, ids: Sequence, predicted: Sequence[int]) -> None:
         now = time.monotonic()
         with self._lock:
-            for scoring_id, cls in zip(ids, predicted):
+            for scoring_id, cls in zip(ids, predicted, strict=True):
                 self._predicted.pop(scoring_id, None)
                 self._predicted[scoring_id] = (int(cls), now)
             while len(self._predicted) > self.max_ids:

@@ -208,7 +208,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         names = unique_names(values, reserved=_BUILTIN_SUFFIXES)
         matrices = self._confusion_matrix_names()
         when = "epoch" if phase == "train" else "evaluation"
-        families = [
+        families: list[Metric] = [
             _log_family(prefix + names[key], key, value, when, _is_confusion_matrix(key, matrices))
             for key, value in values.items()
         ]

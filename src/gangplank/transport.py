@@ -36,8 +36,8 @@ import threading
 import time
 import urllib.error
 import weakref
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from urllib.request import HTTPSHandler, Request, build_opener
 
@@ -50,7 +50,7 @@ logger = logging.getLogger("gangplank")
 
 DEFAULT_TIMEOUT = 5.0
 EXIT_FLUSH_ENV = "GANGPLANK_EXIT_FLUSH_SECONDS"
-_live_senders: "weakref.WeakSet[PushgatewaySender]" = weakref.WeakSet()
+_live_senders: weakref.WeakSet[PushgatewaySender] = weakref.WeakSet()
 
 
 def redact_address(address: str) -> str:
@@ -224,7 +224,7 @@ class PushgatewaySender:
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
 
-        self._parts: dict[str, list[Metric]] = {}
+        self._parts: dict[str, list[Metric] | Callable[[], list[Metric]]] = {}
         self._version = 0
         self._delivered = 0
         self._last_error: PushError | None = None
@@ -306,7 +306,7 @@ class PushgatewaySender:
         _live_senders.discard(self)
         with self._io_lock:
             try:
-                self._push_handler(url=self._url, method="DELETE", timeout=self.timeout, headers=[], data=None)()
+                self._push_handler(url=self._url, method="DELETE", timeout=self.timeout, headers=[], data=b"")()
             except Exception as exc:
                 raise describe_failure(self.display_address, exc) from None
 
@@ -324,9 +324,7 @@ class PushgatewaySender:
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._closed = False
-            self._thread = threading.Thread(
-                target=self._run, name=f"gangplank-push-{self.job}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name=f"gangplank-push-{self.job}", daemon=True)
             self._thread.start()
 
     def _attempt(self) -> PushError | None:
@@ -358,7 +356,8 @@ class PushgatewaySender:
                 self._failing = False
                 logger.warning(
                     "gangplank: Pushgateway %s answers again; job %r delivered",
-                    self.display_address, self.job,
+                    self.display_address,
+                    self.job,
                 )
             self._cond.notify_all()
 
@@ -370,7 +369,8 @@ class PushgatewaySender:
             if not self._failing:
                 logger.warning(
                     "gangplank: %s (job %r); retrying in the background, keeping the latest state",
-                    error, self.job,
+                    error,
+                    self.job,
                 )
             self._failing = True
             self._cond.notify_all()
@@ -419,8 +419,17 @@ class PushSettings:
         return self.pgw_addr is not None
 
     def sender(self, job: str, grouping_key: Mapping[str, str]) -> PushgatewaySender:
-        return PushgatewaySender(self.pgw_addr, job, grouping_key, self.handler, self.timeout,
-                                 basic_auth=self.basic_auth, ca_file=self.ca_file)
+        if self.pgw_addr is None:
+            raise ValueError("these settings do not push (pgw_addr=None)")
+        return PushgatewaySender(
+            self.pgw_addr,
+            job,
+            grouping_key,
+            self.handler,
+            self.timeout,
+            basic_auth=self.basic_auth,
+            ca_file=self.ca_file,
+        )
 
 
 class Publisher:
@@ -451,7 +460,7 @@ class Publisher:
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
         self._sender = settings.sender(self.job, self.grouping_key) if settings.pushes else None
         self._scrape_labels = {k: v for k, v in self.grouping_key.items() if k != "instance"}
-        self._parts: dict[str, list[Metric]] = {}
+        self._parts: dict[str, list[Metric] | Callable[[], list[Metric]]] = {}
         self._lock = threading.Lock()
 
     def submit(self, part: str, metrics: Iterable[Metric] | Callable[[], list[Metric]]) -> None:

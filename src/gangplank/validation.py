@@ -52,7 +52,9 @@ def as_probabilities(p, n_classes: int | None = None, normalise: bool = True) ->
     if array.ndim != 2:
         raise ValueError(f"probabilities must be 2-D (rows, {n_classes or 'classes'}), got shape {array.shape}")
     if n_classes is not None and array.shape[1] != n_classes:
-        raise ValueError(f"probabilities must have {n_classes} classes per row, got {array.shape[1]} (shape {array.shape})")
+        raise ValueError(
+            f"probabilities must have {n_classes} classes per row, got {array.shape[1]} (shape {array.shape})"
+        )
     if array.shape[1] < 2:
         raise ValueError(f"probabilities need at least 2 classes, got shape {array.shape}")
     array = np.array(array, dtype=np.float64)

@@ -86,7 +86,7 @@ class WeightHistogram:
         """
         metric = Metric(name, documentation, "histogram")
         bounds = [go_float(b) for b in self.upper_bounds] + ["+Inf"]
-        for bound, count in zip(bounds, self.cumulative_counts.tolist()):
+        for bound, count in zip(bounds, self.cumulative_counts.tolist(), strict=True):
             metric.add_sample(name + "_bucket", {"le": bound}, float(count))
         metric.add_sample(name + "_count", {}, float(self.count))
         metric.add_sample(name + "_sum", {}, self.sum)

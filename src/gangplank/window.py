@@ -29,7 +29,9 @@ CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a 
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
 
-    def __init__(self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int, input_stride: int = 1):
+    def __init__(
+        self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int, input_stride: int = 1
+    ):
         self.binner = binner
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
@@ -72,9 +74,9 @@ class Window:
         if batch.inputs is not None and self.binner is not None:
             x = batch.inputs
             if self.input_stride > 1:  # rows first_row, first_row + 1, ... of the window: keep multiples of the stride
-                x = x[(-first_row) % self.input_stride::self.input_stride]
+                x = x[(-first_row) % self.input_stride :: self.input_stride]
             for start in range(0, x.shape[0], CHUNK_ROWS):
-                self._add_inputs(x[start:start + CHUNK_ROWS])
+                self._add_inputs(x[start : start + CHUNK_ROWS])
         if batch.labels is not None:
             self.add_feedback(batch.labels, predicted)
             size = self.confidence_counts.size
@@ -87,6 +89,7 @@ class Window:
         self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
     def _add_inputs(self, x: np.ndarray) -> None:
+        assert self.binner is not None
         self.input_counts += self.binner.count(x)
         self.input_rows += x.shape[0]
         with np.errstate(invalid="ignore", over="ignore"):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_GRID = 256
+CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a large batch
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ def _cell_counts(x: np.ndarray, low: np.ndarray, scale: np.ndarray, grid: int) -
     n_features = x.shape[1]
     counts = np.zeros(n_features * grid, dtype=np.int64)
     offsets = np.arange(n_features, dtype=np.int64) * grid
-    for start in range(0, x.shape[0], 4096):
-        chunk = x[start : start + 4096]
+    for start in range(0, x.shape[0], CHUNK_ROWS):
+        chunk = x[start : start + CHUNK_ROWS]
         t = (chunk - low) * scale
         finite = np.isfinite(t)
         np.clip(t, 0, grid - 1, out=t, where=finite)

@@ -20,10 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import Batch
-from .binning import FeatureBinner
+from .binning import CHUNK_ROWS, FeatureBinner
 from .drift_statistics import entropy
 
-CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a large batch
 
 
 class Window:

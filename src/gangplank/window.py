@@ -24,7 +24,6 @@ from .binning import CHUNK_ROWS, FeatureBinner
 from .drift_statistics import entropy
 
 
-
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
 

@@ -376,8 +376,10 @@ class DriftMonitor:
                 self._window_started = time.monotonic()  # window_seconds count from a window's first sample
             stop = start + min(item.rows - start, self.window_size - self._window.samples)
             self._window.add(item[start:stop])
+            _let_callers_in()
             if self._window.samples >= self.window_size:
                 self._close_window()
+                _let_callers_in()
             start = stop
 
     def _finish(self) -> None:
@@ -445,6 +447,16 @@ class DriftMonitor:
     def _raise_known_failure(self) -> None:
         if not self.ignore_exceptions and self.publisher.last_error is not None:
             raise self.publisher.last_error
+
+
+def _let_callers_in() -> None:
+    """Hand the GIL over between two pieces of work.
+
+    A thread waiting for the GIL otherwise waits until the running one has
+    run for ``sys.getswitchinterval()`` (5 ms): the worker's numpy calls are
+    too small to release it, and a request would wait that long.
+    """
+    time.sleep(0)
 
 
 def _runs(items: list) -> list:

@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gangplank_devtools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples/mnist"
 sys.path.append(str(EXAMPLES))  # for mnist_common; appended so that nothing else is shadowed
 
-import mnist_common  # noqa: E402
+import mnist_common
 
 GOOD, BAD = "MNIST_Multiclass", ("MNIST_Multiclass_wrong_inputs", "MNIST_Multiclass_wrong_model")
 WINDOWS = 5
@@ -93,9 +92,9 @@ def demo(tmp_path_factory):
     completed = subprocess.run(
         ["bash", str(ROOT / "scripts/demo.sh"), "--keep", "--out", str(work / "models"), "--limit", "3000", "--epochs", "1",
          "--wrong-epochs", "1", "--batch-size", "32", "--windows", str(WINDOWS), "--summary", str(summary)],
-        cwd=ROOT, env=demo_env(work, ports), capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=demo_env(work, ports), check=False, capture_output=True, text=True, timeout=600,
     )
-    stop = re.search(r"^stop it with: +(.+)$", completed.stdout, re.M)
+    stop = re.search(r"^stop it with: +(.+)$", completed.stdout, re.MULTILINE)
     try:
         if completed.returncode != 0 or not summary.exists() or not stop:
             pytest.fail(f"demo.sh exited {completed.returncode}\n--- stdout\n{completed.stdout[-6000:]}\n"
@@ -103,7 +102,7 @@ def demo(tmp_path_factory):
         yield completed, json.loads(summary.read_text()), ports, work, stop.group(1)
     finally:
         if stop:
-            subprocess.run(stop.group(1).split(), cwd=ROOT, capture_output=True, timeout=60)
+            subprocess.run(stop.group(1).split(), cwd=ROOT, check=False, capture_output=True, timeout=60)
 
 
 def gateway_value(lines, name, **labels):
@@ -190,13 +189,13 @@ def test_demo_keep_leaves_the_stack_running_and_says_how_to_stop_it(demo):
     out = completed.stdout
     assert "The stack keeps running (--keep)" in out and "stopping the local stack" not in out
     for name, port in (("Prometheus", ports["PROM_PORT"]), ("Pushgateway", ports["PGW_PORT"]), ("Alertmanager", ports["AM_PORT"])):
-        assert re.search(rf"^{name} +http://127\.0\.0\.1:{port}\b", out, re.M), name
+        assert re.search(rf"^{name} +http://127\.0\.0\.1:{port}\b", out, re.MULTILINE), name
         assert port_open(port), f"{name} is not running on {port}"
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['PROM_PORT']}/api/v1/alerts", timeout=10) as response:
         alerts = json.loads(response.read())["data"]["alerts"]
     assert {"GangplankDataDrift"} <= {a["labels"]["alertname"] for a in alerts}
 
-    stopped = subprocess.run(stop.split(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    stopped = subprocess.run(stop.split(), cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0 and "stopped the local stack" in stopped.stdout, stopped
     for port in ports.values():
         assert not port_open(port), f"something still listens on {port}"
@@ -207,7 +206,7 @@ def test_demo_keep_leaves_the_stack_running_and_says_how_to_stop_it(demo):
 def test_demo_without_keep_stops_the_stack_and_cleans_up(tmp_path):
     ports = {"PGW_PORT": free_port(), "PROM_PORT": free_port(), "AM_PORT": free_port()}
     completed = subprocess.run(["bash", str(ROOT / "scripts/demo.sh"), "--help"], cwd=ROOT, env=demo_env(tmp_path, ports),
-                               capture_output=True, text=True, timeout=300)
+                               check=False, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "usage: demo.py" in completed.stdout and "--plot" in completed.stdout
     assert "stopping the local stack" in completed.stdout and "demo run time:" in completed.stdout
@@ -233,7 +232,7 @@ def test_wrong_model_training_set_has_under_5_percent_even_digits():
 def test_load_mnist_reads_a_local_npz_without_pickle(tmp_path):
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.arange(3), x_test=np.ones((2, 28, 28), np.uint8), y_test=np.arange(2))
-    (x_train, y_train), (x_test, y_test) = mnist_common.load_mnist(path)
+    (x_train, _), (_, y_test) = mnist_common.load_mnist(path)
     assert x_train.shape == (3, 28, 28) and y_test.tolist() == [0, 1]
     np.savez(path, x_train=np.zeros(3, dtype=object), y_train=np.arange(3), x_test=np.ones((2, 28, 28), np.uint8), y_test=np.arange(2))
     with pytest.raises(ValueError, match="pickle"):

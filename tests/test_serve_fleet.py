@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from gangplank_devtools import free_port, wait_for
 from gangplank_devtools.processes import Service, find_binary
-from tests.test_serve import MNIST, WINDOW, call, mnist_test, start_serve, tiny_model  # noqa: F401 (mnist_test: a fixture)
+
+from tests.test_serve import MNIST, WINDOW, call, mnist_common, start_serve, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted(glob.glob(str(ROOT / "deploy/prometheus/rules/*.yml")))
@@ -74,6 +74,11 @@ def fleet(tmp_path_factory):
             process.terminate()
         for process in started:
             process.wait(60)
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return mnist_common.load_mnist(MNIST)[1]
 
 
 def urlparse_netloc(url: str) -> str:

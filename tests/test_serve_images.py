@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 PIL = pytest.importorskip("PIL", reason="Pillow is in the examples extra: pip install -e '.[examples]'")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "examples/mnist"))  # appended so that nothing else is shadowed
 
-import digit_image  # noqa: E402
+import digit_image
 
 MNIST = Path("/work/shared/data/mnist.npz")
 if not MNIST.exists():

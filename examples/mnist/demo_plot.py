@@ -127,7 +127,6 @@ def draw(story: Story, out: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     import numpy as np
     from matplotlib.colors import ListedColormap
 

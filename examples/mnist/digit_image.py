@@ -90,8 +90,8 @@ def centre(levels: np.ndarray) -> np.ndarray:
     digit *= 255.0 / max(digit.max(), 1.0)  # shrinking softens the strokes: the brightest is 255 again, as in MNIST
     ys, xs = np.indices(digit.shape)
     mass = digit.sum()
-    top = int(round(FIELD / 2 - (ys * digit).sum() / mass)) if mass else (FIELD - digit.shape[0]) // 2
-    left = int(round(FIELD / 2 - (xs * digit).sum() / mass)) if mass else (FIELD - digit.shape[1]) // 2
+    top = round(FIELD / 2 - (ys * digit).sum() / mass) if mass else (FIELD - digit.shape[0]) // 2
+    left = round(FIELD / 2 - (xs * digit).sum() / mass) if mass else (FIELD - digit.shape[1]) // 2
     top = min(max(top, 0), FIELD - digit.shape[0])
     left = min(max(left, 0), FIELD - digit.shape[1])
     field = np.zeros((FIELD, FIELD), np.uint8)

@@ -315,10 +315,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import digit_image
     import keras
     from PIL import Image
 
-    import digit_image
     import gangplank
 
     Image.MAX_IMAGE_PIXELS = digit_image.MAX_PIXELS  # Pillow's own check as strict as ours, wherever it decodes here

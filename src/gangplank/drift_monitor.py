@@ -72,7 +72,7 @@ class DriftMonitor:
         feedback_max_ids, feedback_max_age_seconds: bounds of the scoring
             ids remembered for :meth:`feedback` (100,000 ids, 24 h).
         max_pending_samples, max_wait_seconds: the worker queue's bound
-            (default 20 windows, at least 10,000 samples) and how long a
+            (default 2 windows, at least 1,024 samples) and how long a
             caller waits for room (0.1 s).
 
     Example:
@@ -143,7 +143,7 @@ class DriftMonitor:
         self.on_window = on_window
         self.quality_floor = float(quality_floor)
         self.min_feedback = int(min_feedback)
-        self.max_pending_samples = int(max_pending_samples or max(20 * self.window_size, 10_000))
+        self.max_pending_samples = int(max_pending_samples or max(2 * self.window_size, 1024))
         self.max_wait_seconds = float(max_wait_seconds)
         settings = push_settings or PushSettings(pgw_addr, handler, timeout, basic_auth, ca_file)
         self.publisher = Publisher(settings, job, {**(grouping_key or {}), "agent": self.agent})
@@ -459,12 +459,16 @@ def _let_callers_in() -> None:
     time.sleep(0)
 
 
+JOIN_ROWS = 1024  # the largest batch the worker joins queued ones into: bounds the copy
+
+
 def _runs(items: list) -> list:
     """Queued items with consecutive batches of the same kind joined into one (feedback items in between kept)."""
     runs: list = []
     pending: list[Batch] = []
     for item in items:
-        if isinstance(item, Batch) and (not pending or pending[-1].joins(item)):
+        fits = sum(b.rows for b in pending) + item.rows <= JOIN_ROWS if isinstance(item, Batch) else False
+        if isinstance(item, Batch) and (not pending or (pending[-1].joins(item) and fits)):
             pending.append(item)
             continue
         if pending:

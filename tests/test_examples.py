@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples/mnist"
 sys.path.append(str(EXAMPLES))  # for mnist_common; appended so that nothing else is shadowed
 
-import mnist_common
+import mnist_common  # noqa: E402
 
 GOOD, BAD = "MNIST_Multiclass", ("MNIST_Multiclass_wrong_inputs", "MNIST_Multiclass_wrong_model")
 WINDOWS = 5
@@ -42,7 +42,11 @@ PRODUCTION_ALERTS = {"GangplankDataDrift", "GangplankModelDegraded", "GangplankA
 
 def local_mnist() -> Path | None:
     """A local mnist.npz: $MNIST_NPZ, the shared offline copy, or Keras's cache."""
-    for candidate in (os.environ.get("MNIST_NPZ"), ROOT.parent / "shared/data/mnist.npz", Path.home() / ".keras/datasets/mnist.npz"):
+    for candidate in (
+        os.environ.get("MNIST_NPZ"),
+        ROOT.parent / "shared/data/mnist.npz",
+        Path.home() / ".keras/datasets/mnist.npz",
+    ):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
@@ -50,7 +54,10 @@ def local_mnist() -> Path | None:
 
 MNIST = local_mnist()
 needs_stack = pytest.mark.skipif(
-    not all(shutil.which(b) or Path(f"/usr/bin/{b}").exists() for b in ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager")),
+    not all(
+        shutil.which(b) or Path(f"/usr/bin/{b}").exists()
+        for b in ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager")
+    ),
     reason="the Debian packages prometheus, prometheus-pushgateway, prometheus-alertmanager are missing",
 )
 needs_mnist = pytest.mark.skipif(MNIST is None, reason="no local mnist.npz (set MNIST_NPZ)")
@@ -76,13 +83,18 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def demo_env(work: Path, ports: dict) -> dict:
-    return {**os.environ, "PYTHON": sys.executable, "MNIST_NPZ": str(MNIST or ""), "TMPDIR": str(work),
-            **{k: str(v) for k, v in ports.items()}}
+    return {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "MNIST_NPZ": str(MNIST or ""),
+        "TMPDIR": str(work),
+        **{k: str(v) for k, v in ports.items()},
+    }
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """One shortened run of ``scripts/demo.sh --keep``: (completed process, summary dict, ports, work dir, stop command)."""
+    """One shortened run of ``scripts/demo.sh --keep``: (completed process, summary, ports, work dir, stop command)."""
     if MNIST is None:
         pytest.skip("no local mnist.npz (set MNIST_NPZ)")
     pytest.importorskip("matplotlib", reason="matplotlib is in the examples extra: pip install -e '.[examples]'")
@@ -90,15 +102,39 @@ def demo(tmp_path_factory):
     ports = {"PGW_PORT": free_port(), "PROM_PORT": free_port(), "AM_PORT": free_port()}
     summary = work / "summary.json"
     completed = subprocess.run(
-        ["bash", str(ROOT / "scripts/demo.sh"), "--keep", "--out", str(work / "models"), "--limit", "3000", "--epochs", "1",
-         "--wrong-epochs", "1", "--batch-size", "32", "--windows", str(WINDOWS), "--summary", str(summary)],
-        cwd=ROOT, env=demo_env(work, ports), check=False, capture_output=True, text=True, timeout=600,
+        [
+            "bash",
+            str(ROOT / "scripts/demo.sh"),
+            "--keep",
+            "--out",
+            str(work / "models"),
+            "--limit",
+            "3000",
+            "--epochs",
+            "1",
+            "--wrong-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--windows",
+            str(WINDOWS),
+            "--summary",
+            str(summary),
+        ],
+        cwd=ROOT,
+        env=demo_env(work, ports),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     stop = re.search(r"^stop it with: +(.+)$", completed.stdout, re.MULTILINE)
     try:
         if completed.returncode != 0 or not summary.exists() or not stop:
-            pytest.fail(f"demo.sh exited {completed.returncode}\n--- stdout\n{completed.stdout[-6000:]}\n"
-                        f"--- stderr\n{completed.stderr[-4000:]}")
+            pytest.fail(
+                f"demo.sh exited {completed.returncode}\n--- stdout\n{completed.stdout[-6000:]}\n"
+                f"--- stderr\n{completed.stderr[-4000:]}"
+            )
         yield completed, json.loads(summary.read_text()), ports, work, stop.group(1)
     finally:
         if stop:
@@ -107,8 +143,9 @@ def demo(tmp_path_factory):
 
 def gateway_value(lines, name, **labels):
     """The value of the one gateway line ``name{...labels...}``."""
-    hits = [line for line in lines if line.startswith(name + "{")
-            and all(f'{k}="{v}"' in line for k, v in labels.items())]
+    hits = [
+        line for line in lines if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
+    ]
     assert len(hits) == 1, f"{name}{labels}: {hits}"
     return float(hits[0].rsplit(" ", 1)[1])
 
@@ -122,7 +159,12 @@ def test_demo_pushes_training_and_evaluation_to_the_gateway(demo):
     assert gateway_value(lines, "gangplank_train_epochs_count", job="mnist") == 1
     assert gateway_value(lines, "gangplank_train_running", job="mnist") == 0
     assert gateway_value(lines, "gangplank_train_val_accuracy", job="mnist") > 0.8
-    for name in ("gangplank_train_loss", "gangplank_train_accuracy", "gangplank_train_val_loss", "gangplank_train_elapsed_time_seconds"):
+    for name in (
+        "gangplank_train_loss",
+        "gangplank_train_accuracy",
+        "gangplank_train_val_loss",
+        "gangplank_train_elapsed_time_seconds",
+    ):
         assert np.isfinite(gateway_value(lines, name, job="mnist"))
     # evaluate added the test metrics beside the training ones, with the weight histogram
     assert gateway_value(lines, "gangplank_test_accuracy", job="mnist") > 0.8
@@ -188,7 +230,11 @@ def test_demo_keep_leaves_the_stack_running_and_says_how_to_stop_it(demo):
     completed, _, ports, work, stop = demo
     out = completed.stdout
     assert "The stack keeps running (--keep)" in out and "stopping the local stack" not in out
-    for name, port in (("Prometheus", ports["PROM_PORT"]), ("Pushgateway", ports["PGW_PORT"]), ("Alertmanager", ports["AM_PORT"])):
+    for name, port in (
+        ("Prometheus", ports["PROM_PORT"]),
+        ("Pushgateway", ports["PGW_PORT"]),
+        ("Alertmanager", ports["AM_PORT"]),
+    ):
         assert re.search(rf"^{name} +http://127\.0\.0\.1:{port}\b", out, re.MULTILINE), name
         assert port_open(port), f"{name} is not running on {port}"
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['PROM_PORT']}/api/v1/alerts", timeout=10) as response:
@@ -205,8 +251,15 @@ def test_demo_keep_leaves_the_stack_running_and_says_how_to_stop_it(demo):
 @needs_stack
 def test_demo_without_keep_stops_the_stack_and_cleans_up(tmp_path):
     ports = {"PGW_PORT": free_port(), "PROM_PORT": free_port(), "AM_PORT": free_port()}
-    completed = subprocess.run(["bash", str(ROOT / "scripts/demo.sh"), "--help"], cwd=ROOT, env=demo_env(tmp_path, ports),
-                               check=False, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        ["bash", str(ROOT / "scripts/demo.sh"), "--help"],
+        cwd=ROOT,
+        env=demo_env(tmp_path, ports),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "usage: demo.py" in completed.stdout and "--plot" in completed.stdout
     assert "stopping the local stack" in completed.stdout and "demo run time:" in completed.stdout
@@ -231,9 +284,21 @@ def test_wrong_model_training_set_has_under_5_percent_even_digits():
 
 def test_load_mnist_reads_a_local_npz_without_pickle(tmp_path):
     path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.arange(3), x_test=np.ones((2, 28, 28), np.uint8), y_test=np.arange(2))
+    np.savez(
+        path,
+        x_train=np.zeros((3, 28, 28), np.uint8),
+        y_train=np.arange(3),
+        x_test=np.ones((2, 28, 28), np.uint8),
+        y_test=np.arange(2),
+    )
     (x_train, _), (_, y_test) = mnist_common.load_mnist(path)
     assert x_train.shape == (3, 28, 28) and y_test.tolist() == [0, 1]
-    np.savez(path, x_train=np.zeros(3, dtype=object), y_train=np.arange(3), x_test=np.ones((2, 28, 28), np.uint8), y_test=np.arange(2))
+    np.savez(
+        path,
+        x_train=np.zeros(3, dtype=object),
+        y_train=np.arange(3),
+        x_test=np.ones((2, 28, 28), np.uint8),
+        y_test=np.arange(2),
+    )
     with pytest.raises(ValueError, match="pickle"):
         mnist_common.load_mnist(path)

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples/mnist"
 sys.path.append(str(EXAMPLES))  # appended so that nothing else is shadowed
 
-import mnist_common
-import serve
+import mnist_common  # noqa: E402
+import serve  # noqa: E402
 
 MNIST = Path("/work/shared/data/mnist.npz")
 if not MNIST.exists():
@@ -137,8 +137,12 @@ def form(fields: dict[str, tuple[str, bytes, str]], boundary: str = "gangplank-t
     """A multipart/form-data body of file fields ``name: (filename, content, content type)``."""
     parts = []
     for name, (filename, content, kind) in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: {kind}\r\n\r\n".encode() + content + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {kind}\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -174,8 +178,12 @@ def metrics(url) -> dict:
     """``{(name, labels): value}`` of /metrics, gangplank samples only."""
     status, text, headers = call(url + "/metrics")
     assert status == 200 and headers.get_content_type() == "text/plain"
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples if s.name.startswith("gangplank_")}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("gangplank_")
+    }
 
 
 # -- MAX's API ------------------------------------------------------------------------------------
@@ -224,28 +232,40 @@ def test_feedback_is_joined_to_the_prediction_by_id_and_scraped(server, mnist_te
         predicted.append(answer["predictions"][0]["prediction"])
     status, answer, _ = call(server.url + "/model/feedback", {"id": ids[0], "label": int(y_test[0])})
     assert (status, answer) == (200, {"status": "ok", "matched": 1, "unmatched": 0})
-    batch = [{"id": i, "label": int(y)} for i, y in zip(ids[1:], y_test[1:WINDOW])] + [{"id": "never-issued", "label": 1}]
+    batch = [{"id": i, "label": int(y)} for i, y in zip(ids[1:], y_test[1:WINDOW], strict=True)] + [
+        {"id": "never-issued", "label": 1}
+    ]
     status, answer, _ = call(server.url + "/model/feedback", batch)
     assert (status, answer) == (200, {"status": "ok", "matched": WINDOW - 1, "unmatched": 1})
 
-    status, answer, _ = call(server.url + "/model/feedback", {"id": ids[0], "label": int(y_test[0])})  # labelled already
+    status, answer, _ = call(
+        server.url + "/model/feedback", {"id": ids[0], "label": int(y_test[0])}
+    )  # labelled already
     assert status == 404 and answer["status"] == "error" and "labelled already" in answer["message"]
     status, answer, _ = call(server.url + "/model/feedback", {"id": "f" * 32, "label": 3})
     assert status == 404 and "never issued" in answer["message"]
-    for bad in ({"id": ids[1]}, {"id": 7, "label": 1}, {"id": ids[1], "label": 10}, {"id": ids[1], "label": True},
-                {"id": ids[1], "label": "3"}, [], "label", {"id": ids[1], "label": 10 ** 30}):
+    for bad in (
+        {"id": ids[1]},
+        {"id": 7, "label": 1},
+        {"id": ids[1], "label": 10},
+        {"id": ids[1], "label": True},
+        {"id": ids[1], "label": "3"},
+        [],
+        "label",
+        {"id": ids[1], "label": 10**30},
+    ):
         status, answer, _ = call(server.url + "/model/feedback", bad)
         assert status == 400 and answer["status"] == "error", bad
 
     # Labels count in the window they arrive in: the next one, closed by WINDOW more images.
-    call(server.url + "/model/predict", {"images": x_test[WINDOW: 2 * WINDOW].tolist()})
+    call(server.url + "/model/predict", {"images": x_test[WINDOW : 2 * WINDOW].tolist()})
     assert server.drift.flush(10)
     scraped = metrics(server.url)
     labels = {"agent": AGENT}
     assert value(scraped, "gangplank_predict_samples_total", **labels) == 2 * WINDOW
     assert value(scraped, "gangplank_predict_windows_total", **labels) == 2
     assert value(scraped, "gangplank_predict_feedback_samples_total", **labels) == WINDOW
-    correct = sum(p == y for p, y in zip(predicted, y_test[:WINDOW]))
+    correct = sum(p == y for p, y in zip(predicted, y_test[:WINDOW], strict=True))
     assert value(scraped, "gangplank_predict_feedback_correct_total", **labels) == correct
     assert value(scraped, "gangplank_predict_feedback_unmatched_total", **labels) == 3
     assert all(dict(key[1]).get("agent") == AGENT and "instance" not in dict(key[1]) for key in scraped)
@@ -278,30 +298,43 @@ def test_a_body_at_the_cap_is_read(server):
     assert status == 400 and "784" in answer["message"]  # read and parsed: the image is wrong, not the size
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/model/predict", None), ("/model/predict", "text/plain"), ("/model/predict", "application/x-www-form-urlencoded"),
-    ("/model/predict", "image/png"), ("/model/feedback", "multipart/form-data; boundary=x"), ("/model/feedback", None),
-])
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/model/predict", None),
+        ("/model/predict", "text/plain"),
+        ("/model/predict", "application/x-www-form-urlencoded"),
+        ("/model/predict", "image/png"),
+        ("/model/feedback", "multipart/form-data; boundary=x"),
+        ("/model/feedback", None),
+    ],
+)
 def test_content_type_is_required(server, path, content_type):
     status, answer, _ = call(server.url + path, b'{"image": [0]}', content_type)
     assert status == 415 and "Content-Type" in answer["message"]
 
 
 def test_json_media_type_parameters_are_fine(server, mnist_test):
-    status, _, _ = call(server.url + "/model/predict", {"image": mnist_test[0][0].tolist()}, "application/json; charset=utf-8")
+    status, _, _ = call(
+        server.url + "/model/predict", {"image": mnist_test[0][0].tolist()}, "application/json; charset=utf-8"
+    )
     assert status == 200
 
 
-@pytest.mark.parametrize("body", [
-    b'{"image": [' + b"1" + b"0" * 400 + b"]}",  # OverflowError in float()
-    b'{"image": [' + b"1" * 5000 + b"]}",  # over Python's int digit limit
-    b'{"image": [' + b",".join([b"1e400"] * 784) + b"]}",  # overflows to infinity
-    b'{"image": [NaN]}',
-    b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # RecursionError
-    b"[" * 100_000,
-    b'{"images": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
-    b'{"image": "\xff\xfe"}',
-], ids=["400 digits", "5000 digits", "1e400", "NaN", "nested 100k", "unclosed 100k", "nested images", "not utf-8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"image": [' + b"1" + b"0" * 400 + b"]}",  # OverflowError in float()
+        b'{"image": [' + b"1" * 5000 + b"]}",  # over Python's int digit limit
+        b'{"image": [' + b",".join([b"1e400"] * 784) + b"]}",  # overflows to infinity
+        b'{"image": [NaN]}',
+        b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # RecursionError
+        b"[" * 100_000,
+        b'{"images": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+        b'{"image": "\xff\xfe"}',
+    ],
+    ids=["400 digits", "5000 digits", "1e400", "NaN", "nested 100k", "unclosed 100k", "nested images", "not utf-8"],
+)
 def test_numbers_that_overflow_and_deep_nesting_get_400(server, body):
     status, answer, _ = call(server.url + "/model/predict", body)
     assert status == 400 and answer["status"] == "error"
@@ -340,8 +373,10 @@ def test_uploads_that_are_not_still_small_pngs_or_jpegs_get_400(server):
     for case, (content, message) in cases.items():
         status, answer, _ = upload(server.url, content)
         assert status == 400 and message in answer["message"], (case, answer)
-    for fields, message in (({"picture": ("a.png", png(Image.new("L", (28, 28))), "image/png")}, "'image'"),
-                            ({}, "'image'")):
+    for fields, message in (
+        ({"picture": ("a.png", png(Image.new("L", (28, 28))), "image/png")}, "'image'"),
+        ({}, "'image'"),
+    ):
         body, content_type = form(fields)
         status, answer, _ = call(server.url + "/model/predict", body, content_type)
         assert status == 400 and message in answer["message"]
@@ -409,18 +444,45 @@ def test_a_body_that_stops_arriving_is_cut_off(model, model_path):
 
 def test_the_openapi_document_passes_schemathesis(server, tmp_path):
     status, doc, _ = call(server.url + "/swagger.json")
-    assert status == 200 and doc["openapi"].startswith("3.") and set(doc["paths"]) >= {
-        "/model/predict", "/model/feedback", "/model/metadata", "/metrics"}
+    assert (
+        status == 200
+        and doc["openapi"].startswith("3.")
+        and set(doc["paths"]) >= {"/model/predict", "/model/feedback", "/model/metadata", "/metrics"}
+    )
     cli = Path(sys.executable).with_name("schemathesis")
     if not cli.exists():
         pytest.skip("schemathesis is in the test extra: pip install -e '.[test]'")
-    checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance," \
-             "response_headers_conformance,negative_data_rejection,unsupported_method"
+    checks = (
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+        "response_headers_conformance,negative_data_rejection,unsupported_method"
+    )
     completed = subprocess.run(
-        [str(cli), "run", server.url + "/swagger.json", "--checks", checks, "--max-examples", "25", "--seed", "1",
-         "--workers", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
-         "--suppress-health-check", "all", "--no-color"],
-        cwd=tmp_path, check=False, capture_output=True, text=True, timeout=500, env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        [
+            str(cli),
+            "run",
+            server.url + "/swagger.json",
+            "--checks",
+            checks,
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--request-timeout",
+            "30",
+            "--suppress-health-check",
+            "all",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )
     assert completed.returncode == 0, completed.stdout[-8000:] + completed.stderr[-2000:]
     assert re.search(r"Tested: +4\b", completed.stdout), completed.stdout[-3000:]  # every operation was exercised
@@ -431,33 +493,55 @@ def start_serve(model_path, *args) -> tuple[subprocess.Popen, str, list[str]]:
     """serve.py on a free port: (process, base URL, its output lines so far and to come)."""
     process = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "serve.py"), "--model", str(model_path), "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    url = wait_for(lambda: next((m.group(1) for m in map(re.compile(r"on (http://\S+)/model/predict").search, lines) if m), None),
-                   120)
+    url = wait_for(
+        lambda: next((m.group(1) for m in map(re.compile(r"on (http://\S+)/model/predict").search, lines) if m), None),
+        120,
+    )
     if not url:
         process.kill()
         pytest.fail(f"serve.py did not start: {lines}")
     return process, url, lines
 
 
-@pytest.mark.skipif(not (shutil.which("prometheus-pushgateway") or Path("/usr/bin/prometheus-pushgateway").exists()),
-                    reason="the Debian package prometheus-pushgateway is missing")
+@pytest.mark.skipif(
+    not (shutil.which("prometheus-pushgateway") or Path("/usr/bin/prometheus-pushgateway").exists()),
+    reason="the Debian package prometheus-pushgateway is missing",
+)
 def test_serve_py_scrapes_and_pushes_under_its_instance_and_stops_on_sigterm(model_path, mnist_test, tmp_path):
     x_test, _ = mnist_test
     with start_pushgateway(workdir=tmp_path) as gateway:
-        process, url, lines = start_serve(model_path, "--pushgateway", gateway.address, "--instance", "replica-7",
-                                          "--agent", "serve_cli", "--window-size", "10", "--window-seconds", "600")
+        process, url, lines = start_serve(
+            model_path,
+            "--pushgateway",
+            gateway.address,
+            "--instance",
+            "replica-7",
+            "--agent",
+            "serve_cli",
+            "--window-size",
+            "10",
+            "--window-seconds",
+            "600",
+        )
         try:
             for i in range(13):  # one window of 10, and 3 more images in the next
                 status, _, _ = call(url + "/model/predict", {"image": x_test[i].tolist()})
                 assert status == 200
             group = {"agent": "serve_cli", "instance": "replica-7", "job": "mnist"}
-            assert wait_for(lambda: read_gateway(gateway.url).get(
-                ("gangplank_predict_windows_total", tuple(sorted(group.items())))) == 1, 20)
+            assert wait_for(
+                lambda: (
+                    read_gateway(gateway.url).get(("gangplank_predict_windows_total", tuple(sorted(group.items()))))
+                    == 1
+                ),
+                20,
+            )
             scraped = metrics(url)
             assert value(scraped, "gangplank_predict_samples_total", agent="serve_cli") == 10
             assert "instance" not in {k for _, labels in scraped for k, _ in labels}  # the scrape sets instance

@@ -33,8 +33,10 @@ AGENT = "fleet_agent"
 JOB = "gangplank-serve"
 REPLICAS = ("replica-a", "replica-b", "replica-c")
 
-pytestmark = pytest.mark.skipif(not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()),
-                                reason="the Debian package prometheus is missing")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()),
+    reason="the Debian package prometheus is missing",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +50,44 @@ def fleet(tmp_path_factory):
     prometheus = None
     try:
         for replica in REPLICAS:
-            process, url, _ = start_serve(model_path, "--agent", AGENT, "--instance", replica,
-                                          "--window-size", str(WINDOW), "--window-seconds", "3600")
+            process, url, _ = start_serve(
+                model_path,
+                "--agent",
+                AGENT,
+                "--instance",
+                replica,
+                "--window-size",
+                str(WINDOW),
+                "--window-seconds",
+                "3600",
+            )
             started.append(process)
             urls[replica] = url
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": RULE_FILES,
-            "scrape_configs": [{
-                "job_name": JOB,
-                "static_configs": [{"targets": [urlparse_netloc(urls[r])], "labels": {"instance": r}} for r in REPLICAS],
-            }],
+            "scrape_configs": [
+                {
+                    "job_name": JOB,
+                    "static_configs": [
+                        {"targets": [urlparse_netloc(urls[r])], "labels": {"instance": r}} for r in REPLICAS
+                    ],
+                }
+            ],
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
-        prometheus = Service("prometheus", [
-            find_binary("prometheus"), f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-        ], port, work).start(timeout=60)
+        prometheus = Service(
+            "prometheus",
+            [
+                find_binary("prometheus"),
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            port,
+            work,
+        ).start(timeout=60)
         yield urls, prometheus
     finally:
         if prometheus is not None:
@@ -115,14 +137,14 @@ def test_prometheus_shows_each_replica_and_the_fleet(fleet, mnist_test):
     for k, replica in enumerate(REPLICAS[:2]):  # two windows each; the labels of the first arrive in the second
         rows = slice(2 * WINDOW * k, 2 * WINDOW * k + WINDOW)
         predicted, ids = serve_window(urls[replica], x_test[rows])
-        feedback = [{"id": i, "label": int(y)} for i, y in zip(ids, y_test[rows])]
+        feedback = [{"id": i, "label": int(y)} for i, y in zip(ids, y_test[rows], strict=True)]
         status, answer, _ = call(urls[replica] + "/model/feedback", feedback)
         assert status == 200 and answer["matched"] == WINDOW
-        correct += sum(p == y for p, y in zip(predicted, y_test[rows]))
+        correct += sum(p == y for p, y in zip(predicted, y_test[rows], strict=True))
         labelled += WINDOW
-        serve_window(urls[replica], x_test[rows.stop: rows.stop + WINDOW])
+        serve_window(urls[replica], x_test[rows.stop : rows.stop + WINDOW])
     for window in range(3):  # replica c: three windows of inverted digits, enough for a sustained drift
-        serve_window(urls["replica-c"], 255 - x_test[1000 + WINDOW * window: 1000 + WINDOW * (window + 1)])
+        serve_window(urls["replica-c"], 255 - x_test[1000 + WINDOW * window : 1000 + WINDOW * (window + 1)])
 
     expected_windows = {"replica-a": 2, "replica-b": 2, "replica-c": 3}
     windows = f'gangplank_predict_windows_total{{job="{JOB}",agent="{AGENT}"}}'
@@ -134,9 +156,15 @@ def test_prometheus_shows_each_replica_and_the_fleet(fleet, mnist_test):
         fleet_rate = query(prometheus, f'gangplank:predict_samples:rate5m{{agent="{AGENT}"}}')
         return per_replica, fleet_rate
 
-    assert wait_for(lambda: len(rates()[0]) == 3 and all(v > 0 for v in rates()[0].values()) and rates()[1], 30), rates()
+    assert wait_for(lambda: len(rates()[0]) == 3 and all(v > 0 for v in rates()[0].values()) and rates()[1], 30), (
+        rates()
+    )
     [fleet_rate] = query(prometheus, f'gangplank:predict_samples:rate5m{{agent="{AGENT}"}}')
-    assert fleet_rate["metric"]["job"] == JOB and "instance" not in fleet_rate["metric"] and float(fleet_rate["value"][1]) > 0
+    assert (
+        fleet_rate["metric"]["job"] == JOB
+        and "instance" not in fleet_rate["metric"]
+        and float(fleet_rate["value"][1]) > 0
+    )
     # At one evaluation (the rules of a group share its timestamp), the fleet's rate is the sum of the replicas'.
     at = float(query(prometheus, f'timestamp(gangplank:predict_samples:rate5m{{agent="{AGENT}"}})')[0]["value"][1])
     fleet_then = query(prometheus, f'gangplank:predict_samples:rate5m{{agent="{AGENT}"}}', at)
@@ -156,11 +184,15 @@ def test_prometheus_shows_each_replica_and_the_fleet(fleet, mnist_test):
 
     # the alert rules run on the scraped metrics: sustained drift on replica c, and only there
     def drift_alerts():
-        return {r["metric"]["instance"] for r in query(prometheus, f'ALERTS{{alertname="GangplankDataDrift",'
-                                                                   f'alertstate="firing",agent="{AGENT}"}}')}
+        return {
+            r["metric"]["instance"]
+            for r in query(prometheus, f'ALERTS{{alertname="GangplankDataDrift",alertstate="firing",agent="{AGENT}"}}')
+        }
 
     assert wait_for(lambda: drift_alerts() == {"replica-c"}, 30), drift_alerts()
     with urllib.request.urlopen(prometheus.url + "/api/v1/rules", timeout=10) as response:
         groups = json.loads(response.read())["data"]["groups"]
-    unhealthy = [(rule["name"], rule.get("lastError")) for group in groups for rule in group["rules"] if rule["health"] != "ok"]
+    unhealthy = [
+        (rule["name"], rule.get("lastError")) for group in groups for rule in group["rules"] if rule["health"] != "ok"
+    ]
     assert not unhealthy and len(groups) == len({g["name"] for g in groups}) >= 3

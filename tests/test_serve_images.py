@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 PIL = pytest.importorskip("PIL", reason="Pillow is in the examples extra: pip install -e '.[examples]'")
-from PIL import Image
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "examples/mnist"))  # appended so that nothing else is shadowed
 
-import digit_image
+import digit_image  # noqa: E402
 
 MNIST = Path("/work/shared/data/mnist.npz")
 if not MNIST.exists():
@@ -61,20 +61,32 @@ def centre_of_mass(field):
     return (ys * field).sum() / mass, (xs * field).sum() / mass
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda d: encoded(on_paper(d)), id="png dark on white"),
-    pytest.param(lambda d: encoded(on_paper(d).convert("RGB"), "JPEG", quality=85), id="jpeg"),
-    pytest.param(lambda d: encoded(Image.fromarray(d).resize((56, 56))), id="png light on black, small"),
-    pytest.param(lambda d: encoded(Image.merge("RGB", [on_paper(d)] * 2 + [Image.new("L", (520, 410), 200)])), id="rgb tinted"),
-    pytest.param(lambda d: encoded(Image.merge("LA", [Image.new("L", (280, 280), 0), Image.fromarray(d).resize((280, 280))])),
-                 id="black ink on transparent"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda d: encoded(on_paper(d)), id="png dark on white"),
+        pytest.param(lambda d: encoded(on_paper(d).convert("RGB"), "JPEG", quality=85), id="jpeg"),
+        pytest.param(lambda d: encoded(Image.fromarray(d).resize((56, 56))), id="png light on black, small"),
+        pytest.param(
+            lambda d: encoded(Image.merge("RGB", [on_paper(d)] * 2 + [Image.new("L", (520, 410), 200)])),
+            id="rgb tinted",
+        ),
+        pytest.param(
+            lambda d: encoded(
+                Image.merge("LA", [Image.new("L", (280, 280), 0), Image.fromarray(d).resize((280, 280))])
+            ),
+            id="black ink on transparent",
+        ),
+    ],
+)
 def test_photographed_digits_come_back_as_mnist_digits(digits, make):
     scores = []
     for digit in digits:
         field = digit_image.to_mnist(make(digit))
         assert field.shape == (28, 28) and field.dtype == np.uint8
-        assert field.max() == 255 and field[[0, -1]].max() == 0 and field[:, [0, -1]].max() == 0  # light on black, margins
+        assert (
+            field.max() == 255 and field[[0, -1]].max() == 0 and field[:, [0, -1]].max() == 0
+        )  # light on black, margins
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 22  # the 20x20 box (+ LANCZOS's faint halo)
         cy, cx = centre_of_mass(field)
@@ -90,6 +102,7 @@ def test_a_blank_image_becomes_a_blank_field():
 
 def png_of_zeros(width: int, height: int) -> bytes:
     """A real grey PNG of width x height black pixels, compressed row by row (a decompression bomb when large)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -105,16 +118,19 @@ def animated_png() -> bytes:
     return encoded(frames[0], save_all=True, append_images=frames[1:], duration=100)
 
 
-@pytest.mark.parametrize("data, message", [
-    pytest.param(b"hello, this is text", "not a PNG or JPEG", id="text"),
-    pytest.param(b"", "not a PNG or JPEG", id="empty"),
-    pytest.param(encoded(Image.new("L", (28, 28)), "GIF"), "not a PNG or JPEG", id="gif"),
-    pytest.param(encoded(Image.new("L", (28, 28)), "BMP"), "not a PNG or JPEG", id="bmp"),
-    pytest.param(encoded(Image.new("L", (64, 64), 128))[:60], "damaged", id="truncated png"),
-    pytest.param(png_of_zeros(6000, 6000), "decompression bomb", id="bomb 36 MP, under Pillow's default limit"),
-    pytest.param(png_of_zeros(20000, 20000), "decompression bomb", id="bomb 400 MP, over Pillow's error limit"),
-    pytest.param(animated_png(), "animated", id="animated png"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        pytest.param(b"hello, this is text", "not a PNG or JPEG", id="text"),
+        pytest.param(b"", "not a PNG or JPEG", id="empty"),
+        pytest.param(encoded(Image.new("L", (28, 28)), "GIF"), "not a PNG or JPEG", id="gif"),
+        pytest.param(encoded(Image.new("L", (28, 28)), "BMP"), "not a PNG or JPEG", id="bmp"),
+        pytest.param(encoded(Image.new("L", (64, 64), 128))[:60], "damaged", id="truncated png"),
+        pytest.param(png_of_zeros(6000, 6000), "decompression bomb", id="bomb 36 MP, under Pillow's default limit"),
+        pytest.param(png_of_zeros(20000, 20000), "decompression bomb", id="bomb 400 MP, over Pillow's error limit"),
+        pytest.param(animated_png(), "animated", id="animated png"),
+    ],
+)
 def test_uploads_that_are_not_one_small_still_png_or_jpeg_are_refused(data, message):
     with pytest.raises(digit_image.ImageError, match=message):
         digit_image.to_mnist(data)

@@ -30,7 +30,7 @@ def _image_schemas(rows: int = 28) -> dict:
     return {
         "Image": {
             "description": f"{rows} rows of {rows} pixels, or a flat list of {flat}: whole numbers are grey "
-                           "levels 0-255 (MNIST's own), numbers with a decimal point model-scaled values in [0, 1]",
+            "levels 0-255 (MNIST's own), numbers with a decimal point model-scaled values in [0, 1]",
             "anyOf": shapes(grey) + shapes(scaled),
         },
     }
@@ -41,11 +41,14 @@ def document(max_images: int, max_body: int, n_classes: int) -> dict:
     label = {"type": "integer", "minimum": 0, "maximum": n_classes - 1}
     scoring_id = {"type": "string", "minLength": 1, "maxLength": 200, "description": "a scoring id from /model/predict"}
     one_feedback = {
-        "type": "object", "required": ["id", "label"],
+        "type": "object",
+        "required": ["id", "label"],
         "properties": {"id": scoring_id, "label": label},
     }
     predict_errors = {
-        "400": _error("not an image: bad JSON, wrong shape or range, not a PNG/JPEG, animated, or over the pixel limit"),
+        "400": _error(
+            "not an image: bad JSON, wrong shape or range, not a PNG/JPEG, animated, or over the pixel limit"
+        ),
         "403": _error("a cross-site request (the Origin header names another site)"),
         "413": _error(f"no Content-Length, or a body over {max_body} bytes"),
         "415": _error("a Content-Type other than the ones listed"),
@@ -56,92 +59,177 @@ def document(max_images: int, max_body: int, n_classes: int) -> dict:
             "title": "gangplank MNIST server",
             "version": "1.0",
             "description": "MAX-MNIST's API: classify a handwritten digit; every request is watched for drift by "
-                           "gangplank, whose metrics are at /metrics. Labels that arrive later go to /model/feedback "
-                           "with the scoring id of their prediction.",
+            "gangplank, whose metrics are at /metrics. Labels that arrive later go to /model/feedback "
+            "with the scoring id of their prediction.",
         },
         "paths": {
-            "/model/predict": {"post": {
-                "summary": "Classify one uploaded image, or JSON pixel arrays",
-                "operationId": "predict",
-                "requestBody": {"required": True, "content": {
-                    "multipart/form-data": {
-                        "schema": {"type": "object", "required": ["image"],
-                                   "properties": {"image": {"type": "string", "format": "binary",
-                                                            "description": "a PNG or JPEG of any size"}}},
-                        "encoding": {"image": {"contentType": "image/png, image/jpeg"}},
-                    },
-                    "application/json": {"schema": {"oneOf": [
-                        {"type": "object", "required": ["image"], "not": {"required": ["images"]},
-                         "properties": {"image": {"$ref": "#/components/schemas/Image"}}},
-                        {"type": "object", "required": ["images"], "not": {"required": ["image"]},
-                         "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images,
-                                                   "items": {"$ref": "#/components/schemas/Image"}}}},
-                    ]}},
-                }},
-                "responses": {
-                    "200": {"description": "one prediction per image",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}}}},
-                    **predict_errors,
-                },
-            }},
-            "/model/feedback": {"post": {
-                "summary": "True labels for earlier predictions, joined by scoring id",
-                "operationId": "feedback",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                    one_feedback,
-                    {"type": "array", "minItems": 1, "maxItems": 10 * max_images, "items": one_feedback},
-                ]}}}},
-                "responses": {
-                    "200": {"description": "how many labels were joined to their prediction",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
-                    "400": _error("not a label for a scoring id"),
-                    "403": predict_errors["403"],
-                    "404": _error("no prediction is known under any of these ids (unknown, or expired)"),
-                    "413": predict_errors["413"],
-                    "415": predict_errors["415"],
-                },
-            }},
-            "/model/metadata": {"get": {
-                "summary": "What the model is (MAX's metadata fields, and the drift agent)",
-                "operationId": "metadata",
-                "responses": {"200": {"description": "the model's metadata",
-                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}}}},
-            }},
-            "/metrics": {"get": {
-                "summary": "Prometheus metrics: the drift monitor's gangplank_predict_* families",
-                "operationId": "metrics",
-                "responses": {"200": {"description": "Prometheus text exposition format 0.0.4",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            }},
-        },
-        "components": {"schemas": {
-            **_image_schemas(),
-            "Error": {"type": "object", "required": ["status", "message"],
-                      "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
-            "Predictions": {
-                "type": "object", "required": ["status", "predictions", "id"],
-                "properties": {
-                    "status": {"type": "string", "enum": ["ok"]},
-                    "id": {"type": "string", "description": "the request's scoring id; with one image, that image's id"},
-                    "predictions": {"type": "array", "items": {
-                        "type": "object", "required": ["prediction", "probability", "id"],
-                        "properties": {
-                            "prediction": label,
-                            "probability": {"type": "number", "minimum": 0, "maximum": 1},
-                            "id": {"type": "string", "description": "this image's scoring id, for /model/feedback"},
+            "/model/predict": {
+                "post": {
+                    "summary": "Classify one uploaded image, or JSON pixel arrays",
+                    "operationId": "predict",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image"],
+                                    "properties": {
+                                        "image": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "a PNG or JPEG of any size",
+                                        }
+                                    },
+                                },
+                                "encoding": {"image": {"contentType": "image/png, image/jpeg"}},
+                            },
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {
+                                            "type": "object",
+                                            "required": ["image"],
+                                            "not": {"required": ["images"]},
+                                            "properties": {"image": {"$ref": "#/components/schemas/Image"}},
+                                        },
+                                        {
+                                            "type": "object",
+                                            "required": ["images"],
+                                            "not": {"required": ["image"]},
+                                            "properties": {
+                                                "images": {
+                                                    "type": "array",
+                                                    "minItems": 1,
+                                                    "maxItems": max_images,
+                                                    "items": {"$ref": "#/components/schemas/Image"},
+                                                }
+                                            },
+                                        },
+                                    ]
+                                }
+                            },
                         },
-                    }},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "one prediction per image",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}}},
+                        },
+                        **predict_errors,
+                    },
+                }
+            },
+            "/model/feedback": {
+                "post": {
+                    "summary": "True labels for earlier predictions, joined by scoring id",
+                    "operationId": "feedback",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        one_feedback,
+                                        {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": 10 * max_images,
+                                            "items": one_feedback,
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "how many labels were joined to their prediction",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}},
+                        },
+                        "400": _error("not a label for a scoring id"),
+                        "403": predict_errors["403"],
+                        "404": _error("no prediction is known under any of these ids (unknown, or expired)"),
+                        "413": predict_errors["413"],
+                        "415": predict_errors["415"],
+                    },
+                }
+            },
+            "/model/metadata": {
+                "get": {
+                    "summary": "What the model is (MAX's metadata fields, and the drift agent)",
+                    "operationId": "metadata",
+                    "responses": {
+                        "200": {
+                            "description": "the model's metadata",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}},
+                        }
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: the drift monitor's gangplank_predict_* families",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                **_image_schemas(),
+                "Error": {
+                    "type": "object",
+                    "required": ["status", "message"],
+                    "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}},
                 },
-            },
-            "Feedback": {
-                "type": "object", "required": ["status", "matched", "unmatched"],
-                "properties": {"status": {"type": "string", "enum": ["ok"]},
-                               "matched": {"type": "integer", "minimum": 1},
-                               "unmatched": {"type": "integer", "minimum": 0}},
-            },
-            "Metadata": {
-                "type": "object", "required": ["id", "name", "description", "type", "source", "license"],
-                "properties": {key: {"type": "string"} for key in ("id", "name", "description", "type", "source", "license")},
-            },
-        }},
+                "Predictions": {
+                    "type": "object",
+                    "required": ["status", "predictions", "id"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok"]},
+                        "id": {
+                            "type": "string",
+                            "description": "the request's scoring id; with one image, that image's id",
+                        },
+                        "predictions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["prediction", "probability", "id"],
+                                "properties": {
+                                    "prediction": label,
+                                    "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "id": {
+                                        "type": "string",
+                                        "description": "this image's scoring id, for /model/feedback",
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "Feedback": {
+                    "type": "object",
+                    "required": ["status", "matched", "unmatched"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok"]},
+                        "matched": {"type": "integer", "minimum": 1},
+                        "unmatched": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "Metadata": {
+                    "type": "object",
+                    "required": ["id", "name", "description", "type", "source", "license"],
+                    "properties": {
+                        key: {"type": "string"} for key in ("id", "name", "description", "type", "source", "license")
+                    },
+                },
+            }
+        },
     }

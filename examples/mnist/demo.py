@@ -44,7 +44,10 @@ SCENARIOS = {"correct": GOOD, "wrong_inputs": BAD[0], "wrong_model": BAD[1]}
 DRIFT_ALERT = "GangplankDataDrift"
 PRODUCTION_ALERTS = ("GangplankDataDrift", "GangplankModelDegraded", "GangplankAgentSilent")
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence.
-NOISE = re.compile(r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|To enable the following instructions|rebuild TensorFlow")
+NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
+    r"To enable the following instructions|rebuild TensorFlow"
+)
 # The production gauges shown in the printed excerpt of the gateway (all of them are on it).
 SHOWN_PREDICT = re.compile(
     r"gangplank_predict_(windows_total|samples_total|drift_detected_total|drift_detected|drift_signal|"
@@ -71,7 +74,9 @@ def start(args: list[str]) -> subprocess.Popen:
     """Start an example script with this Python, echoing the command."""
     print("$ python " + " ".join([os.path.relpath(args[0])] + args[1:]), flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     _children.append(process)
     return process
 
@@ -101,8 +106,12 @@ def excerpt(lines: list[str]) -> list[str]:
     """Training, then evaluation (histogram buckets left out), then a few drift gauges per agent."""
     train = [line for line in lines if line.startswith("gangplank_train_")]
     test = [line for line in lines if line.startswith("gangplank_test_") and "_bucket{" not in line]
-    predict = [line for line in lines if SHOWN_PREDICT.match(line)
-               and not (line.startswith("gangplank_predict_drift_signal{") and float(line.rsplit(" ", 1)[1]) != 1)]
+    predict = [
+        line
+        for line in lines
+        if SHOWN_PREDICT.match(line)
+        and not (line.startswith("gangplank_predict_drift_signal{") and float(line.rsplit(" ", 1)[1]) != 1)
+    ]
     predict.sort(key=lambda line: (re.search(r'agent="([^"]*)"', line).group(1), line))
     return train + test + predict
 
@@ -118,15 +127,20 @@ def gangplank_alerts(prometheus: str) -> list[dict]:
 
 def firing(alerts, names=(DRIFT_ALERT,)) -> set[str]:
     """The agents of job mnist for which one of the alerts ``names`` fires."""
-    return {a["labels"].get("agent") for a in alerts
-            if a["labels"]["alertname"] in names and a["state"] == "firing" and a["labels"].get("job") == JOB}
+    return {
+        a["labels"].get("agent")
+        for a in alerts
+        if a["labels"]["alertname"] in names and a["state"] == "firing" and a["labels"].get("job") == JOB
+    }
 
 
 def wait_for_alerts(prometheus: str, windows: int, since: float, timeout: float) -> list[dict]:
     """Prometheus has scraped every agent's last window (of this run), then the drift alerts of both bad agents fire."""
     deadline = time.monotonic() + timeout
-    expr = (f'gangplank_predict_windows_total{{job="{JOB}"}} >= {windows} and on (job, agent, instance) '
-            f'gangplank_predict_window_end_timestamp_seconds >= {since:.3f}')
+    expr = (
+        f'gangplank_predict_windows_total{{job="{JOB}"}} >= {windows} and on (job, agent, instance) '
+        f"gangplank_predict_window_end_timestamp_seconds >= {since:.3f}"
+    )
     while {r["metric"].get("agent") for r in query(prometheus, expr)} < {GOOD, *BAD}:
         if time.monotonic() > deadline:
             raise SystemExit("Prometheus never scraped the last windows of all three agents from the Pushgateway")
@@ -152,15 +166,21 @@ def print_alerts(alerts: list[dict]) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pgw", default="127.0.0.1:9091", help="Pushgateway address (default 127.0.0.1:9091)")
-    parser.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL (default http://127.0.0.1:9090)")
+    parser.add_argument(
+        "--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL (default http://127.0.0.1:9090)"
+    )
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
-    parser.add_argument("--out", default="artifacts/mnist-demo", help="where the models go (default artifacts/mnist-demo)")
+    parser.add_argument(
+        "--out", default="artifacts/mnist-demo", help="where the models go (default artifacts/mnist-demo)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the good model (default 2)")
     parser.add_argument("--wrong-epochs", type=int, default=2, help="epochs of the wrong model (default 2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit", type=int, help="train on the first N training images only (fast runs, CI)")
     parser.add_argument("--windows", type=int, default=10, help="windows per production scenario (default 10)")
-    parser.add_argument("--invert-from", type=int, default=3, help="first window of inverted pixels (default 3, at most --windows)")
+    parser.add_argument(
+        "--invert-from", type=int, default=3, help="first window of inverted pixels (default 3, at most --windows)"
+    )
     parser.add_argument("--alert-timeout", type=float, default=90.0, help="seconds to wait for the alerts (default 90)")
     parser.add_argument("--summary", help="also write the gateway lines, the alerts and the verdict to this JSON file")
     parser.add_argument("--plot", help="where the picture goes (default <out>/demo.png)")
@@ -186,8 +206,11 @@ def main(argv=None) -> int:
         try:
             urllib.request.urlopen(url + "/-/ready", timeout=5).close()
         except OSError as exc:
-            raise SystemExit(f"{name} is not answering at {url} ({exc}); start the stack first "
-                             "(bash scripts/demo.sh does, or python -m gangplank_devtools.localstack up --config-dir deploy/prometheus)")
+            raise SystemExit(
+                f"{name} is not answering at {url} ({exc}); start the stack first "
+                "(bash scripts/demo.sh does, or "
+                "python -m gangplank_devtools.localstack up --config-dir deploy/prometheus)"
+            ) from None
     banner(f"1/6 Train the convnet (job {JOB}); Pushgateway {url_of(args.pgw)}")
     step("train", lambda: run(train + ["--epochs", str(args.epochs)]))
     banner("2/6 Evaluate it on the test set")
@@ -201,8 +224,21 @@ def main(argv=None) -> int:
         processes = []
         for scenario in SCENARIOS:
             extra = ["--invert-from", str(min(args.invert_from, args.windows))] if scenario == "wrong_inputs" else []
-            processes.append(start([str(HERE / "production.py"), "--scenario", scenario, "--out", args.out,
-                                    "--windows", str(args.windows)] + common + extra))
+            processes.append(
+                start(
+                    [
+                        str(HERE / "production.py"),
+                        "--scenario",
+                        scenario,
+                        "--out",
+                        args.out,
+                        "--windows",
+                        str(args.windows),
+                    ]
+                    + common
+                    + extra
+                )
+            )
         relays = [threading.Thread(target=relay, args=(p,)) for p in processes]
         for thread in relays:
             thread.start()
@@ -218,8 +254,10 @@ def main(argv=None) -> int:
     banner("5/6 What the monitoring stack shows")
     lines = gateway_lines(args.pgw)
     shown = excerpt(lines)
-    print(f"$ curl -s {url_of(args.pgw)}/metrics | grep ^gangplank_    (an excerpt: {len(shown)} of {len(lines)} lines; "
-          "no histogram buckets; of the drift metrics only these, and the signals at 1)")
+    print(
+        f"$ curl -s {url_of(args.pgw)}/metrics | grep ^gangplank_    (an excerpt: {len(shown)} of {len(lines)} lines; "
+        "no histogram buckets; of the drift metrics only these, and the signals at 1)"
+    )
     print("\n".join(shown))
     t = time.monotonic()
     alerts = wait_for_alerts(args.prometheus, args.windows, scenarios_started, args.alert_timeout)
@@ -232,8 +270,10 @@ def main(argv=None) -> int:
     if ok:
         print(f"\nOK: {DRIFT_ALERT} is firing for {' and '.join(BAD)}, and no production alert for {GOOD}.")
     else:
-        print(f"\nNOT OK: {DRIFT_ALERT} firing for {sorted(a or '?' for a in drifting)}, production alerts for "
-              f"{sorted(a or '?' for a in alarmed)}; expected {DRIFT_ALERT} for {list(BAD)} and nothing for {GOOD}.")
+        print(
+            f"\nNOT OK: {DRIFT_ALERT} firing for {sorted(a or '?' for a in drifting)}, production alerts for "
+            f"{sorted(a or '?' for a in alarmed)}; expected {DRIFT_ALERT} for {list(BAD)} and nothing for {GOOD}."
+        )
 
     banner("6/6 The picture (from Prometheus's query_range)")
     import demo_plot
@@ -247,10 +287,19 @@ def main(argv=None) -> int:
     elapsed = time.monotonic() - started
     print(f"demo steps: {', '.join(f'{k} {v} s' for k, v in steps.items())}; {elapsed:.0f} s in all", flush=True)
     if args.summary:
-        Path(args.summary).write_text(json.dumps({
-            "ok": ok, "steps": steps, "elapsed_seconds": round(elapsed, 1),
-            "gateway": lines, "alerts": alerts, "plot": {"path": plot, **story.summary()},
-        }, indent=1))
+        Path(args.summary).write_text(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "steps": steps,
+                    "elapsed_seconds": round(elapsed, 1),
+                    "gateway": lines,
+                    "alerts": alerts,
+                    "plot": {"path": plot, **story.summary()},
+                },
+                indent=1,
+            )
+        )
     return 0 if ok else 1
 
 

@@ -40,14 +40,17 @@ class Prometheus:
         self.url, self.start, self.end, self.step = url.rstrip("/"), start, end, step
 
     def series(self, expr: str) -> dict[frozenset, list[tuple[float, float]]]:
-        params = urllib.parse.urlencode({"query": expr, "start": f"{self.start:.3f}", "end": f"{self.end:.3f}",
-                                         "step": f"{self.step:g}"})
+        params = urllib.parse.urlencode(
+            {"query": expr, "start": f"{self.start:.3f}", "end": f"{self.end:.3f}", "step": f"{self.step:g}"}
+        )
         with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{params}", timeout=30) as response:
             answer = json.loads(response.read())
         if answer.get("status") != "success":
             raise RuntimeError(f"query_range {expr!r}: {answer}")
-        return {frozenset(r["metric"].items()): [(float(t), float(v)) for t, v in r["values"]]
-                for r in answer["data"]["result"]}
+        return {
+            frozenset(r["metric"].items()): [(float(t), float(v)) for t, v in r["values"]]
+            for r in answer["data"]["result"]
+        }
 
 
 def _label(labels: frozenset, name: str) -> str:
@@ -95,8 +98,10 @@ class Story:
         return {
             "epochs": {job: sorted(per_epoch) for job, per_epoch in self.losses["loss"].items()},
             "windows": {agent: sorted(counts_seen(by_time)) for agent, by_time in self.counts.items()},
-            "fired": {agent: {str(n): sorted(names) for n, names in sorted(windows.items())}
-                      for agent, windows in self.fired.items()},
+            "fired": {
+                agent: {str(n): sorted(names) for n, names in sorted(windows.items())}
+                for agent, windows in self.fired.items()
+            },
             "alerts": sorted([_label(k, "alertname"), _label(k, "agent")] for k in self.alerts),
         }
 
@@ -135,8 +140,9 @@ def draw(story: Story, out: str) -> str:
     agents = sorted(counts)
 
     heights = [2.6] + [2.4, 1.3] * len(agents) + [max(1.4, 0.42 * len(alerts) + 0.9)]
-    figure, axes = plt.subplots(len(heights), 1, figsize=(11, 1.05 * sum(heights) + 0.6), height_ratios=heights,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        len(heights), 1, figsize=(11, 1.05 * sum(heights) + 0.6), height_ratios=heights, layout="constrained"
+    )
     figure.suptitle("gangplank MNIST demo, read back from Prometheus", fontsize=14)
 
     ax = axes[0]
@@ -147,8 +153,14 @@ def draw(story: Story, out: str) -> str:
             per_epoch = losses[name].get(train_job, {})
             xs = sorted(per_epoch)
             if xs:
-                ax.plot(xs, [per_epoch[x] for x in xs], style, marker="o", color=colour,
-                        label=f"{train_job}: {'validation' if name == 'val_loss' else 'training'} loss")
+                ax.plot(
+                    xs,
+                    [per_epoch[x] for x in xs],
+                    style,
+                    marker="o",
+                    color=colour,
+                    label=f"{train_job}: {'validation' if name == 'val_loss' else 'training'} loss",
+                )
     ax.set_title("Training: loss per epoch")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -176,8 +188,16 @@ def draw(story: Story, out: str) -> str:
         cells = np.full((len(SIGNALS), max(last, 1)), np.nan)  # white: no scrape saw this window
         for number in counts_seen(counts[agent]):
             cells[:, number - 1] = [name in fired[agent].get(number, ()) for name in SIGNALS]
-        strip.pcolormesh(np.arange(0.5, max(last, 1) + 1), np.arange(-0.5, len(SIGNALS)), np.ma.masked_invalid(cells),
-                         cmap=signal_colours, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
+        strip.pcolormesh(
+            np.arange(0.5, max(last, 1) + 1),
+            np.arange(-0.5, len(SIGNALS)),
+            np.ma.masked_invalid(cells),
+            cmap=signal_colours,
+            vmin=0,
+            vmax=1,
+            edgecolors="white",
+            linewidth=1.5,
+        )
         strip.set_yticks(range(len(SIGNALS)), [name.replace("_", " ") for name in SIGNALS], fontsize=8)
         strip.set_xlim(0.5, last + 0.5)
         strip.set_xlabel("window (red: the signal fired; white: the window closed between two scrapes)", fontsize=8)
@@ -188,8 +208,11 @@ def draw(story: Story, out: str) -> str:
     for row, labels in enumerate(rows):
         colour = "tab:red" if _label(labels, "severity") == "critical" else "tab:orange"
         ax.broken_barh([(a - start, d) for a, d in spans(alerts[labels], step)], (row - 0.35, 0.7), color=colour)
-    ax.set_yticks(range(len(rows)), [f"{_label(k, 'alertname')}\n{_label(k, 'agent') or _label(k, 'job')}" for k in rows],
-                  fontsize=8)
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{_label(k, 'alertname')}\n{_label(k, 'agent') or _label(k, 'job')}" for k in rows],
+        fontsize=8,
+    )
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
     ax.set_xlim(0, end - start)
     ax.set_xlabel("seconds since the demo started")

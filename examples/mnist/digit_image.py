@@ -31,7 +31,9 @@ import numpy as np
 from PIL import Image
 
 FORMATS = ("PNG", "JPEG")
-MAX_PIXELS = 4096 * 4096  # about 16.8 megapixels, refused above; Pillow's default (Image.MAX_IMAGE_PIXELS) warns at 89 M
+MAX_PIXELS = (
+    4096 * 4096
+)  # about 16.8 megapixels, refused above; Pillow's default (Image.MAX_IMAGE_PIXELS) warns at 89 M
 WORK_SIZE = 1024  # larger images are shrunk to fit 1024x1024 first: the digit ends up 20 px anyway
 INK = 0.1  # share of the brightest pixel above which a pixel counts for the bounding box
 FIELD, BOX = 28, 20
@@ -82,7 +84,7 @@ def centre(levels: np.ndarray) -> np.ndarray:
     levels *= 255.0 / peak
     ink = levels > INK * 255.0
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = levels[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    crop = levels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = BOX / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
     small = Image.fromarray(crop.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
@@ -95,7 +97,7 @@ def centre(levels: np.ndarray) -> np.ndarray:
     top = min(max(top, 0), FIELD - digit.shape[0])
     left = min(max(left, 0), FIELD - digit.shape[1])
     field = np.zeros((FIELD, FIELD), np.uint8)
-    field[top: top + digit.shape[0], left: left + digit.shape[1]] = np.rint(digit).astype(np.uint8)
+    field[top : top + digit.shape[0], left : left + digit.shape[1]] = np.rint(digit).astype(np.uint8)
     return field
 
 

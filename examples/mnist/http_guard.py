@@ -127,7 +127,7 @@ def content_type(headers, allowed: tuple[str, ...]) -> email.message.EmailMessag
 
 
 def read_body(handler: BaseHTTPRequestHandler, cap: int) -> bytes:
-    """The body of the request, at most ``cap`` bytes; :class:`HttpError` 413 before reading anything if it may be more."""
+    """The request's body, at most ``cap`` bytes; :class:`HttpError` 413, before reading, if it may be more."""
     if handler.headers.get("Transfer-Encoding"):
         raise HttpError(413, f"chunked bodies are not accepted: send a Content-Length of at most {cap} bytes")
     raw = handler.headers.get("Content-Length")
@@ -171,8 +171,11 @@ def form_file(body: bytes, parsed_type: email.message.EmailMessage, field: str) 
         raise HttpError(400, "multipart/form-data needs a boundary parameter")
     head = f"Content-Type: {parsed_type['Content-Type']}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    parts = [part for part in message.iter_parts()
-             if part.get_param("name", header="content-disposition") == field] if message.is_multipart() else []
+    parts = (
+        [part for part in message.iter_parts() if part.get_param("name", header="content-disposition") == field]
+        if message.is_multipart()
+        else []
+    )
     if len(parts) != 1:
         found = "none" if not parts else f"{len(parts)}"
         raise HttpError(400, f"expected one form field {field!r} holding the image file, found {found}")

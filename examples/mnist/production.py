@@ -43,21 +43,32 @@ SCENARIOS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
-    parser.add_argument("--out", default=common.DEFAULT_OUT, help=f"where train.py saved the models (default {common.DEFAULT_OUT})")
-    parser.add_argument("--model", help="a .keras model (default: the scenario's model in --out); its reference is <model>.drift.npz")
+    parser.add_argument(
+        "--out", default=common.DEFAULT_OUT, help=f"where train.py saved the models (default {common.DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--model", help="a .keras model (default: the scenario's model in --out); its reference is <model>.drift.npz"
+    )
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
     parser.add_argument("--pgw", default=common.DEFAULT_PGW, help=f"Pushgateway address (default {common.DEFAULT_PGW})")
     parser.add_argument("--job", default=common.JOB, help=f"job label (default {common.JOB})")
     parser.add_argument("--agent", help="agent label (default: the scenario's MLWatcher agent name)")
     parser.add_argument("--windows", type=int, default=10, help="stop after this many closed windows (default 10)")
     parser.add_argument("--window-size", type=int, help="samples per window (default: the reference's)")
-    parser.add_argument("--invert-from", type=int, default=1, help="wrong_inputs: first inverted window, counting from 1 (default 1)")
+    parser.add_argument(
+        "--invert-from", type=int, default=1, help="wrong_inputs: first inverted window, counting from 1 (default 1)"
+    )
     parser.add_argument("--invert-to", type=int, help="wrong_inputs: last inverted window (default: to the end)")
     parser.add_argument("--batch-min", type=int, default=1)
     parser.add_argument("--batch-max", type=int, default=20)
     parser.add_argument("--delay-min", type=float, default=0.0, help="seconds between batches, at least (default 0)")
     parser.add_argument("--delay-max", type=float, default=0.0, help="seconds between batches, at most (default 0)")
-    parser.add_argument("--feedback-lag", type=int, default=3, help="labels arrive this many batches after their predictions (default 3)")
+    parser.add_argument(
+        "--feedback-lag",
+        type=int,
+        default=3,
+        help="labels arrive this many batches after their predictions (default 3)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not 1 <= args.batch_min <= args.batch_max:
@@ -72,8 +83,12 @@ def parse_args(argv=None):
 def describe(agent: str, number: int, report, note: str = "") -> str:
     """One line per closed window: samples, the decision and the signals that fired."""
     fired = [name for name, on in report.signals.items() if on]
-    line = f"[{agent}] window {number:3d}{note}: {report.samples} samples, drift {'YES (' + ', '.join(fired) + ')' if fired else 'no'}"
-    line += f"; predicted-class p={report.class_p_value:.2g}, drifted features {report.drifted_features_ratio:.0%}, confidence {report.confidence_mean:.3f}"
+    decision = "YES (" + ", ".join(fired) + ")" if fired else "no"
+    line = f"[{agent}] window {number:3d}{note}: {report.samples} samples, drift {decision}"
+    line += (
+        f"; predicted-class p={report.class_p_value:.2g}, drifted features {report.drifted_features_ratio:.0%}, "
+        f"confidence {report.confidence_mean:.3f}"
+    )
     if report.labelled:
         line += f"; accuracy {report.accuracy:.3f} on {report.labelled} late labels"
     return line
@@ -110,11 +125,19 @@ def main(argv=None) -> int:
         print(describe(agent, number, report, " [inverted]" if inverted else ""), flush=True)
 
     exporter = gangplank.ProductionDriftExporter(
-        args.pgw, args.job, reference, agent=agent, window_size=args.window_size, on_window=on_window,
+        args.pgw,
+        args.job,
+        reference,
+        agent=agent,
+        window_size=args.window_size,
+        on_window=on_window,
     )
     window_size = exporter.window_size
-    print(f"[{agent}] scenario {args.scenario}: model {model_path.name}, windows of {window_size}, "
-          f"{args.windows} windows, batches of {args.batch_min}-{args.batch_max}, pushing to {args.pgw}", flush=True)
+    print(
+        f"[{agent}] scenario {args.scenario}: model {model_path.name}, windows of {window_size}, "
+        f"{args.windows} windows, batches of {args.batch_min}-{args.batch_max}, pushing to {args.pgw}",
+        flush=True,
+    )
 
     pending = collections.deque()  # (labels, probabilities) whose labels have not "arrived" yet
     sent = position = 0
@@ -143,8 +166,11 @@ def main(argv=None) -> int:
         # count in the totals only (close() adds late labels to the counters,
         # not to a window), so every window's accuracy stays that of its own labels.
     drifted = sum(report.drift_detected for report in closed)
-    print(f"[{agent}] done: {sent} samples in {len(closed)} windows, {drifted} with drift, "
-          f"{time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"[{agent}] done: {sent} samples in {len(closed)} windows, {drifted} with drift, "
+        f"{time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     return 0
 
 

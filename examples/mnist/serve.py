@@ -54,8 +54,13 @@ MAX_IMAGES = 256
 MAX_FEEDBACK = 10 * MAX_IMAGES
 JSON = "application/json"
 FORM = "multipart/form-data"
-ROUTES = {"/model/predict": "POST", "/model/feedback": "POST", "/model/metadata": "GET", "/swagger.json": "GET",
-          "/metrics": "GET"}
+ROUTES = {
+    "/model/predict": "POST",
+    "/model/feedback": "POST",
+    "/model/metadata": "GET",
+    "/swagger.json": "GET",
+    "/metrics": "GET",
+}
 
 
 class BadRequest(HttpError):
@@ -103,7 +108,9 @@ def _one_image(image, where):
             raise BadRequest(f"{where}: whole-number pixels are grey levels and must be in 0..255")
         pixels = pixels / 255.0
     elif pixels.min() < 0 or pixels.max() > 1:
-        raise BadRequest(f"{where}: pixels with a decimal point must be scaled to [0, 1]; send grey levels 0..255 as whole numbers")
+        raise BadRequest(
+            f"{where}: pixels with a decimal point must be scaled to [0, 1]; send grey levels 0..255 as whole numbers"
+        )
     return pixels.reshape(28, 28, 1)
 
 
@@ -129,9 +136,13 @@ def parse_feedback(payload, n_classes: int) -> tuple[list[str], list[int]]:
         if not isinstance(item, dict) or not {"id", "label"} <= set(item):
             raise BadRequest(f'{where}: expected {{"id": SCORING_ID, "label": CLASS}}')
         if not isinstance(item["id"], str) or not 1 <= len(item["id"]) <= 200:
-            raise BadRequest(f"{where}: the id must be a scoring id (a string) from /model/predict, got {item['id']!r}"[:300])
+            raise BadRequest(
+                f"{where}: the id must be a scoring id (a string) from /model/predict, got {item['id']!r}"[:300]
+            )
         if type(item["label"]) is not int or not 0 <= item["label"] < n_classes:
-            raise BadRequest(f"{where}: the label must be a class from 0 to {n_classes - 1}, got {item['label']!r}"[:300])
+            raise BadRequest(
+                f"{where}: the label must be a class from 0 to {n_classes - 1}, got {item['label']!r}"[:300]
+            )
         ids.append(item["id"])
         labels.append(item["label"])
     return ids, labels
@@ -151,7 +162,9 @@ class MnistService:
         self.registry = CollectorRegistry()
         self.registry.register(drift)  # /metrics serves the families the monitor would push
         self._model_lock = threading.Lock()
-        model.predict_on_batch(np.zeros((1, 28, 28, 1), np.float32))  # build the predict function before the first request
+        model.predict_on_batch(
+            np.zeros((1, 28, 28, 1), np.float32)
+        )  # build the predict function before the first request
 
     @property
     def n_classes(self) -> int:
@@ -164,17 +177,22 @@ class MnistService:
         ids = [request_id] if len(images) == 1 else [f"{request_id}-{i}" for i in range(len(images))]
         self.drift.observe(images, probabilities, ids=ids)
         best = probabilities.argmax(axis=1)
-        predictions = [{"prediction": int(c), "probability": round(float(p[c]), 4), "id": i}
-                       for c, p, i in zip(best, probabilities, ids)]
+        predictions = [
+            {"prediction": int(c), "probability": round(float(p[c]), 4), "id": i}
+            for c, p, i in zip(best, probabilities, ids, strict=True)
+        ]
         return {"status": "ok", "predictions": predictions, "id": request_id}
 
     def feedback(self, ids, labels) -> dict:
         matched = self.drift.feedback(labels, ids=ids)
         if not matched:
             kept = self.drift.scoring_ids
-            raise HttpError(404, f"no prediction is waiting for a label under {'this id' if len(ids) == 1 else 'these ids'}: "
-                                 f"never issued here, labelled already, or expired (the server keeps the last "
-                                 f"{kept.max_ids:,} ids for {kept.max_age_seconds / 3600:g} h)")
+            raise HttpError(
+                404,
+                f"no prediction is waiting for a label under {'this id' if len(ids) == 1 else 'these ids'}: "
+                f"never issued here, labelled already, or expired (the server keeps the last "
+                f"{kept.max_ids:,} ids for {kept.max_age_seconds / 3600:g} h)",
+            )
         return {"status": "ok", "matched": int(matched), "unmatched": len(ids) - int(matched)}
 
     def metadata(self) -> dict:
@@ -183,7 +201,7 @@ class MnistService:
             "id": "gangplank-mnist-convnet",
             "name": "gangplank MNIST convnet",
             "description": f"Classifies an image of a handwritten digit (0-9): a convnet of {parameters:,} parameters "
-                           "trained on MNIST; every request is watched for drift by gangplank",
+            "trained on MNIST; every request is watched for drift by gangplank",
             "type": "Image Classification",
             "source": "gangplank examples/mnist/train.py",
             "license": "Apache-2.0",
@@ -247,7 +265,9 @@ class Handler(http_guard.GuardedHandler):
         if path not in ROUTES:
             self._reply(404, {"status": "error", "message": f"no such endpoint: {method} {path}"[:300]})
         elif ROUTES[path] != method:
-            self._reply(405, {"status": "error", "message": f"{path} takes {ROUTES[path]} only"}, {"Allow": ROUTES[path]})
+            self._reply(
+                405, {"status": "error", "message": f"{path} takes {ROUTES[path]} only"}, {"Allow": ROUTES[path]}
+            )
         else:
             return path
         return None
@@ -286,30 +306,52 @@ class Handler(http_guard.GuardedHandler):
             self.wfile.write(data)
 
 
-def make_server(service: MnistService, host: str = "127.0.0.1", port: int = 5000, max_connections: int = 32,
-                request_timeout: float = 10.0) -> http_guard.GuardedServer:
+def make_server(
+    service: MnistService,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    max_connections: int = 32,
+    request_timeout: float = 10.0,
+) -> http_guard.GuardedServer:
     handler = type("MnistHandler", (Handler,), {"service": service, "request_timeout": request_timeout})
     return http_guard.GuardedServer((host, port), handler, max_connections=max_connections)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(Path(common.DEFAULT_OUT) / common.MODEL_FILE),
-                        help="a .keras model; its drift reference is <model>.drift.npz (default artifacts/mnist/mnist.keras)")
+    parser.add_argument(
+        "--model",
+        default=str(Path(common.DEFAULT_OUT) / common.MODEL_FILE),
+        help="a .keras model; its drift reference is <model>.drift.npz (default artifacts/mnist/mnist.keras)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
-    parser.add_argument("--pushgateway", "--pgw", dest="pushgateway", default=None, metavar="ADDR",
-                        help="also push the drift metrics to this Pushgateway (default: no push; scrape /metrics)")
+    parser.add_argument(
+        "--pushgateway",
+        "--pgw",
+        dest="pushgateway",
+        default=None,
+        metavar="ADDR",
+        help="also push the drift metrics to this Pushgateway (default: no push; scrape /metrics)",
+    )
     parser.add_argument("--job", default=common.JOB, help=f"job label when pushing (default {common.JOB})")
     parser.add_argument("--agent", default="MNIST_Multiclass_serve", help="agent label of the drift metrics")
-    parser.add_argument("--instance", help="this replica's name: the instance label of its pushed group "
-                                           "(scraped, Prometheus sets instance from its target)")
+    parser.add_argument(
+        "--instance",
+        help="this replica's name: the instance label of its pushed group "
+        "(scraped, Prometheus sets instance from its target)",
+    )
     parser.add_argument("--window-size", type=int, help="images per drift window (default: the reference's, 200)")
-    parser.add_argument("--window-seconds", type=float, default=60.0,
-                        help="also close a drift window after this many seconds (default 60)")
+    parser.add_argument(
+        "--window-seconds",
+        type=float,
+        default=60.0,
+        help="also close a drift window after this many seconds (default 60)",
+    )
     parser.add_argument("--max-connections", type=int, default=32, help="connections served at once (default 32)")
-    parser.add_argument("--request-timeout", type=float, default=10.0,
-                        help="seconds a request may take to arrive whole (default 10)")
+    parser.add_argument(
+        "--request-timeout", type=float, default=10.0, help="seconds a request may take to arrive whole (default 10)"
+    )
     return parser.parse_args(argv)
 
 
@@ -329,8 +371,12 @@ def main(argv=None) -> int:
         if not path.exists():
             raise SystemExit(f"{path} not found: run examples/mnist/train.py first")
     drift = gangplank.DriftMonitor(
-        args.pushgateway, args.job, gangplank.DriftReference.load(reference_path), agent=args.agent,
-        window_size=args.window_size, window_seconds=args.window_seconds,
+        args.pushgateway,
+        args.job,
+        gangplank.DriftReference.load(reference_path),
+        agent=args.agent,
+        window_size=args.window_size,
+        window_seconds=args.window_seconds,
         grouping_key={"instance": args.instance} if args.instance else None,
     )
     service = MnistService(keras.models.load_model(model_path), drift, model_path, args.instance)
@@ -338,9 +384,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     host, port = server.server_address[:2]
     where = f"pushing to {args.pushgateway} and " if args.pushgateway else ""
-    print(f"serving {model_path.name} on http://{host}:{port}/model/predict; drift agent {args.agent!r}"
-          f"{f', instance {args.instance!r}' if args.instance else ''}, {where}metrics at http://{host}:{port}/metrics",
-          flush=True)
+    print(
+        f"serving {model_path.name} on http://{host}:{port}/model/predict; drift agent {args.agent!r}"
+        f"{f', instance {args.instance!r}' if args.instance else ''}, {where}metrics at http://{host}:{port}/metrics",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

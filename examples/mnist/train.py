@@ -26,10 +26,18 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (fast runs, CI)")
-    parser.add_argument("--out", default=common.DEFAULT_OUT, help=f"directory for the model and its drift reference (default {common.DEFAULT_OUT})")
+    parser.add_argument(
+        "--out",
+        default=common.DEFAULT_OUT,
+        help=f"directory for the model and its drift reference (default {common.DEFAULT_OUT})",
+    )
     parser.add_argument("--pgw", default=common.DEFAULT_PGW, help=f"Pushgateway address (default {common.DEFAULT_PGW})")
-    parser.add_argument("--wrong", action="store_true", help="train MLWatcher's wrong model (under 5 %% even digits), job mnist_wrong")
-    parser.add_argument("--reference-size", type=int, default=20000, help="training images used for the drift reference (default 20000)")
+    parser.add_argument(
+        "--wrong", action="store_true", help="train MLWatcher's wrong model (under 5 %% even digits), job mnist_wrong"
+    )
+    parser.add_argument(
+        "--reference-size", type=int, default=20000, help="training images used for the drift reference (default 20000)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -60,7 +68,8 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     history = model.fit(
-        x, y_train,
+        x,
+        y_train,
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation_split=0.1,
@@ -71,8 +80,10 @@ def main(argv=None) -> int:
         ],
     )
     best = int(np.argmin(history.history["val_loss"]))
-    print(f"trained in {time.monotonic() - started:.1f} s; best val_loss {history.history['val_loss'][best]:.4f} "
-          f"(val_accuracy {history.history['val_accuracy'][best]:.4f}) at epoch {best + 1}, saved to {model_path}")
+    print(
+        f"trained in {time.monotonic() - started:.1f} s; best val_loss {history.history['val_loss'][best]:.4f} "
+        f"(val_accuracy {history.history['val_accuracy'][best]:.4f}) at epoch {best + 1}, saved to {model_path}"
+    )
 
     # The drift reference: images the model trained on (Keras's validation_split
     # holds out the last 10 %), the saved model's probabilities, the labels.
@@ -85,8 +96,10 @@ def main(argv=None) -> int:
     reference = gangplank.DriftReference.fit(x[rows], probabilities, y_train[rows], window_size=common.REFERENCE_WINDOW)
     reference_file = common.reference_path(model_path)
     reference.save(reference_file)
-    print(f"drift reference of {rows.size} images (accuracy {reference.accuracy:.4f}, window {reference.window_size}) "
-          f"saved to {reference_file} in {time.monotonic() - started:.1f} s")
+    print(
+        f"drift reference of {rows.size} images (accuracy {reference.accuracy:.4f}, window {reference.window_size}) "
+        f"saved to {reference_file} in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 

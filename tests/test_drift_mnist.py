@@ -83,7 +83,7 @@ def run_stream(gateway, reference, probabilities, x, y, agent, seed=0):
     rng = np.random.default_rng(seed)
     agent = f"{agent}-stride{reference.input_stride}"
     with ProductionDriftExporter(gateway.address, "mnist-drift", reference, agent=agent, window_size=WINDOW,
-                                 on_window=reports.append) as exporter:
+                                 on_window=reports.append, max_wait_seconds=60) as exporter:  # wait, drop nothing
         start = 0
         while start < rows:
             stop = min(rows, start + int(rng.integers(1, 21)))

@@ -73,7 +73,8 @@ class DriftMonitor:
             ids remembered for :meth:`feedback` (100,000 ids, 24 h).
         max_pending_samples, max_wait_seconds: the worker queue's bound
             (default 2 windows, at least 1,024 samples) and how long a
-            caller waits for room (0.1 s).
+            caller waits for room (1 s; a server that prefers dropping to
+            waiting passes less).
 
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
@@ -106,7 +107,7 @@ class DriftMonitor:
         feedback_max_ids: int = 100_000,
         feedback_max_age_seconds: float = 24 * 3600.0,
         max_pending_samples: int | None = None,
-        max_wait_seconds: float = 0.1,
+        max_wait_seconds: float = 1.0,
         push_settings: PushSettings | None = None,
     ):
         if not isinstance(reference, DriftReference):

@@ -2,10 +2,16 @@
 
 Window 200, batches of 1-20 rows: windows until the first alarm and false
 alarms per 100 windows, on the correct stream, inverted pixels and the wrong
-model; seeded, so every run gives the same figures.
+model; seeded, so every run gives the same figures. Also (``bench_sustained``)
+each signal's per-window and sustained (3 of the last 5 windows, as the
+exporter counts it) false-alarm rate over 20,000 correct windows, with and
+without ``input_stride=4`` and labels, and the windows until sustained on
+inverted pixels and the wrong model.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -69,8 +75,7 @@ def bench_detection(ctx):
                     batch = rows[at:at + size]
                     exporter.observe(x_all[batch], p_all[batch], data.y_test[batch] if with_labels else None)
                     at += size
-                exporter._closed.set()
-                exporter.sender.close(timeout=1)
+                exporter.close()  # the stream ends on a window boundary: no extra window
                 assert len(reports) == n_windows[scenario], (len(reports), n_windows[scenario])
                 per_rule[key].append(_windows_summary([r.drift_detected for r in reports], [r.signals for r in reports]))
             # gangplank 0.5's drift example rule, faithfully: on each predict() batch of at least
@@ -112,7 +117,7 @@ def bench_detection(ctx):
                 "drifted_features_ratio": reference.thresholds.drifted_features_ratio,
                 "confidence_psi": reference.thresholds.confidence_psi,
                 "class_p_value": reference.thresholds.class_p_value},
-            "scenarios": results}
+            "scenarios": results, "sustained": bench_sustained(ctx)}
 
 
 def _aggregate(streams):
@@ -171,4 +176,223 @@ def report_detection(result):
             if sig:
                 parts.append(f"{s}: " + ", ".join(f"{k} {v}" for k, v in sig.items()) + f" of {sc[s]['rules'][key]['windows']}")
         out.append(f"- {RULE_LABELS[key]}, windows per signal — " + "; ".join(parts) + ".")
+    out += ["", report_sustained(result["sustained"])]
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- sustained signals (the alert tiers)
+SIGNAL_NAMES = ("input", "prediction", "confidence", "accuracy", "estimated_accuracy")
+DATA_DRIFT = ("input", "prediction", "confidence")  # GangplankDataDrift: any of these sustained
+DEGRADED = ("accuracy", "estimated_accuracy")  # GangplankModelDegraded: either sustained, or the floor crossed
+RECENT, SUSTAINED = 5, 3  # the exporter's defaults: sustained = fired in 3 of the last 5 windows
+WINDOWS_PER_MONTH = 30 * 24 * 60
+QUALITY_FLOOR, MIN_FEEDBACK = 0.80, 10
+
+
+def bench_sustained(ctx):
+    """Per-window and sustained (k of m) rates on the correct stream, and windows until sustained on corrupted ones.
+
+    Every window goes through a push-less ``DriftMonitor``; "sustained" is the
+    exporter's own ``drift_signal_recent >= sustained_windows`` when the window
+    closed. With and without ``input_stride=4``, with and without labels (with
+    labels the measured accuracy decides and ``estimated_accuracy`` is off).
+    """
+    from benchmarks.monitor_windows import monitor_windows, window_rows
+    from gangplank import DriftReference
+
+    data = ctx.data
+    n_null = 60 if ctx.quick else 20_000
+    n_streams, n_windows = (2, 6) if ctx.quick else (5, 10)
+    null_rows = window_rows(np.random.default_rng(42), data.flat_test.shape[0], n_null, 200)
+    corrupted = {
+        "inverted pixels": (1.0 - data.flat_test, data.p_inverted),
+        "wrong model": (data.flat_test, data.p_wrong),
+    }
+    settings = {
+        "recent_windows": RECENT,
+        "sustained_windows": SUSTAINED,
+        "quality_floor": QUALITY_FLOOR,
+        "min_feedback": MIN_FEEDBACK,
+    }
+    configs = []
+    for stride in (1, 4):
+        reference = DriftReference.fit(data.flat_ref, data.p_ref, data.y_ref, input_stride=stride)
+        for labelled in (False, True):
+            labels = data.y_test if labelled else None
+            ctx.log(
+                f"detection: sustained signals, input_stride={stride}, {'with' if labelled else 'without'} labels, "
+                f"{n_null} correct windows"
+            )
+            start = time.perf_counter()
+            records = monitor_windows(
+                reference, data.flat_test, data.p_test, null_rows, labels, agent=f"null-{stride}", **settings
+            )
+            seconds = time.perf_counter() - start
+            delays = {}
+            for scenario, (x, p) in corrupted.items():
+                delays[scenario] = [
+                    _sustained_delays(
+                        monitor_windows(
+                            reference,
+                            x,
+                            p,
+                            window_rows(np.random.default_rng(500 + seed), x.shape[0], n_windows, 200),
+                            labels,
+                            agent=f"delay-{stride}-{seed}",
+                            **settings,
+                        )
+                    )
+                    for seed in range(n_streams)
+                ]
+            configs.append(
+                {
+                    "input_stride": stride,
+                    "labels": labelled,
+                    "null": _null_rates(records),
+                    "null_seconds": seconds,
+                    "delays": {s: {k: [d[k] for d in v] for k in v[0]} for s, v in delays.items()},
+                }
+            )
+    return {
+        "window": 200,
+        "null_windows": n_null,
+        "delay_streams": n_streams,
+        "delay_windows": n_windows,
+        "reference_accuracy": reference.accuracy,
+        "false_alarm_rate": reference.get_params()["false_alarm_rate"],
+        "signals_calibrated": len(SIGNAL_NAMES),
+        **settings,
+        "configs": configs,
+    }
+
+
+def _states(record) -> dict:
+    """Per window: which signals fired, which were sustained, and the two alert tiers' conditions."""
+    fired = {s: bool(record["signals"].get(s, False)) for s in SIGNAL_NAMES}
+    sustained = {s: record["recent"].get(s, 0) >= SUSTAINED for s in SIGNAL_NAMES}
+    labels, accuracy = record["pooled"]
+    floor = bool(labels >= MIN_FEEDBACK and accuracy < QUALITY_FLOOR)  # NaN (too few pooled labels) compares False
+    states = {f"fired {s}": fired[s] for s in SIGNAL_NAMES}
+    states["fired any"] = any(fired.values())
+    states.update({f"sustained {s}": sustained[s] for s in SIGNAL_NAMES})
+    states["floor crossed"] = floor
+    states["data drift"] = any(sustained[s] for s in DATA_DRIFT)
+    states["model degraded"] = any(sustained[s] for s in DEGRADED) or floor
+    return states
+
+
+def _null_rates(records) -> dict:
+    """For each state: windows in it, onsets (a notification each) and a one-sided 95 % upper bound of the rate."""
+    from scipy import stats
+
+    states = [_states(r) for r in records]
+    n = len(states)
+    out = {}
+    for key in states[0]:
+        on = np.array([s[key] for s in states], dtype=bool)
+        onsets = int(on[0]) + int(np.sum(on[1:] & ~on[:-1]))
+        count = onsets if key.startswith(("sustained", "floor", "data", "model")) else int(on.sum())
+        upper = float(stats.beta.ppf(0.95, count + 1, n - count)) if count < n else 1.0
+        out[key] = {
+            "windows": int(on.sum()),
+            "onsets": onsets,
+            "per_window": count / n,
+            "upper_95": upper,
+            "per_month": WINDOWS_PER_MONTH * count / n,
+            "per_month_upper_95": WINDOWS_PER_MONTH * upper,
+        }
+    return out
+
+
+def _sustained_delays(records) -> dict:
+    """Windows until each state first held (1-based), None if it never did."""
+    states = [_states(r) for r in records]
+    keys = [k for k in states[0] if not k.startswith("fired ") or k == "fired any"]
+    return {k: next((i + 1 for i, s in enumerate(states) if s[k]), None) for k in keys}
+
+
+def report_sustained(result) -> str:
+    n, rate = result["null_windows"], result["false_alarm_rate"]
+    per_signal = rate / result["signals_calibrated"]
+    out = [
+        f"#### Sustained signals: {result['sustained_windows']} of the last {result['recent_windows']} windows "
+        f"(window {result['window']}, push-less DriftMonitor)",
+        "",
+        f"Correct stream: {n:,} windows drawn with replacement from the test images, the same rows in every "
+        "configuration. 'fired': windows in which the signal fired; other states: onsets (a window in the state "
+        "after one that was not: one notification each), with the windows in the state (w). Per month (mo): at one "
+        f"window a minute ({WINDOWS_PER_MONTH:,} windows), with the one-sided 95 % upper bound (Clopper-Pearson) "
+        f"after ≤; – = cannot fire there. Configured: false_alarm_rate {rate:g} per window, so {per_signal:g} per "
+        f"signal ({WINDOWS_PER_MONTH * rate:.2g} and {WINDOWS_PER_MONTH * per_signal:.2g} a month).",
+        "",
+    ]
+    header = [
+        "state",
+        *(f"stride {c['input_stride']}, {'labels' if c['labels'] else 'no labels'}" for c in result["configs"]),
+    ]
+    rows = []
+    for key in result["configs"][0]["null"]:
+        cells = []
+        for c in result["configs"]:
+            r = c["null"][key]
+            if not _relevant(key, c["labels"]):
+                cells.append("–")
+                continue
+            fired = key.startswith("fired")
+            count = r["windows"] if fired else f"{r['onsets']} ({r['windows']} w)"
+            cells.append(f"{count} → {_rate(r['per_month'])}/mo (≤ {_rate(r['per_month_upper_95'])})")
+        rows.append([key, *cells])
+    out.append(table(header, rows))
+    out += [
+        "",
+        f"Windows until sustained on the corrupted streams ({result['delay_streams']} streams of "
+        f"{result['delay_windows']} windows each; one value per stream, – = not within the stream; "
+        "3 is the least possible):",
+        "",
+    ]
+    keys = [
+        "fired any",
+        "sustained input",
+        "sustained prediction",
+        "sustained confidence",
+        "sustained accuracy",
+        "sustained estimated_accuracy",
+        "floor crossed",
+        "data drift",
+        "model degraded",
+    ]
+    header = ["scenario", "input_stride", "labels", *keys]
+    rows = []
+    for scenario in result["configs"][0]["delays"]:
+        for c in result["configs"]:
+            d = c["delays"][scenario]
+            rows.append(
+                [scenario, c["input_stride"], "yes" if c["labels"] else "no", *(_delay_cell(d[k]) for k in keys)]
+            )
+    out.append(table(header, rows))
+    out += [
+        "",
+        "- data drift = input, prediction or confidence sustained (GangplankDataDrift); model degraded = accuracy "
+        f"or estimated_accuracy sustained, or the pooled feedback accuracy under the floor {result['quality_floor']} "
+        f"with at least {result['min_feedback']} labels (GangplankModelDegraded).",
+    ]
+    return "\n".join(out)
+
+
+def _relevant(key: str, labels: bool) -> bool:
+    """With labels the measured accuracy decides (estimated_accuracy is off); without, accuracy and floor can't fire."""
+    if labels:
+        return "estimated_accuracy" not in key
+    return key not in ("fired accuracy", "sustained accuracy", "floor crossed")
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2g}"
+
+
+def _delay_cell(values) -> str:
+    if all(v is None for v in values):
+        return "never"
+    if len(set(values)) == 1:
+        return f"{values[0]} (all)"
+    return ", ".join("–" if v is None else str(v) for v in values)

@@ -25,10 +25,17 @@ Benchmarks (issue 5), one module each:
 ``detection``  (bench_detection.py) real MNIST, window 200, batches of 1-20:
                windows until the first alarm and false alarms per 100 windows,
                ours against the chi-square rule of 0.5's drift example; correct
-               stream, inverted pixels, wrong model.
+               stream, inverted pixels, wrong model. Also each signal's
+               per-window and sustained (3 of 5) false-alarm rate over 20,000
+               correct windows (input_stride 1 and 4, with and without labels)
+               and the windows until sustained on the corrupted streams.
 ``serving``    (bench_serving.py) the demo convnet's ``predict_on_batch`` with
                drift monitoring off and on, alternating blocks: latency p50/p99,
                pipeline CPU per sample, the caller's ``observe``, throughput.
+``estimate``   (bench_estimate.py) the label-free accuracy estimate against
+               realised accuracy per window (MAE, bias, firing rate) on five
+               MNIST streams and a tabular set, and NannyML's CBPE on the same
+               windows (its own venv under benchmarks/.vendor, a subprocess).
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -60,6 +67,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import GP05_VERSION, HERE, load_gp05, loadavg, machine_info  # noqa: E402  (sets env defaults first)
 from benchmarks.bench_detection import bench_detection, report_detection  # noqa: E402
 from benchmarks.bench_drift import bench_drift, report_drift  # noqa: E402
+from benchmarks.bench_estimate import bench_estimate, report_estimate  # noqa: E402
 from benchmarks.bench_histogram import bench_histogram, report_histogram  # noqa: E402
 from benchmarks.bench_hook import bench_hook, report_hook  # noqa: E402
 from benchmarks.bench_memory import bench_memory, memory_child, report_memory  # noqa: E402
@@ -73,6 +81,7 @@ RUNNERS = {
     "memory": (bench_memory, report_memory),
     "detection": (bench_detection, report_detection),
     "serving": (bench_serving, report_serving),
+    "estimate": (bench_estimate, report_estimate),
 }
 BENCHMARKS = tuple(RUNNERS)
 

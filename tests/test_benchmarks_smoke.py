@@ -51,9 +51,11 @@ def test_help_runs_from_the_repo_root():
 
 def test_every_benchmark_ran_and_printed_its_table(quick_run):
     results, stdout = quick_run
-    for name in ("histogram", "hook", "drift", "memory", "detection"):
+    for name in ("histogram", "hook", "drift", "memory", "detection", "estimate"):
         assert results[name]["status"] == "ok"
-    for heading in ("### 1. Weight histogram", "### 2. One epoch-end hook", "### 3. Drift", "### 4. Memory", "### 5. Detection"):
+    headings = ("### 1. Weight histogram", "### 2. One epoch-end hook", "### 3. Drift", "### 4. Memory")
+    headings += ("### 5. Detection",)
+    for heading in (*headings, "#### Sustained signals", "### Estimate:"):
         assert heading in stdout
     meta = results["meta"]
     assert meta["quick"] is True
@@ -117,3 +119,26 @@ def test_detection_covers_every_scenario_and_rule(quick_run):
             outcome = scenario["rules"][rule]
             assert outcome["windows"] == outcome["streams"] * scenario["windows_per_stream"] > 0
             assert 0 <= outcome["alarms_per_100_windows"] <= 100
+
+
+def test_estimate_covers_every_stream_and_window(quick_run):
+    results, _ = quick_run
+    estimate = results["estimate"]
+    rows = {(r["group"], r["stream"], r["window"]) for r in estimate["rows"]}
+    assert len(rows) == len(estimate["rows"]) == 8 * len(estimate["windows"])  # 5 MNIST + 3 tabular streams per window
+    for row in estimate["rows"]:
+        assert 0 <= row["ours_mae"] <= 1 and 0 <= row["ours_fired_rate"] <= 1
+        assert ("cbpe_mae" in row) == (estimate["cbpe"]["status"] == "ok")
+    assert estimate["cbpe"]["status"] == "ok" or estimate["cbpe"]["reason"]  # --quick never installs NannyML
+
+
+def test_sustained_rates_and_delays_for_every_configuration(quick_run):
+    results, _ = quick_run
+    sustained = results["detection"]["sustained"]
+    configurations = {(c["input_stride"], c["labels"]) for c in sustained["configs"]}
+    assert configurations == {(1, False), (1, True), (4, False), (4, True)}
+    for config in sustained["configs"]:
+        assert config["null"]["sustained input"]["windows"] <= sustained["null_windows"]
+        assert set(config["delays"]) == {"inverted pixels", "wrong model"}
+        for delays in config["delays"].values():
+            assert all(len(v) == sustained["delay_streams"] for v in delays.values())

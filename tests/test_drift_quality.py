@@ -296,3 +296,12 @@ def test_a_window_size_far_from_the_calibrated_one_is_warned_about(monitor, capl
     with caplog.at_level("WARNING", logger="gangplank"):
         monitor(window_size=1000)
     assert "calibrated for 100" in caplog.text and "window_size=1000" in caplog.text
+
+
+def test_a_closed_monitor_takes_no_more_batches(monitor):
+    drift = monitor()
+    drift.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        drift.observe(np.zeros((1, D)), np.full((1, K), 1 / K))
+    with pytest.raises(RuntimeError, match="closed"):
+        drift.feedback([0], [0])

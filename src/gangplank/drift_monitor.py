@@ -158,7 +158,8 @@ class DriftMonitor:
         labels_needed = labels_for_floor(reference.accuracy, self.quality_floor, self.min_feedback)
         self._recent = RecentWindows(recent_windows, labels_needed)
         self._sustained = int(sustained_windows)
-        self._last_closed = float("nan")
+        self._last_closed = float("nan")  # monotonic
+        self._closed_at = float("nan")  # Unix time, for the gauge
         self._interval = float("nan")
         self._status = self._make_status()
 
@@ -245,6 +246,9 @@ class DriftMonitor:
 
     def close(self) -> None:
         """Close the last window (if it holds anything), deliver everything, stop the threads.
+
+        A closed monitor takes no more batches: ``observe`` and ``feedback``
+        raise ``RuntimeError``.
 
         Waits at most ``timeout`` seconds for the gateway; with
         ``ignore_exceptions=False`` a failed delivery raises :class:`PushError`.
@@ -411,7 +415,8 @@ class DriftMonitor:
         self._last_closed = now
         self._totals.add_window(report)
         self._recent.add(report.signals, report.labelled, report.correct)
-        self._status = self._make_status(closed_at=time.time())
+        self._closed_at = time.time()
+        self._status = self._make_status()
         self.last_report = report
         self._publish()
         if self.on_window is not None:
@@ -422,11 +427,10 @@ class DriftMonitor:
         state = (self._totals.copy(), self.last_report, self._status)
         self.publisher.submit("predict", functools.partial(drift_metrics.families, *state))
 
-    def _make_status(self, closed_at: float | None = None) -> drift_metrics.Status:
+    def _make_status(self) -> drift_metrics.Status:
         t = self.reference.thresholds
-        previous = getattr(self, "_status", None)
         return drift_metrics.Status(
-            closed_at=closed_at if closed_at is not None else (previous.closed_at if previous else float("nan")),
+            closed_at=self._closed_at,
             interval=self._interval,
             recent_signals=self._recent.signal_counts(),
             recent_windows=self._recent.windows,

@@ -305,3 +305,16 @@ def test_a_closed_monitor_takes_no_more_batches(monitor):
         drift.observe(np.zeros((1, D)), np.full((1, K), 1 / K))
     with pytest.raises(RuntimeError, match="closed"):
         drift.feedback([0], [0])
+
+
+def test_push_settings_are_one_object_for_every_exporter(monitor, pushgateway):
+    import gangplank
+
+    settings = gangplank.PushSettings(pushgateway.address, timeout=2.0)
+    drift = monitor(settings, window_size=10)
+    assert drift.publisher.settings is settings and drift.publisher.timeout == 2.0
+    drift.observe(np.zeros((10, D)), np.full((10, K), 1 / K))
+    drift.close()
+    assert pushed(pushgateway, "samples_total", agent="quality") == 10
+    with pytest.raises(TypeError, match="in the PushSettings"):
+        monitor(settings, timeout=3.0)

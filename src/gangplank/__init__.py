@@ -23,6 +23,7 @@ _LAZY = {
     "DriftMonitor": ".drift_monitor",
     "DriftReference": ".reference",
     "WindowReport": ".reference",
+    "PushSettings": ".transport",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "HISTOGRAM_WEIGHT_BUCKETS_1_0",
     "ProductionDriftExporter",
     "PushError",
+    "PushSettings",
     "ReferenceFormatError",
     "TrainTestExporter",
     "WindowReport",

@@ -47,7 +47,8 @@ class DriftMonitor:
 
     Args:
         pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or
-            ``https://…``; ``None`` to only serve a scrape.
+            ``https://…``; ``None`` to only serve a scrape; or a
+            :class:`~gangplank.PushSettings` holding it with the transport options.
         job: the ``job`` label.
         reference: a :class:`DriftReference` or the path of a saved one.
         agent: names the monitored deployment (the ``agent`` label).
@@ -85,7 +86,7 @@ class DriftMonitor:
 
     def __init__(
         self,
-        pgw_addr: str | None,
+        pgw_addr: str | PushSettings | None,
         job: str,
         reference: DriftReference | str | Path,
         agent: str = "default",
@@ -108,7 +109,6 @@ class DriftMonitor:
         feedback_max_age_seconds: float = 24 * 3600.0,
         max_pending_samples: int | None = None,
         max_wait_seconds: float = 1.0,
-        push_settings: PushSettings | None = None,
     ):
         if not isinstance(reference, DriftReference):
             reference = DriftReference.load(reference)
@@ -146,7 +146,7 @@ class DriftMonitor:
         self.min_feedback = int(min_feedback)
         self.max_pending_samples = int(max_pending_samples or max(2 * self.window_size, 1024))
         self.max_wait_seconds = float(max_wait_seconds)
-        settings = push_settings or PushSettings(pgw_addr, handler, timeout, basic_auth, ca_file)
+        settings = PushSettings.of(pgw_addr, handler, timeout, basic_auth, ca_file)
         self.publisher = Publisher(settings, job, {**(grouping_key or {}), "agent": self.agent})
         self.scoring_ids = ScoringIds(feedback_max_ids, feedback_max_age_seconds)
         self.last_report: WindowReport | None = None

@@ -112,13 +112,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         self.metrics = None if metrics is None else list(metrics)
         self.histogram_buckets = None if histogram_buckets is None else tuple(histogram_buckets)
         self.ignore_exceptions = ignore_exceptions
-        if isinstance(pgw_addr, PushSettings):
-            if (handler, timeout, basic_auth, ca_file) != (None, DEFAULT_TIMEOUT, None, None):
-                raise TypeError("give handler, timeout, basic_auth and ca_file in the PushSettings, not beside it")
-            settings = pgw_addr
-        else:
-            settings = PushSettings(pgw_addr, handler, timeout, basic_auth, ca_file)
-        self.publisher = Publisher(settings, job, grouping_key)
+        self.publisher = Publisher(PushSettings.of(pgw_addr, handler, timeout, basic_auth, ca_file), job, grouping_key)
         self._warned: set[str] = set()
         self._phase: str | None = None
         self._started = 0.0

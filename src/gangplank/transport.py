@@ -414,6 +414,19 @@ class PushSettings:
     basic_auth: tuple[str, str] | None = None
     ca_file: str | os.PathLike | None = None
 
+    @classmethod
+    def of(cls, pgw_addr, handler=None, timeout=DEFAULT_TIMEOUT, basic_auth=None, ca_file=None) -> PushSettings:
+        """An exporter's ``pgw_addr`` and transport keywords as settings; ``pgw_addr`` may be settings already.
+
+        >>> PushSettings.of("127.0.0.1:9091", timeout=2).timeout
+        2
+        """
+        if not isinstance(pgw_addr, PushSettings):
+            return cls(pgw_addr, handler, timeout, basic_auth, ca_file)
+        if (handler, timeout, basic_auth, ca_file) != (None, DEFAULT_TIMEOUT, None, None):
+            raise TypeError("give handler, timeout, basic_auth and ca_file in the PushSettings, not beside it")
+        return pgw_addr
+
     @property
     def pushes(self) -> bool:
         return self.pgw_addr is not None

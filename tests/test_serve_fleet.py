@@ -174,13 +174,16 @@ def test_prometheus_shows_each_replica_and_the_fleet(fleet, mnist_test):
 
     # fleet accuracy on the labels joined by scoring id, and the share of drifted windows
     accuracy = f'gangplank:predict_feedback_accuracy:ratio{{agent="{AGENT}"}}'
-    assert wait_for(lambda: query(prometheus, accuracy), 30)
-    assert float(query(prometheus, accuracy)[0]["value"][1]) == pytest.approx(correct / labelled)
+
+    def latest(expr):  # a recording rule's latest evaluation; one taken before the last scrape lags behind
+        found = query(prometheus, expr)
+        return float(found[0]["value"][1]) if found else None
+
+    assert wait_for(lambda: latest(accuracy) == pytest.approx(correct / labelled), 30), latest(accuracy)
     drifted = by_instance(query(prometheus, f'gangplank_predict_drift_detected_total{{agent="{AGENT}"}}'))
     assert drifted["replica-c"] == 3
-    assert wait_for(lambda: query(prometheus, f'gangplank:predict_drift_windows:ratio{{agent="{AGENT}"}}'), 30)
-    [share] = query(prometheus, f'gangplank:predict_drift_windows:ratio{{agent="{AGENT}"}}')
-    assert float(share["value"][1]) == pytest.approx(sum(drifted.values()) / 7)
+    share = f'gangplank:predict_drift_windows:ratio{{agent="{AGENT}"}}'
+    assert wait_for(lambda: latest(share) == pytest.approx(sum(drifted.values()) / 7), 30), latest(share)
 
     # the alert rules run on the scraped metrics: sustained drift on replica c, and only there
     def drift_alerts():

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import as_inputs, as_labels, as_probabilities, normalised
+from .validation import as_inputs, as_labels, as_predicted_classes, as_probabilities, normalised
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows of probabilities, and optionally their inputs, true labels and scoring ids."""
+    """Rows of probabilities, and optionally their inputs, true labels, scoring ids and a shadow model's output."""
 
     probabilities: np.ndarray  # (rows, classes) float64, rows sum to 1
     inputs: np.ndarray | None = None  # (rows, features) float32
@@ -34,13 +34,25 @@ class Batch:
     normalised: int = 0  # rows that were logits or off 1 and were normalised
 
     normalised_rows: bool = True  # False: checked only; call normalise() before counting
+    shadow: np.ndarray | None = None  # (rows,) int64: the class a second, independent model predicts
 
     @classmethod
     def of(
-        cls, inputs, probabilities, labels=None, ids=None, *, n_features=None, n_classes=None, normalise: bool = True
+        cls,
+        inputs,
+        probabilities,
+        labels=None,
+        ids=None,
+        *,
+        shadow=None,
+        n_features=None,
+        n_classes=None,
+        normalise: bool = True,
     ) -> Batch:
         """Validate one call's arguments (see :mod:`gangplank.validation`).
 
+        ``shadow`` is a second model's output for the same rows (probabilities,
+        logits or predicted classes); only its predicted class is kept.
         ``normalise=False`` leaves making the rows sum to 1 to :meth:`normalise`
         (the drift worker does it, off the caller's thread).
         """
@@ -54,14 +66,15 @@ class Batch:
             if x.base is not None or x is inputs:
                 x = x.copy()  # the caller's buffer may be reused after observe returns
         y = None if labels is None else as_labels(labels, p.shape[1], rows)
-        return cls(p, x, y, as_ids(ids, rows), changed, normalise)
+        s = None if shadow is None else as_predicted_classes(shadow, p.shape[1], rows)
+        return cls(p, x, y, as_ids(ids, rows), changed, normalise, s)
 
     def normalise(self) -> Batch:
         """This batch with rows summing to 1 (the same batch if they already do)."""
         if self.normalised_rows:
             return self
         p, changed = normalised(self.probabilities)
-        return Batch(p, self.inputs, self.labels, self.ids, self.normalised + changed)
+        return Batch(p, self.inputs, self.labels, self.ids, self.normalised + changed, True, self.shadow)
 
     @staticmethod
     def joined(batches: Sequence[Batch]) -> Batch:
@@ -72,21 +85,21 @@ class Batch:
         def stack(arrays):
             return None if arrays[0] is None else np.concatenate(arrays)
 
-        labelled = all(b.labels is not None for b in batches)
-        if not labelled and any(b.labels is not None for b in batches):
-            raise ValueError("joined batches must all have labels or none")
+        if not all(batches[0].joins(b) for b in batches[1:]):
+            raise ValueError("joined batches must all have inputs, labels and shadow predictions, or none")
         return Batch(
             np.concatenate([b.probabilities for b in batches]),
             stack([b.inputs for b in batches]),
-            stack([b.labels for b in batches]) if labelled else None,
+            stack([b.labels for b in batches]),
             None,
             sum(b.normalised for b in batches),
             all(b.normalised_rows for b in batches),
+            stack([b.shadow for b in batches]),
         )
 
     def joins(self, other: Batch) -> bool:
         """Whether :meth:`joined` can put ``other`` after this batch."""
-        return (self.inputs is None) == (other.inputs is None) and (self.labels is None) == (other.labels is None)
+        return all((getattr(self, a) is None) == (getattr(other, a) is None) for a in ("inputs", "labels", "shadow"))
 
     @property
     def rows(self) -> int:
@@ -100,6 +113,7 @@ class Batch:
             None if self.ids is None else self.ids[rows],
             0,
             self.normalised_rows,
+            None if self.shadow is None else self.shadow[rows],
         )
 
 

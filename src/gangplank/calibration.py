@@ -1,25 +1,27 @@
-"""Calibrating the drift thresholds by simulation: windows drawn from the reference itself.
+"""Calibrating the drift thresholds: exact simulation where the statistic reads bin counts, windows drawn otherwise.
 
-``calibrate`` draws ``n_simulations`` windows of ``window_size`` rows, with
-replacement, from a held-out quarter of the reference rows (no drift by
-construction; drawing with replacement keeps windows as varied as independent
-traffic even when the held-out rows are few), compares
-each with a profile of the other rows (so the reference's own sampling noise
-is part of the calibration), and sets
+``α = false_alarm_rate / 5`` is the per-window rate of each of the five signals.
 
-* a per-feature PSI cut at the ``1 − feature_alpha`` quantile of that
-  feature's simulated PSI (at least ``min_feature_psi``);
-* the threshold of the share of features over their cut, and of the
-  confidence PSI, at the ``1 − α`` quantile of a scaled chi-square matched to
-  the simulated values (:func:`~gangplank.drift_statistics.moment_matched_threshold`).
-  When that share threshold would be 1 or more (a handful of features, where
-  the share can never exceed it), each feature is tested on its own instead:
-  its cut becomes the ``1 − α/d`` quantile and the share threshold 0
-  (Bonferroni);
-* the p-value thresholds of the prediction, accuracy and estimated-accuracy
-  tests at ``α``;
-
-with ``α = false_alarm_rate / 5`` (five signals).
+* Confidence and prediction read only bin counts (confidence bins,
+  predicted classes), so their no-drift distribution is simulated exactly
+  (:mod:`gangplank.count_null`: reference shares from a Dirichlet on the
+  reference counts, window counts from a multinomial), with enough draws
+  for an empirical ``1 − α`` quantile: it holds for rare classes and
+  near-empty bins, where a chi-square or a moment-matched tail leaks.
+* The inputs are calibrated on ``n_simulations`` windows of ``window_size``
+  rows drawn with replacement from a held-out quarter of the reference rows
+  (no drift by construction), each compared with a profile of the other
+  rows: a per-feature PSI cut at the ``1 − feature_alpha`` quantile of that
+  feature's simulated PSI (at least ``min_feature_psi``), and the threshold
+  of the share of features over their cut at the empirical ``1 − α_input``
+  quantile, ``α_input = max(α, 10 / n_simulations)``: a rate the
+  simulations can reach. Input drift is a warning that must be sustained
+  over windows; pages come from the sequential rules. When that share
+  threshold would be 1 or more (a handful of features, where the share can
+  never exceed it), each feature is tested on its own instead (Bonferroni,
+  a moment-matched cut at ``α_input / d``) and the share threshold is 0.
+* The estimate's signals are normal tests at ``α`` with the estimate's own
+  standard error.
 
 Example:
     >>> import numpy as np
@@ -28,7 +30,7 @@ Example:
     >>> batch = Batch.of(rng.normal(size=(800, 3)), rng.dirichlet([1, 1], size=800))
     >>> settings = FitSettings(window_size=100, n_simulations=50)
     >>> profile = Profile.fit(batch)
-    >>> calibrate(profile, batch, settings).class_p_value == settings.false_alarm_rate / 5
+    >>> 0 < calibrate(profile, batch, settings).class_p_value < 1e-3
     True
 """
 
@@ -39,6 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scipy import special
+
+from . import count_null
 from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID
@@ -54,7 +59,7 @@ class FitSettings:
     false_alarm_rate: float = 1e-4
     feature_alpha: float = 0.01
     min_feature_psi: float = 0.05
-    n_simulations: int = 400
+    n_simulations: int = 1000
     width_bins: int = 10
     quantile_bins: int = 10
     confidence_bins: int = 10
@@ -92,23 +97,42 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
     rest = order[held_out.size :]
     baseline = profile if rest.size < window_size else profile.of_rows(_rows(batch, rest))
     never = Thresholds.never(profile.n_features)
-    feature_psi, confidence_psi = [], []
+    feature_psi = []
     for _ in range(settings.n_simulations):
         window = baseline.new_window(settings.input_stride)
         window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=True)))
-        report = compare(baseline, never, window, window_size, settings.input_rows)
-        feature_psi.append(report.input_psi)
-        confidence_psi.append(report.confidence_psi)
+        feature_psi.append(compare(baseline, never, window, window_size, settings.input_rows).input_psi)
     alpha = settings.false_alarm_rate / len(SIGNALS)
-    cuts, ratio_threshold = _input_thresholds(np.array(feature_psi), alpha, settings)
+    cuts, ratio_threshold = _input_thresholds(np.array(feature_psi), max(alpha, 10 / settings.n_simulations), settings)
+    confidence_cut, class_p_value = _count_thresholds(profile, window_size, alpha, settings.seed)
     return Thresholds(
         feature_psi=cuts,
         drifted_features_ratio=ratio_threshold,
-        confidence_psi=ds.moment_matched_threshold(np.array(confidence_psi), alpha),
-        class_p_value=alpha,
-        accuracy_p_value=alpha,
+        confidence_psi=confidence_cut,
+        class_p_value=class_p_value,
         estimated_accuracy_p_value=alpha,
     )
+
+
+def _count_thresholds(profile: Profile, window_size: int, alpha: float, seed: int) -> tuple[float, float]:
+    """The confidence PSI cut and the prediction test's p-value cut, from the exact no-drift simulation."""
+    k = profile.n_classes
+    class_counts = profile.class_shares * (profile.n_samples + 0.5 * k) - 0.5  # the counts behind the shares
+    confidence = count_null.null_quantiles(
+        profile.confidence_counts,
+        window_size,
+        alpha,
+        {"psi": lambda counts: count_null.psi_statistic(counts, profile.confidence_counts)},
+        seed,
+    )
+    prediction = count_null.null_quantiles(
+        class_counts,
+        window_size,
+        alpha,
+        {"chi2": lambda counts: count_null.chi_square_statistic(counts, profile.class_shares)},
+        seed + 1,
+    )
+    return confidence["psi"], float(special.chdtrc(k - 1, prediction["chi2"]))
 
 
 def _input_thresholds(feature_psi: np.ndarray, alpha: float, settings: FitSettings) -> tuple[np.ndarray, float]:
@@ -116,7 +140,7 @@ def _input_thresholds(feature_psi: np.ndarray, alpha: float, settings: FitSettin
         return np.zeros(0), np.inf
     cuts = np.maximum(np.quantile(feature_psi, 1 - settings.feature_alpha, axis=0), settings.min_feature_psi)
     ratios = (feature_psi > cuts).mean(axis=1)
-    ratio_threshold = ds.moment_matched_threshold(ratios, alpha, floor=2 * settings.feature_alpha)
+    ratio_threshold = max(count_null.upper_quantile(ratios, alpha), 2 * settings.feature_alpha)
     if ratio_threshold < 1.0:
         return cuts, ratio_threshold
     # Too few (or too correlated) features for the share ever to cross its

@@ -1,21 +1,24 @@
-"""A window against the reference profile: every statistic, and the per-window decision.
+"""A window against the reference profile: every statistic, and the per-window signals.
 
 :func:`compare` is pure: it reads a :class:`~gangplank.window.Window` and a
 :class:`~gangplank.profile.Profile` and returns a :class:`WindowReport` that
 also holds the thresholds it applied (scaled to the window's size), so
-nothing downstream re-derives them. Five signals:
+nothing downstream re-derives them. Five per-window signals:
 
 * ``input``: share of features whose PSI is over that feature's cut;
-* ``prediction``: chi-square p of the predicted-class counts;
-* ``confidence``: PSI of the top-class probability;
-* ``accuracy``: one-sided binomial test of the labelled rows' accuracy
-  against the reference accuracy minus ``accuracy_tolerance`` (at least
-  ``min_labelled`` labels);
-* ``estimated_accuracy``: the same test on the label-free estimate, whose
-  null spread comes from the reference (see :class:`~gangplank.profile.Profile`),
-  for windows with fewer than ``min_labelled`` labels: where labels are there,
-  the measured accuracy decides (the estimate assumes the model's confidence
-  stays calibrated under the shift, which labels need not assume).
+* ``prediction``: chi-square p of the predicted-class counts, against a cut
+  calibrated on the exact no-drift distribution (:mod:`gangplank.count_null`);
+* ``confidence``: PSI of the top-class probability, likewise calibrated;
+* ``estimated_accuracy``: the label-free estimate (see
+  :class:`~gangplank.profile.Profile`) significantly below the reference
+  accuracy minus ``accuracy_tolerance``: a warning when sustained;
+* ``estimated_floor``: the estimate significantly below the absolute
+  ``quality_floor``: a page when sustained.
+
+Labels and a shadow model are not judged per window: their outcomes feed
+sequential charts (:mod:`gangplank.sequential`), which weigh every label and
+every shadowed row as it arrives. The report carries their per-window
+figures (accuracy, agreement, the agreement-based estimate) for display.
 
 PSI scales like ``1 / n``, so cuts calibrated for windows of ``window_size``
 are multiplied by ``window_size / n``. Windows under ``min_window_samples``
@@ -38,13 +41,13 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from . import drift_statistics as ds
 from .profile import Profile
 from .window import Window
 
-SIGNALS = ("input", "prediction", "confidence", "accuracy", "estimated_accuracy")
+SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,15 @@ class Thresholds:
     drifted_features_ratio: float  # input: share of features over their cut
     confidence_psi: float  # confidence
     class_p_value: float  # prediction: chi-square p below this
-    accuracy_p_value: float  # accuracy: binomial p below this
-    estimated_accuracy_p_value: float  # estimated_accuracy: normal p below this
+    estimated_accuracy_p_value: float  # estimated_accuracy and estimated_floor: normal p below this
     accuracy_tolerance: float = 0.02  # accuracy loss below the reference that is acceptable
-    min_labelled: int = 10  # feedback needed before the accuracy signal may fire
+    quality_floor: float = 0.80  # absolute accuracy the model must keep
     min_window_samples: int = 20
 
     @classmethod
     def never(cls, n_features: int) -> Thresholds:
         """Thresholds no window crosses (before calibration)."""
-        return cls(np.full(n_features, np.inf), np.inf, np.inf, 0.0, 0.0, 0.0)
+        return cls(np.full(n_features, np.inf), np.inf, np.inf, 0.0, 0.0)
 
     def replace(self, **changes) -> Thresholds:
         return dataclasses.replace(self, **changes)
@@ -93,10 +95,16 @@ class WindowReport:
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
-    accuracy_p_value: float
     estimated_accuracy: float
-    estimated_accuracy_p_value: float
+    estimated_accuracy_error: float  # its standard error under no drift
+    estimated_accuracy_p_value: float  # P(an estimate this low | accuracy at reference − tolerance)
+    estimated_floor_p_value: float  # P(an estimate this low | accuracy at the quality floor)
     reference_accuracy: float
+    shadow_rows: int = 0
+    shadow_agreed: int = 0
+    shadow_agreement: float = float("nan")
+    reference_shadow_agreement: float = float("nan")
+    shadow_estimated_accuracy: float = float("nan")
     thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
     signals: dict = field(default_factory=dict)
     input_shares: tuple | None = field(
@@ -153,14 +161,10 @@ def compare(
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 
-    floor = max(profile.accuracy - t.accuracy_tolerance, 0.0)
     labelled, correct = window.labelled, window.correct
-    accuracy = correct / labelled if labelled else float("nan")
-    accuracy_p = float("nan")
-    if labelled and profile.has_labels:
-        accuracy_p = float(stats.binomtest(correct, labelled, floor, alternative="less").pvalue) if floor > 0 else 1.0
     estimate, standard_error = profile.estimated_accuracy(window.confidence_counts)
-    estimate_p = _normal_p_below(estimate, floor, standard_error)
+    estimate_p = _normal_p_below(estimate, max(profile.accuracy - t.accuracy_tolerance, 0.0), standard_error)
+    floor_p = _normal_p_below(estimate, t.quality_floor, standard_error)
     precision, recall, f1 = _per_class(window.confusion)
 
     decide = n >= t.min_window_samples
@@ -168,8 +172,8 @@ def compare(
         "input": bool(decide and has_inputs and ratio > t.drifted_features_ratio),
         "prediction": bool(decide and class_p < t.class_p_value),
         "confidence": bool(decide and confidence_psi > confidence_psi_cut),
-        "accuracy": bool(labelled >= t.min_labelled and accuracy_p < t.accuracy_p_value),
-        "estimated_accuracy": bool(decide and labelled < t.min_labelled and estimate_p < t.estimated_accuracy_p_value),
+        "estimated_accuracy": bool(decide and estimate_p < t.estimated_accuracy_p_value),
+        "estimated_floor": bool(decide and floor_p < t.estimated_accuracy_p_value),
     }
     return WindowReport(
         samples=n,
@@ -186,20 +190,25 @@ def compare(
         entropy_mean=window.entropy_sum / n if n else float("nan"),
         labelled=labelled,
         correct=correct,
-        accuracy=accuracy,
+        accuracy=correct / labelled if labelled else float("nan"),
         confusion=window.confusion.copy(),
         precision=precision,
         recall=recall,
         f1=f1,
-        accuracy_p_value=accuracy_p,
         estimated_accuracy=estimate,
+        estimated_accuracy_error=standard_error,
         estimated_accuracy_p_value=estimate_p,
+        estimated_floor_p_value=floor_p,
         reference_accuracy=profile.accuracy,
+        shadow_rows=window.shadow_rows,
+        shadow_agreed=window.shadow_agreed,
+        shadow_agreement=window.shadow_agreement,
+        reference_shadow_agreement=profile.shadow_agreement,
+        shadow_estimated_accuracy=profile.shadow_estimated_accuracy(window.shadow_agreement),
         thresholds={
             "input_drifted_features_ratio": t.drifted_features_ratio,
             "confidence_psi": confidence_psi_cut,
             "class_chi2_p_value": t.class_p_value,
-            "feedback_accuracy_p_value": t.accuracy_p_value,
             "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
         },
         signals=signals,

@@ -39,6 +39,8 @@ class Totals:
     feedback_unmatched: int = 0
     input_nonfinite: int = 0
     probabilities_normalised: int = 0
+    shadow_samples: int = 0
+    shadow_agreed: int = 0
     signal_windows: dict = field(default_factory=lambda: dict.fromkeys(SIGNALS, 0))
     confusion: np.ndarray = None  # type: ignore[assignment]
 
@@ -56,6 +58,8 @@ class Totals:
         for name, fired in report.signals.items():
             self.signal_windows[name] += int(fired)
         self.input_nonfinite += report.input_nonfinite_values
+        self.shadow_samples += report.shadow_rows
+        self.shadow_agreed += report.shadow_agreed
         self.add_feedback(report.confusion)
 
     def add_feedback(self, confusion: np.ndarray) -> None:
@@ -78,6 +82,7 @@ class Status:
     quality_floor: float = float("nan")
     min_feedback: int = 10
     input_sampling_rate: float = 1.0
+    charts: dict = field(default_factory=dict)  # (evidence, chart) -> accuracy_charts.ChartState
 
 
 def families(totals: Totals, report: WindowReport | None = None, status: Status = Status()) -> list:
@@ -96,6 +101,11 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
         _labelled("feedback_confusion_total", pairs),
         _counter("input_nonfinite_total", totals.input_nonfinite),
         _counter("probabilities_normalised_total", totals.probabilities_normalised),
+        _counter("shadow_samples_total", totals.shadow_samples),
+        _counter("shadow_agreed_total", totals.shadow_agreed),
+        _labelled("cusum", {key: state.statistic for key, state in status.charts.items()}),
+        _labelled("cusum_threshold", {key: state.threshold for key, state in status.charts.items()}),
+        _labelled("cusum_alarms_total", {key: state.alarms for key, state in status.charts.items()}),
         _gauge("accuracy_tolerance", status.accuracy_tolerance),
         _gauge("quality_floor", status.quality_floor),
         _gauge("min_feedback", status.min_feedback),
@@ -128,6 +138,7 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
         _gauge("confidence_psi", report.confidence_psi),
         _gauge("entropy_mean", report.entropy_mean),
         _gauge("estimated_accuracy", report.estimated_accuracy),
+        _gauge("estimated_accuracy_error", report.estimated_accuracy_error),
         _gauge("reference_accuracy", report.reference_accuracy),
         _gauge("feedback_samples", report.labelled),
         _gauge("feedback_accuracy", report.accuracy),
@@ -139,6 +150,12 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
         _labelled("feedback_f1", dict(enumerate(report.f1.tolist()))),
         _labelled("threshold", report.thresholds),
     ]
+    if np.isfinite(report.reference_shadow_agreement):  # only for a monitor with a shadow model
+        out += [
+            _gauge("shadow_agreement", report.shadow_agreement),
+            _gauge("reference_shadow_agreement", report.reference_shadow_agreement),
+            _gauge("shadow_estimated_accuracy", report.shadow_estimated_accuracy),
+        ]
     return out
 
 

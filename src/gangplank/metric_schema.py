@@ -53,6 +53,15 @@ PREDICT = (
         "predicted_class",
     ),
     _predict("input_nonfinite_total", "counter", "Input values that were NaN or infinite"),
+    _predict("shadow_samples_total", "counter", "Samples a shadow model also predicted"),
+    _predict("shadow_agreed_total", "counter", "Shadowed samples on which both models predicted the same class"),
+    _predict(
+        "cusum_alarms_total",
+        "counter",
+        "Alarm episodes of this sequential chart (evidence: labels or shadow; chart: small or large drop)",
+        "evidence",
+        "chart",
+    ),
     _predict(
         "probabilities_normalised_total",
         "counter",
@@ -89,9 +98,28 @@ PREDICT = (
     _predict(
         "estimated_accuracy", "gauge", "Accuracy of the last window estimated from its confidence, without labels"
     ),
+    _predict(
+        "estimated_accuracy_error", "gauge", "Standard error of estimated_accuracy under no drift (map error included)"
+    ),
     _predict("reference_accuracy", "gauge", "Accuracy of the model on the labelled reference rows"),
+    _predict("shadow_agreement", "gauge", "Share of the last window's shadowed samples on which both models agreed"),
+    _predict("reference_shadow_agreement", "gauge", "Share of reference rows on which both models agreed"),
+    _predict(
+        "shadow_estimated_accuracy",
+        "gauge",
+        "Accuracy of the last window estimated from its agreement with the shadow model, without labels",
+    ),
+    _predict(
+        "cusum",
+        "gauge",
+        "Sequential evidence (nats) that accuracy (labels) or agreement (shadow) fell; at or above its threshold "
+        "while in alarm",
+        "evidence",
+        "chart",
+    ),
+    _predict("cusum_threshold", "gauge", "Evidence at which this sequential chart pages", "evidence", "chart"),
     _predict("accuracy_tolerance", "gauge", "Accuracy loss below the reference that is acceptable"),
-    _predict("quality_floor", "gauge", "Absolute accuracy floor on labelled feedback"),
+    _predict("quality_floor", "gauge", "Absolute accuracy floor on labelled feedback and on the estimate"),
     _predict("min_feedback", "gauge", "Labels needed before accuracy on feedback is judged"),
     _predict("feedback_samples", "gauge", "Labelled samples in the last window"),
     _predict("feedback_accuracy", "gauge", "Accuracy on the labelled samples of the last window (NaN without labels)"),

@@ -50,6 +50,9 @@ class Profile:
     accuracy: float  # NaN without labels
     confidence_accuracy: np.ndarray  # (edges + 1,) P(correct | confidence bin); NaN without labels
     n_samples: int
+    confidence_labelled: np.ndarray | None = None  # (edges + 1,) labelled rows per bin (None: as counts)
+    shadow_agreement: float = float("nan")  # share of rows where a shadow model predicted the same class
+    shadow_rows: int = 0
 
     @classmethod
     def fit(
@@ -84,6 +87,9 @@ class Profile:
             accuracy=window.correct / window.labelled if window.labelled else float("nan"),
             confidence_accuracy=_confidence_accuracy(window),
             n_samples=n,
+            confidence_labelled=window.confidence_labelled.copy(),
+            shadow_agreement=window.shadow_agreement,
+            shadow_rows=window.shadow_rows,
         )
 
     def of_rows(self, batch: Batch) -> Profile:
@@ -105,17 +111,40 @@ class Profile:
     def has_labels(self) -> bool:
         return bool(np.isfinite(self.accuracy))
 
+    @property
+    def has_shadow(self) -> bool:
+        return self.shadow_rows > 0
+
+    @property
+    def labelled_rows(self) -> int:
+        """Reference rows that had labels (what the accuracy was measured on)."""
+        return int(self._labelled_per_bin.sum()) if self.has_labels else 0
+
     def estimated_accuracy(self, confidence_counts: np.ndarray) -> tuple[float, float]:
         """The label-free accuracy estimate of a confidence histogram, and its standard error under no drift.
 
-        The error is the spread of the map over reference rows divided by
-        √n: the window's rows drawn from the reference distribution.
+        Two errors add up: the window's rows drawn from the reference
+        distribution (the spread of the map over reference rows, / n), and
+        the map's own, each bin's accuracy measured on that bin's labelled
+        reference rows (binomial, weighted by the window's share of the bin).
         """
         n = int(confidence_counts.sum())
         if not n or not self.has_labels:
             return float("nan"), float("nan")
         estimate = float(confidence_counts @ self.confidence_accuracy) / n
-        return estimate, float(np.sqrt(self._map_variance / n))
+        weights = confidence_counts / n
+        a = self.confidence_accuracy
+        map_error = float(np.sum(weights**2 * a * (1 - a) / np.maximum(self._labelled_per_bin, 1)))
+        return estimate, float(np.sqrt(self._map_variance / n + map_error))
+
+    def shadow_estimated_accuracy(self, agreement: float) -> float:
+        """Accuracy estimated from a window's agreement with the shadow model (agreement on the line:
+        the reference accuracy minus the drop in agreement). NaN without labels or a shadow."""
+        return self.accuracy - (self.shadow_agreement - agreement) if self.has_shadow else float("nan")
+
+    @property
+    def _labelled_per_bin(self) -> np.ndarray:
+        return self.confidence_counts if self.confidence_labelled is None else self.confidence_labelled
 
     @functools.cached_property
     def valid_columns(self) -> np.ndarray:

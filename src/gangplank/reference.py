@@ -50,11 +50,12 @@ class DriftReference:
         probabilities,
         labels=None,
         *,
+        shadow=None,
         window_size: int = 200,
         false_alarm_rate: float = 1e-4,
         feature_alpha: float = 0.01,
         min_feature_psi: float = 0.05,
-        n_simulations: int = 400,
+        n_simulations: int = 1000,
         width_bins: int = 10,
         quantile_bins: int = 10,
         confidence_bins: int = 10,
@@ -67,16 +68,20 @@ class DriftReference:
 
         ``inputs`` are (rows, features) or images (flattened per row);
         ``probabilities`` the model's (rows, classes) output on them; ``labels``
-        the true classes, optional (they enable the accuracy signals and the
-        label-free estimate). Fit on data the model did not train on (e.g. the
-        validation split), so that confidence and accuracy reflect unseen data.
+        the true classes, optional (they enable the accuracy charts and the
+        label-free estimate); ``shadow`` a second, independently trained
+        model's output on the same rows (probabilities or classes), optional:
+        its agreement with the model is the reference for the shadow chart
+        and the agreement-based estimate. Fit on data neither model trained
+        on (e.g. the validation split), so that confidence, accuracy and
+        agreement reflect unseen data.
         ``input_stride=n`` bins the inputs of every n-th row of a window only
         (``gangplank_predict_input_sampling_rate`` = 1/n), and calibrates the
         input thresholds for that: less CPU per sample on wide inputs.
         """
         if inputs is None:
             raise ValueError("inputs are required to fit a reference")
-        batch = Batch.of(inputs, probabilities, labels)
+        batch = Batch.of(inputs, probabilities, labels, shadow=shadow)
         settings = FitSettings(
             int(window_size),
             false_alarm_rate,
@@ -104,13 +109,14 @@ class DriftReference:
         return DriftReference(self.profile, self.thresholds.replace(**overrides), self.window_size, self.settings)
 
     # -- windows --------------------------------------------------------------
-    def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True) -> Batch:
+    def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True, shadow=None) -> Batch:
         """Validate a batch for this reference (``ValueError`` if it does not fit)."""
         return Batch.of(
             inputs,
             probabilities,
             labels,
             ids,
+            shadow=shadow,
             n_features=self.n_features,
             n_classes=self.n_classes,
             normalise=normalise,
@@ -123,10 +129,10 @@ class DriftReference:
     def new_window(self) -> Window:
         return self.profile.new_window(self.input_stride)
 
-    def window_of(self, inputs, probabilities, labels=None) -> Window:
+    def window_of(self, inputs, probabilities, labels=None, shadow=None) -> Window:
         """A window holding these rows (checked like ``observe`` checks them)."""
         window = self.new_window()
-        window.add(self.prepare(inputs, probabilities, labels))
+        window.add(self.prepare(inputs, probabilities, labels, shadow=shadow))
         return window
 
     def compare(self, window: Window) -> WindowReport:
@@ -150,6 +156,11 @@ class DriftReference:
     @property
     def accuracy(self) -> float:
         return self.profile.accuracy
+
+    @property
+    def shadow_agreement(self) -> float:
+        """Share of reference rows on which the shadow model agreed with the model (NaN without one)."""
+        return self.profile.shadow_agreement
 
     @property
     def binner(self):

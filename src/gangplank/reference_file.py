@@ -2,7 +2,7 @@
 
 Layout: ``np.savez_compressed`` of plain numeric arrays plus ``header``, the
 UTF-8 bytes of a JSON object with ``format: "gangplank-drift-reference"``,
-``version: 2``, the window size the thresholds were calibrated for, the
+``version: 3``, the window size the thresholds were calibrated for, the
 reference accuracy, the bin layout, the thresholds and the fit ``settings``
 (``DriftReference.get_params()``). Version-1 files (no settings, no
 accuracy map) still load. Arrays:
@@ -18,7 +18,12 @@ name                   shape                meaning
 ``confidence_edges``   (edges,)             inner edges of the confidence histogram
 ``confidence_counts``  (edges + 1,)         its reference counts
 ``confidence_accuracy``  (edges + 1,)       P(correct) per confidence bin (version 2)
+``confidence_labelled``  (edges + 1,)       labelled reference rows per bin (version 3)
 =====================  ===================  ==========================================
+
+Version 3 adds ``confidence_labelled`` and, in the header, the shadow
+model's agreement and its row count; version-1 and -2 files still load (the
+labelled rows per bin taken as the bin counts, no shadow).
 
 :func:`read` opens it with ``allow_pickle=False``, refuses archives that claim
 more than 1 GiB unpacked, and checks every shape and type, so a truncated,
@@ -41,8 +46,8 @@ import numpy as np
 from .errors import ReferenceFormatError
 
 FORMAT = "gangplank-drift-reference"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_UNPACKED_BYTES = 1 << 30
 
 
@@ -54,14 +59,15 @@ def write(path, reference) -> None:
         "n_samples": profile.n_samples,
         "accuracy": profile.accuracy if profile.has_labels else None,
         "n_columns": profile.binner.n_columns,
+        "shadow_agreement": profile.shadow_agreement if profile.has_shadow else None,
+        "shadow_rows": profile.shadow_rows,
         "thresholds": {
             "drifted_features_ratio": t.drifted_features_ratio,
             "confidence_psi": t.confidence_psi,
             "class_p_value": t.class_p_value,
-            "accuracy_p_value": t.accuracy_p_value,
             "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
             "accuracy_tolerance": t.accuracy_tolerance,
-            "min_labelled": t.min_labelled,
+            "quality_floor": t.quality_floor,
             "min_window_samples": t.min_window_samples,
         },
         "settings": reference.get_params(),
@@ -78,6 +84,7 @@ def write(path, reference) -> None:
             "confidence_edges": profile.confidence_edges,
             "confidence_counts": profile.confidence_counts,
             "confidence_accuracy": profile.confidence_accuracy,
+            "confidence_labelled": profile._labelled_per_bin,
             "feature_psi": t.feature_psi,
         },
     )
@@ -112,16 +119,18 @@ def read_reference(path, cls):
         accuracy=float("nan") if accuracy is None else float(accuracy),
         confidence_accuracy=confidence_accuracy,
         n_samples=int(header["n_samples"]),
+        confidence_labelled=arrays["confidence_labelled"].astype(np.int64) if "confidence_labelled" in arrays else None,
+        shadow_agreement=float("nan") if header.get("shadow_agreement") is None else float(header["shadow_agreement"]),
+        shadow_rows=int(header.get("shadow_rows", 0)),
     )
     thresholds = Thresholds(
         feature_psi=arrays["feature_psi"].astype(np.float64),
         drifted_features_ratio=float(t["drifted_features_ratio"]),
         confidence_psi=float(t["confidence_psi"]),
         class_p_value=float(t["class_p_value"]),
-        accuracy_p_value=float(t["accuracy_p_value"]),
-        estimated_accuracy_p_value=float(t.get("estimated_accuracy_p_value", t["accuracy_p_value"])),
+        estimated_accuracy_p_value=float(t.get("estimated_accuracy_p_value", t.get("accuracy_p_value"))),
         accuracy_tolerance=float(t.get("accuracy_tolerance", 0.0)),  # version 1 tested against the reference itself
-        min_labelled=int(t["min_labelled"]),
+        quality_floor=float(t.get("quality_floor", 0.80)),
         min_window_samples=int(t["min_window_samples"]),
     )
     settings = FitSettings(**header["settings"]) if header.get("settings") else None
@@ -194,19 +203,23 @@ def _check(header: dict, arrays: dict) -> None:
     if arrays["class_shares"].ndim != 1 or arrays["class_shares"].size < 2:
         raise ValueError("class shares must hold at least two classes")
     thresholds = header["thresholds"]
-    for key in ("drifted_features_ratio", "confidence_psi", "class_p_value", "accuracy_p_value"):
+    for key in ("drifted_features_ratio", "confidence_psi", "class_p_value"):
         float(thresholds[key])
+    float(thresholds.get("estimated_accuracy_p_value", thresholds.get("accuracy_p_value")))
     for number in (
-        thresholds["min_labelled"],
         thresholds["min_window_samples"],
+        header.get("shadow_rows", 0),
         header["window_size"],
         header["n_samples"],
     ):
         int(number)
     if header.get("accuracy") is not None:
         float(header["accuracy"])
-    if "confidence_accuracy" in arrays and arrays["confidence_accuracy"].shape != arrays["confidence_counts"].shape:
-        raise ValueError("confidence_accuracy must have one value per confidence bin")
+    for name in ("confidence_accuracy", "confidence_labelled"):
+        if name in arrays and arrays[name].shape != arrays["confidence_counts"].shape:
+            raise ValueError(f"{name} must have one value per confidence bin")
+    if header.get("shadow_agreement") is not None:
+        float(header["shadow_agreement"])
     settings = header.get("settings")
     if settings:
         from .calibration import FitSettings

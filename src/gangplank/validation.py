@@ -102,6 +102,21 @@ def as_labels(y, n_classes: int, rows: int) -> np.ndarray:
     return labels
 
 
+def as_predicted_classes(predictions, n_classes: int, rows: int | None = None) -> np.ndarray:
+    """A model's predicted class per row, from probability (or logit) rows or from class indices.
+
+    ``rows`` (when given) is how many rows there must be.
+    """
+    array = _numeric_array(predictions, "predictions")
+    one_probability_row = array.ndim == 1 and array.dtype.kind == "f" and array.size == n_classes and rows in (1, None)
+    if array.ndim == 2 or one_probability_row:
+        p = as_probabilities(array, n_classes, normalise=False)[0]
+        if rows is not None and p.shape[0] != rows:
+            raise ValueError(f"predictions must have {rows} rows, got {p.shape[0]}")
+        return p.argmax(axis=1)
+    return as_labels(array, n_classes, rows if rows is not None else (array.shape[0] if array.ndim else 1))
+
+
 def _numeric_array(value, what: str) -> np.ndarray:
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         value = value.numpy() if not hasattr(value, "detach") else value.detach().cpu().numpy()

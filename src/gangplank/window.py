@@ -2,7 +2,8 @@
 
 A :class:`Window` is filled through one path: :meth:`Window.add` takes a
 :class:`~gangplank.batch.Batch` (already validated) and adds its input bin
-counts, summary sums, predicted-class counts, confidence histogram and entropy;
+counts, summary sums, predicted-class counts, confidence histogram, entropy
+and agreement with a shadow model;
 :meth:`Window.add_feedback` adds labels joined to predictions. The reference
 profile, the calibration and the live monitor all build windows this way.
 
@@ -55,6 +56,8 @@ class Window:
         # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
         self.confidence_labelled = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
         self.confidence_correct = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
+        self.shadow_rows = 0  # rows a shadow model also predicted
+        self.shadow_agreed = 0  # ... and predicted the same class
 
     # -- the one ingestion path --------------------------------------------
     def add(self, batch: Batch) -> None:
@@ -75,6 +78,9 @@ class Window:
                 x = x[(-first_row) % self.input_stride :: self.input_stride]
             for start in range(0, x.shape[0], CHUNK_ROWS):
                 self._add_inputs(x[start : start + CHUNK_ROWS])
+        if batch.shadow is not None:
+            self.shadow_rows += batch.rows
+            self.shadow_agreed += int(np.count_nonzero(batch.shadow == predicted))
         if batch.labels is not None:
             self.add_feedback(batch.labels, predicted)
             size = self.confidence_counts.size
@@ -106,6 +112,11 @@ class Window:
             self.input_nonfinite_values += x.size - kept.size
 
     # -- what the comparison reads -------------------------------------------
+    @property
+    def shadow_agreement(self) -> float:
+        """Share of shadowed rows on which both models predicted the same class (NaN without any)."""
+        return self.shadow_agreed / self.shadow_rows if self.shadow_rows else float("nan")
+
     @property
     def labelled(self) -> int:
         return int(self.confusion.sum())

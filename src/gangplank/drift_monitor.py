@@ -214,7 +214,7 @@ class DriftMonitor:
         accepted = self._enqueue(batch, batch.rows)
         if batch.ids is not None:
             # Ids of a dropped batch are remembered as such: their labels are counted apart.
-            predicted = batch.probabilities.argmax(axis=1) if accepted else np.full(batch.rows, DROPPED)
+            predicted = batch.probabilities.argmax(axis=1) if accepted else [DROPPED] * batch.rows
             self.scoring_ids.remember(batch.ids, predicted)
 
     def feedback(self, labels, predictions=None, ids=None) -> int:

@@ -62,7 +62,7 @@ def monitor_windows(reference, x, p, rows: np.ndarray, labels=None, agent: str =
         monitor.flush(timeout=60)
     finally:
         monitor.close()
-    dropped = monitor._totals.dropped
+    dropped = monitor._dropped
     if len(records) != rows.shape[0] or dropped:
         raise RuntimeError(f"{len(records)} windows closed of {rows.shape[0]}, {dropped} samples dropped")
     return records

@@ -23,6 +23,9 @@ from .comparison import SIGNALS, WindowReport
 from .metric_schema import family_name, spec
 
 PREFIX = "gangplank_predict_"
+# The worker's steps whose exceptions are counted (``worker_errors_total{stage=...}``): adding a batch or
+# labels to the window, comparing it, the user's ``on_window``, building and handing over the families.
+WORKER_STAGES = ("process", "compare", "on_window", "publish")
 
 
 @dataclass
@@ -37,11 +40,13 @@ class Totals:
     feedback_samples: int = 0
     feedback_correct: int = 0
     feedback_unmatched: int = 0
+    feedback_dropped: int = 0
     input_nonfinite: int = 0
     probabilities_normalised: int = 0
     shadow_samples: int = 0
     shadow_agreed: int = 0
     signal_windows: dict = field(default_factory=lambda: dict.fromkeys(SIGNALS, 0))
+    worker_errors: dict = field(default_factory=lambda: dict.fromkeys(WORKER_STAGES, 0))
     confusion: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -49,7 +54,12 @@ class Totals:
             self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
     def copy(self) -> Totals:
-        return dataclasses.replace(self, signal_windows=dict(self.signal_windows), confusion=self.confusion.copy())
+        return dataclasses.replace(
+            self,
+            signal_windows=dict(self.signal_windows),
+            worker_errors=dict(self.worker_errors),
+            confusion=self.confusion.copy(),
+        )
 
     def add_window(self, report: WindowReport) -> None:
         self.samples += report.samples
@@ -98,6 +108,7 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
         _counter("feedback_samples_total", totals.feedback_samples),
         _counter("feedback_correct_total", totals.feedback_correct),
         _counter("feedback_unmatched_total", totals.feedback_unmatched),
+        _counter("feedback_dropped_total", totals.feedback_dropped),
         _labelled("feedback_confusion_total", pairs),
         _counter("input_nonfinite_total", totals.input_nonfinite),
         _counter("probabilities_normalised_total", totals.probabilities_normalised),
@@ -106,6 +117,7 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
         _labelled("cusum", {key: state.statistic for key, state in status.charts.items()}),
         _labelled("cusum_threshold", {key: state.threshold for key, state in status.charts.items()}),
         _labelled("cusum_alarms_total", {key: state.alarms for key, state in status.charts.items()}),
+        _labelled("worker_errors_total", totals.worker_errors),
         _gauge("accuracy_tolerance", status.accuracy_tolerance),
         _gauge("quality_floor", status.quality_floor),
         _gauge("min_feedback", status.min_feedback),

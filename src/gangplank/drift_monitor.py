@@ -16,7 +16,7 @@ from .batch import Batch, as_ids
 from .comparison import WindowReport
 from .recent_windows import RecentWindows, labels_for_floor
 from .reference import DriftReference
-from .scoring_ids import ScoringIds
+from .scoring_ids import DROPPED, ScoringIds
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 from .validation import as_labels, as_probabilities
 
@@ -44,6 +44,15 @@ class DriftMonitor:
     caller that finds it full waits up to ``max_wait_seconds`` for room; after
     that the batch is dropped and counted in
     ``gangplank_predict_samples_dropped_total``. Memory stays bounded.
+
+    The worker survives any exception (in ``on_window``, a comparison,
+    building or handing over the families): it logs the first of each kind,
+    counts it in ``gangplank_predict_worker_errors_total{stage=...}``, keeps
+    it in :attr:`last_error` and goes on with the next window. Rows it could
+    not add to a window are counted as dropped. Should the worker thread end
+    anyway (a ``BaseException`` such as ``SystemExit`` in a callback),
+    ``observe`` drops and counts at once, :meth:`flush` returns ``False`` and
+    :meth:`close` says so.
 
     Args:
         pgw_addr: the Pushgateway, ``host:port``, ``http://…`` or
@@ -150,6 +159,7 @@ class DriftMonitor:
         self.publisher = Publisher(settings, job, {**(grouping_key or {}), "agent": self.agent})
         self.scoring_ids = ScoringIds(feedback_max_ids, feedback_max_age_seconds)
         self.last_report: WindowReport | None = None
+        self.last_error: BaseException | None = None  # the latest exception the worker caught (or ended on)
 
         # Owned by the worker thread alone (no lock): the window and what it adds up.
         self._window = reference.new_window()
@@ -162,19 +172,29 @@ class DriftMonitor:
         self._closed_at = float("nan")  # Unix time, for the gauge
         self._interval = float("nan")
         self._status = self._make_status()
+        self._published_counts: tuple = ()  # what _counts() was at the last publish
+        self._published_at = 0.0  # monotonic
+        self._unpublishable: WindowReport | None = None  # a report the families could not be built from
+        self._finished = False  # the worker closed the last window and published it
 
         # Shared with callers, under _cond.
         self._queue: deque = deque()
         self._queued_samples = 0
-        self._dropped = 0
+        self._dropped = 0  # samples
         self._unmatched = 0
+        self._feedback_dropped = 0  # labels of dropped samples
+        self._errors = dict.fromkeys(drift_metrics.WORKER_STAGES, 0)
+        self._error_kinds: set = set()  # (stage, exception type) already logged
         self._received = 0  # items queued so far
         self._processed = 0  # items the worker has finished
+        self._flushes_asked = 0  # flush() calls so far; the worker answers each with a pass ...
+        self._flushes_done = 0  # ... and says here which it answered
+        self._waiting = 0  # callers waiting for room in the queue
         self._stopping = False
-        self._hurry = False  # flush() asked: work now
+        self._worker_done = False  # the worker thread has ended (after close(), or it died)
         self._oldest_queued = 0.0
         self._cond = threading.Condition()
-        self.publisher.submit("predict", drift_metrics.families(self._totals, None, self._status))
+        self._publish()
         self._worker = threading.Thread(target=self._run, name=f"gangplank-drift-{self.agent}", daemon=True)
         self._worker.start()
 
@@ -191,9 +211,11 @@ class DriftMonitor:
         """
         self._raise_known_failure()
         batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False)
+        accepted = self._enqueue(batch, batch.rows)
         if batch.ids is not None:
-            self.scoring_ids.remember(batch.ids, batch.probabilities.argmax(axis=1))
-        self._enqueue(batch, batch.rows)
+            # Ids of a dropped batch are remembered as such: their labels are counted apart.
+            predicted = batch.probabilities.argmax(axis=1) if accepted else [DROPPED] * batch.rows
+            self.scoring_ids.remember(batch.ids, predicted)
 
     def feedback(self, labels, predictions=None, ids=None) -> int:
         """Add true labels that arrived later; returns how many were matched to a prediction.
@@ -201,8 +223,9 @@ class DriftMonitor:
         Give either ``ids`` (the scoring ids passed to :meth:`observe`: each
         label is joined to what was predicted for its id; unknown, expired or
         already-labelled ids are counted in
-        ``gangplank_predict_feedback_unmatched_total`` and skipped) or
-        ``predictions`` (the probability rows the model gave, or predicted
+        ``gangplank_predict_feedback_unmatched_total`` and skipped; ids of
+        samples that were dropped in ``gangplank_predict_feedback_dropped_total``)
+        or ``predictions`` (the probability rows the model gave, or predicted
         class indices). Labels count towards the current window's accuracy
         and per-class figures, not towards its sample count.
         """
@@ -214,34 +237,44 @@ class DriftMonitor:
             ids = as_ids(ids, len(ids) if not isinstance(ids, (str, int)) else 1)
             y = as_labels(labels, k, len(ids))
             found, unmatched = self.scoring_ids.join(ids)
-            keep = np.array([cls is not None for cls in found], dtype=bool)
-            predicted = np.array([cls for cls in found if cls is not None], dtype=np.int64)
+            keep = np.array([cls is not None and cls != DROPPED for cls in found], dtype=bool)
+            predicted = np.array([cls for cls in found if cls is not None and cls != DROPPED], dtype=np.int64)
+            of_dropped = sum(cls == DROPPED for cls in found)
             y = y[keep]
         else:
             predicted = self._predicted_classes(predictions)
             y = as_labels(labels, k, predicted.shape[0])
-            unmatched = 0
+            unmatched = of_dropped = 0
         with self._cond:
+            if self._stopping:
+                raise RuntimeError("this DriftMonitor is closed")
             self._unmatched += unmatched
-        if y.size or unmatched:
+            self._feedback_dropped += of_dropped
+        if y.size or unmatched or of_dropped:
             self._enqueue(("feedback", y, predicted), 0)
         return int(y.size)
 
     def flush(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Wait until everything observed so far is in a window, every full window is
         compared and published, and the gateway (if any) has it. Returns whether all that
-        happened within ``timeout`` seconds. A partly filled window stays open.
+        happened within ``timeout`` seconds (``False`` at once if the worker
+        thread has died). A partly filled window stays open; counters that
+        changed since the last window (dropped samples, unmatched labels, …)
+        are published.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._received
-            self._hurry = True
+            self._flushes_asked += 1
+            asked = self._flushes_asked
             self._cond.notify_all()
-            while self._processed < target:
+            while self._processed < target or (self._flushes_done < asked and not self._worker_done):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._worker.is_alive():
+                if remaining <= 0 or self._worker_done:
                     return False
                 self._cond.wait(remaining)
+            if self._worker_done and not self._finished:
+                return False
         return self.publisher.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
@@ -252,11 +285,18 @@ class DriftMonitor:
 
         Waits at most ``timeout`` seconds for the gateway; with
         ``ignore_exceptions=False`` a failed delivery raises :class:`PushError`.
+        Batches still waiting for room in the queue are dropped and counted.
+        If the worker thread had died, the counters are published as they
+        stand and the death is logged (``ignore_exceptions=True``) or raised
+        as ``RuntimeError``.
         """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._worker.join()
+        died = not self._finished
+        if died:
+            self._publish()  # the worker is gone: nothing else touches its state now
         if not self.ignore_exceptions:
             try:
                 self.publisher.push_now()
@@ -264,6 +304,11 @@ class DriftMonitor:
                 self.publisher.close(0)
         else:
             self.publisher.close(self.publisher.timeout)
+        if died:
+            message = f"gangplank: the drift worker of agent {self.agent!r} had died ({self.last_error!r})"
+            if not self.ignore_exceptions:
+                raise RuntimeError(message) from self.last_error
+            logger.error("%s; its last window was not closed", message)
 
     def retire(self) -> None:
         """Close, then delete this agent's group from the Pushgateway (a deployment that is gone).
@@ -293,18 +338,16 @@ class DriftMonitor:
         self.close()
 
     # -- the hand-over --------------------------------------------------------
-    def _enqueue(self, item, samples: int) -> None:
+    def _enqueue(self, item, samples: int) -> bool:
+        """Hand ``item`` to the worker; ``False`` if it was dropped (and counted) instead."""
         with self._cond:
             if self._stopping:
                 raise RuntimeError("this DriftMonitor is closed")
-            if samples and self._queued_samples and self._queued_samples + samples > self.max_pending_samples:
-                deadline = time.monotonic() + self.max_wait_seconds
-                while self._queued_samples and self._queued_samples + samples > self.max_pending_samples:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._dropped += samples
-                        return
-                    self._cond.wait(remaining)
+            if not self._room_for(samples):
+                self._wait_for_room(samples)
+            if self._stopping or self._worker_done or not self._room_for(samples):
+                self._count_dropped(item)
+                return False
             if not self._queue:
                 self._oldest_queued = time.monotonic()
             self._queue.append(item)
@@ -314,6 +357,34 @@ class DriftMonitor:
             # switch: it polls every WAKE_SECONDS, and is woken only for a full load.
             if not samples or self._queued_samples >= WAKE_SAMPLES:
                 self._cond.notify_all()
+            return True
+
+    def _room_for(self, samples: int) -> bool:
+        """Whether the queue takes ``samples`` more (under ``_cond``); an empty queue takes any batch."""
+        return not samples or not self._queued_samples or self._queued_samples + samples <= self.max_pending_samples
+
+    def _wait_for_room(self, samples: int) -> None:
+        """Wait (under ``_cond``) up to ``max_wait_seconds`` for room; ``close()`` and a dead worker end the wait."""
+        deadline = time.monotonic() + self.max_wait_seconds
+        self._waiting += 1
+        try:
+            while not (self._room_for(samples) or self._stopping or self._worker_done):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+        finally:
+            self._waiting -= 1
+            if self._stopping:
+                self._cond.notify_all()  # the worker's last pass waits for every waiter to count its drop
+
+    def _count_dropped(self, item) -> None:
+        """Count a batch (its samples and labels) or labels that never reach a window (under ``_cond``)."""
+        if isinstance(item, Batch):
+            self._dropped += item.rows
+            self._feedback_dropped += 0 if item.labels is None else item.rows
+        else:
+            self._feedback_dropped += len(item[1])
 
     def _predicted_classes(self, predictions) -> np.ndarray:
         predictions = np.asarray(predictions)
@@ -325,36 +396,59 @@ class DriftMonitor:
 
     # -- the worker -------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as error:  # what no step may catch (SystemExit in a callback): the thread ends
+            self.last_error = error
+            raise
+        finally:
+            with self._cond:
+                self._worker_done = True
+                self._cond.notify_all()
+
+    def _work(self) -> None:
         while True:
             with self._cond:
                 while not self._ready():
                     self._cond.wait(self._seconds_to_wait())
+                stopping = self._stopping
+                while stopping and self._waiting:
+                    self._cond.wait()  # callers that waited for room count their drops before the last publish
                 items = list(self._queue)
                 self._queue.clear()
-                self._hurry = False
-                stopping = self._stopping
-                self._totals.dropped, self._totals.feedback_unmatched = self._dropped, self._unmatched
-            for run in _runs(items):
-                self._process(run)
-            if not items and self._window_expired():
-                self._close_window()
+                answering = self._flushes_asked
+            try:
+                for run in _runs(items):
+                    self._process(run)
+                if not items and self._window_expired():
+                    self._close_window()
+                if stopping:
+                    self._finish()
+            except Exception as error:  # each step guards itself; this keeps the thread whatever slips through
+                self._caught("process", error)
+            with self._cond:
+                stale = self._counts_stale(hurry=stopping or answering > self._flushes_done)
+            if stale:
+                self._publish()  # counters that changed between windows, current at every scrape and push
             with self._cond:
                 self._queued_samples -= sum(item.rows for item in items if isinstance(item, Batch))
                 self._processed += len(items)
+                self._flushes_done = answering
                 self._cond.notify_all()
             if stopping:
-                self._finish()
+                self._finished = True
                 return
 
     def _ready(self) -> bool:
         """Whether the worker has something to do now (called under ``_cond``)."""
-        if self._stopping or self._window_expired():
+        if self._stopping or self._window_expired() or self._flushes_asked > self._flushes_done:
+            return True
+        if self._counts_stale(hurry=False):
             return True
         if not self._queue:
             return False
         return (
-            self._hurry
-            or self._queued_samples >= WAKE_SAMPLES
+            self._queued_samples >= WAKE_SAMPLES
             or not isinstance(self._queue[-1], Batch)
             or time.monotonic() - self._oldest_queued >= WAKE_SECONDS
         )
@@ -369,23 +463,31 @@ class DriftMonitor:
     def _process(self, item) -> None:
         if not isinstance(item, Batch):
             _, labels, predicted = item
-            self._window.add_feedback(labels, predicted)
+            try:
+                self._window.add_feedback(labels, predicted)
+            except Exception as error:
+                self._caught("process", error)
+                self._lost(0, labels.size)
             return
         if self._window_expired():
             self._close_window()
-        item = item.normalise()
-        self._totals.probabilities_normalised += item.normalised
         start = 0
-        while start < item.rows:
-            if not self._window.samples:
-                self._window_started = time.monotonic()  # window_seconds count from a window's first sample
-            stop = start + min(item.rows - start, self.window_size - self._window.samples)
-            self._window.add(item[start:stop])
-            _let_callers_in()
-            if self._window.samples >= self.window_size:
-                self._close_window()
+        try:
+            item = item.normalise()
+            self._totals.probabilities_normalised += item.normalised
+            while start < item.rows:
+                if not self._window.samples:
+                    self._window_started = time.monotonic()  # window_seconds count from a window's first sample
+                stop = start + min(item.rows - start, self.window_size - self._window.samples)
+                self._window.add(item[start:stop])
                 _let_callers_in()
-            start = stop
+                if self._window.samples >= self.window_size:
+                    self._close_window()
+                    _let_callers_in()
+                start = stop
+        except Exception as error:
+            self._caught("process", error)
+            self._lost(item.rows - start, 0 if item.labels is None else item.rows - start)
 
     def _finish(self) -> None:
         if self._window.samples:
@@ -399,12 +501,28 @@ class DriftMonitor:
             self._window.reset()
             self._status = self._make_status()
             self._publish()
-        else:
-            self._publish()  # the final dropped/unmatched counts
+        # Otherwise the pass that called this publishes the final dropped/unmatched counts.
 
     def _close_window(self) -> None:
-        report = self.reference.compare(self._window)
-        self._window.reset()
+        samples, labelled = self._window.samples, self._window.labelled
+        try:
+            report = self.reference.compare(self._window)
+            self._window.reset()
+            self._record(report)
+        except Exception as error:  # the window is lost, counted; the next one starts clean
+            self._caught("compare", error)
+            self._window.reset()
+            self._lost(samples, labelled)
+            return
+        self._publish()
+        if self.on_window is not None:
+            try:
+                self.on_window(report)
+            except Exception as error:
+                self._caught("on_window", error)
+
+    def _record(self, report: WindowReport) -> None:
+        """Add a closed window's report to the totals, the recent windows and the status."""
         now = time.monotonic()
         since = now - (self._last_closed if np.isfinite(self._last_closed) else self._window_started)
         self._interval = (
@@ -418,14 +536,73 @@ class DriftMonitor:
         self._closed_at = time.time()
         self._status = self._make_status()
         self.last_report = report
-        self._publish()
-        if self.on_window is not None:
-            self.on_window(report)
 
     def _publish(self) -> None:
         # Built when a push or a scrape needs it: a state replaced before that costs nothing.
-        state = (self._totals.copy(), self.last_report, self._status)
-        self.publisher.submit("predict", functools.partial(drift_metrics.families, *state))
+        totals = self._totals.copy()
+        with self._cond:
+            self._published_counts = self._counts()
+            totals.dropped, totals.feedback_unmatched = self._dropped, self._unmatched
+            totals.feedback_dropped, totals.worker_errors = self._feedback_dropped, dict(self._errors)
+        self._published_at = time.monotonic()
+        report = None if self.last_report is self._unpublishable else self.last_report
+        try:
+            self.publisher.submit("predict", functools.partial(self._families, totals, report, self._status))
+        except Exception as error:
+            self._caught("publish", error)
+
+    def _families(self, totals: drift_metrics.Totals, report: WindowReport | None, status) -> list:
+        """The families of one published state (built on a push or scrape thread).
+
+        A report they cannot be built from is counted, and left out of this
+        state and the next ones: the counters still go out.
+        """
+        try:
+            return drift_metrics.families(totals, report, status)
+        except Exception as error:
+            if report is None:
+                raise
+            self._unpublishable = report
+            self._caught("publish", error)
+            return drift_metrics.families(totals, None, status)
+
+    def _counts(self) -> tuple:
+        """The counters that change between windows (under ``_cond``)."""
+        errors = sum(self._errors.values())
+        normalised = self._totals.probabilities_normalised
+        return self._dropped, self._unmatched, self._feedback_dropped, errors, normalised
+
+    def _counts_stale(self, hurry: bool) -> bool:
+        """Whether the counters changed since the last publish and are due (under ``_cond``).
+
+        Due at once when ``hurry`` (a flush, close), else ``WAKE_SECONDS`` after the last publish.
+        """
+        if self._counts() == self._published_counts:
+            return False
+        return hurry or time.monotonic() - self._published_at >= WAKE_SECONDS
+
+    def _caught(self, stage: str, error: Exception) -> None:
+        """Count an exception the worker goes on after; log the first of each kind (stage and type)."""
+        with self._cond:
+            self._errors[stage] += 1
+            first = (stage, type(error)) not in self._error_kinds
+            self._error_kinds.add((stage, type(error)))
+        self.last_error = error
+        if first:
+            logger.error(
+                "gangplank: %s in the drift worker's %s step (agent %r); counted in "
+                "gangplank_predict_worker_errors_total, going on (logged once per kind)",
+                type(error).__name__,
+                stage,
+                self.agent,
+                exc_info=error,
+            )
+
+    def _lost(self, samples: int, labels: int) -> None:
+        """Count samples and labels the worker took but could not add to a window."""
+        with self._cond:
+            self._dropped += samples
+            self._feedback_dropped += labels
 
     def _make_status(self) -> drift_metrics.Status:
         t = self.reference.thresholds

@@ -38,13 +38,22 @@ def _predict(name, kind, help_text, *labels):
 
 PREDICT = (
     _predict("samples_total", "counter", "Samples observed in closed windows"),
-    _predict("samples_dropped_total", "counter", "Samples dropped because the drift worker fell behind"),
+    _predict(
+        "samples_dropped_total",
+        "counter",
+        "Samples left out of every window: the worker queue stayed full, the monitor was closing, or the worker failed",
+    ),
     _predict("windows_total", "counter", "Windows closed"),
     _predict("drift_detected_total", "counter", "Windows in which drift was detected"),
     _predict("drift_signal_windows_total", "counter", "Windows in which this signal fired", "signal"),
     _predict("feedback_samples_total", "counter", "Labelled samples received"),
     _predict("feedback_correct_total", "counter", "Labelled samples the model predicted correctly"),
     _predict("feedback_unmatched_total", "counter", "Feedback labels whose scoring id was unknown or expired"),
+    _predict(
+        "feedback_dropped_total",
+        "counter",
+        "Labels not counted because their samples were dropped (not in feedback_samples_total)",
+    ),
     _predict(
         "feedback_confusion_total",
         "counter",
@@ -66,6 +75,12 @@ PREDICT = (
         "probabilities_normalised_total",
         "counter",
         "Probability rows that were logits or did not sum to 1 and were normalised",
+    ),
+    _predict(
+        "worker_errors_total",
+        "counter",
+        "Exceptions the drift worker caught and went on after, by step (process, compare, on_window, publish)",
+        "stage",
     ),
     _predict("drift_detected", "gauge", "1 if the last closed window drifted, else 0"),
     _predict("drift_signal", "gauge", "1 if this signal fired in the last closed window", "signal"),

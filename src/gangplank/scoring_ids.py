@@ -2,13 +2,18 @@
 
 Memory is bounded twice: at most ``max_ids`` ids (the oldest are forgotten
 first) and none older than ``max_age_seconds``. Each id joins one label: a
-second label for the same id counts as unmatched.
+second label for the same id counts as unmatched. Ids of a batch that was
+dropped are remembered as :data:`DROPPED`, so that their labels can be
+counted apart rather than as unmatched.
 
 Example:
     >>> store = ScoringIds(max_ids=2, max_age_seconds=60)
     >>> store.remember(["a", "b", "c"], [1, 2, 3])
     >>> store.join(["a", "c", "c"])  # "a" was pushed out by "c"; "c" joins once
     ([None, 3, None], 2)
+    >>> store.remember(["d"], [DROPPED])
+    >>> store.join(["d"])
+    ([-1], 0)
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+
+DROPPED = -1  # the "predicted class" of an id whose batch was dropped
 
 
 class ScoringIds:
@@ -41,7 +48,8 @@ class ScoringIds:
             self._expire(now)
 
     def join(self, ids: Sequence) -> tuple[list, int]:
-        """The predicted class of each id (``None`` if unknown or expired), and how many were unmatched."""
+        """The predicted class of each id (``None`` if unknown or expired, :data:`DROPPED` if its batch was
+        dropped), and how many were unmatched (``None``)."""
         now = time.monotonic()
         with self._lock:
             self._expire(now)

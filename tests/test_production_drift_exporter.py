@@ -176,7 +176,7 @@ def test_every_metric_reaches_the_gateway_with_job_and_agent(make_drift, pushgat
     names = {name for name, _ in samples}
     predict = [entry for entry in SCHEMA if entry.source == "predict"]
     for entry in predict:
-        assert entry.name in names, entry.name
+        assert entry.name in names or "shadow_" in entry.name, entry.name  # shadow gauges: with a shadow model
     for (name, labels), _ in samples.items():
         labels = dict(labels)
         if name.startswith(PREFIX):
@@ -186,7 +186,7 @@ def test_every_metric_reaches_the_gateway_with_job_and_agent(make_drift, pushgat
     shares = [value(samples, PREFIX + "class_share", **{"class": c}) for c in range(K)]
     assert sum(shares) == pytest.approx(1.0)
     assert shares == pytest.approx(np.bincount(p[100:].argmax(axis=1), minlength=K) / 50)
-    for signal in ("input", "prediction", "confidence", "accuracy"):
+    for signal in ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor"):
         assert value(samples, PREFIX + "drift_signal", signal=signal) in (0.0, 1.0)
     assert value(samples, PREFIX + "feedback_accuracy") == pytest.approx(1.0)
     assert value(samples, PREFIX + "window_end_timestamp_seconds") > 1.6e9
@@ -238,14 +238,19 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     exporter.feedback((y[100:150] + 1) % K, p[100:150])  # all wrong, in the open window
     exporter.observe(x[150:200], p[150:200])
     assert exporter.flush()
-    assert reports[-1].labelled == 50 and reports[-1].accuracy == 0.0 and reports[-1].signals["accuracy"]
+    assert reports[-1].labelled == 50 and reports[-1].accuracy == 0.0
     assert np.all(reports[-1].recall[np.isfinite(reports[-1].recall)] == 0.0)
     assert exporter.sender.flush(15)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == 0.0
     exporter.feedback((y[150:200] + 1) % K, p[150:200])  # after the last sample: no window of labels alone
     exporter.close()
     assert len(reports) == 2
-    assert gateway_value(pushgateway, PREFIX + "drift_detected", agent="web") == 1  # the last real window's verdict stays
+    last = int(reports[-1].drift_detected)
+    assert gateway_value(pushgateway, PREFIX + "drift_detected", agent="web") == last  # the last real window's verdict
+    # 100 wrong labels of 160: the large-drop chart on labels is in alarm, and says so
+    chart = {"agent": "web", "evidence": "labels", "chart": "large"}
+    assert gateway_value(pushgateway, PREFIX + "cusum", **chart) >= gateway_value(pushgateway, PREFIX + "cusum_threshold", **chart)
+    assert gateway_value(pushgateway, PREFIX + "cusum_alarms_total", **chart) == 1
     assert gateway_value(pushgateway, PREFIX + "feedback_samples_total", agent="web") == 160
     assert gateway_value(pushgateway, PREFIX + "feedback_correct_total", agent="web") == 50
     with pytest.raises(ValueError, match=r"labels must be 4 class indices \(one per row\), got shape \(3,\)"):

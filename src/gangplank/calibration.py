@@ -11,15 +11,17 @@
 * The inputs are calibrated on ``n_simulations`` windows of ``window_size``
   rows drawn with replacement from a held-out quarter of the reference rows
   (no drift by construction), each compared with a profile of the other
-  rows: a per-feature PSI cut at the ``1 − feature_alpha`` quantile of that
-  feature's simulated PSI (at least ``min_feature_psi``), and the threshold
-  of the share of features over their cut at the empirical ``1 − α_input``
-  quantile, ``α_input = max(α, 10 / n_simulations)``: a rate the
-  simulations can reach. Input drift is a warning that must be sustained
-  over windows; pages come from the sequential rules. When that share
-  threshold would be 1 or more (a handful of features, where the share can
-  never exceed it), each feature is tested on its own instead (Bonferroni,
-  a moment-matched cut at ``α_input / d``) and the share threshold is 0.
+  rows. Half the windows set a per-feature PSI cut at the ``1 − feature_alpha``
+  quantile of that feature's simulated PSI (at least ``min_feature_psi``);
+  the other half set the threshold of the share of features over their cut
+  at its empirical ``1 − α_input`` quantile, ``α_input = max(α, 10 /
+  (n_simulations / 2))``: a rate the simulations can reach, judged on
+  windows the cuts were not fitted to. Input drift is a warning that must be
+  sustained over windows; pages come from the sequential rules. When that
+  share threshold would be crossed by one feature or never (a handful of
+  features), the window alarms when any feature passes its cut
+  scaled by the ``1 − α_input`` quantile of the largest scaled PSI (a
+  max-statistic test), and the share threshold is 0.
 * The estimate's signals are normal tests at ``α`` with the estimate's own
   standard error.
 
@@ -44,7 +46,6 @@ import numpy as np
 from scipy import special
 
 from . import count_null
-from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID
 from .comparison import SIGNALS, Thresholds, compare
@@ -103,7 +104,8 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
         window.add(_rows(batch, rng.choice(held_out, size=window_size, replace=True)))
         feature_psi.append(compare(baseline, never, window, window_size, settings.input_rows).input_psi)
     alpha = settings.false_alarm_rate / len(SIGNALS)
-    cuts, ratio_threshold = _input_thresholds(np.array(feature_psi), max(alpha, 10 / settings.n_simulations), settings)
+    input_alpha = min(0.05, max(alpha, 10 / (settings.n_simulations // 2)))
+    cuts, ratio_threshold = _input_thresholds(np.array(feature_psi), input_alpha, settings)
     confidence_cut, class_p_value = _count_thresholds(profile, window_size, alpha, settings.seed)
     return Thresholds(
         feature_psi=cuts,
@@ -136,18 +138,21 @@ def _count_thresholds(profile: Profile, window_size: int, alpha: float, seed: in
 
 
 def _input_thresholds(feature_psi: np.ndarray, alpha: float, settings: FitSettings) -> tuple[np.ndarray, float]:
+    """Per-feature cuts from the first half of the simulated windows, the window-level threshold from the
+    second half: judged on windows the cuts were not fitted to, so the threshold holds out of sample."""
     if feature_psi.shape[1] == 0:
         return np.zeros(0), np.inf
-    cuts = np.maximum(np.quantile(feature_psi, 1 - settings.feature_alpha, axis=0), settings.min_feature_psi)
-    ratios = (feature_psi > cuts).mean(axis=1)
-    ratio_threshold = max(count_null.upper_quantile(ratios, alpha), 2 * settings.feature_alpha)
-    if ratio_threshold < 1.0:
+    fit, check = feature_psi[::2], feature_psi[1::2]
+    cuts = np.maximum(np.quantile(fit, 1 - settings.feature_alpha, axis=0), settings.min_feature_psi)
+    ratio_threshold = max(count_null.upper_quantile((check > cuts).mean(axis=1), alpha), 2 * settings.feature_alpha)
+    if ratio_threshold * cuts.size >= 2:
         return cuts, ratio_threshold
-    # Too few (or too correlated) features for the share ever to cross its
-    # threshold: test each feature on its own (Bonferroni, alpha / d each).
-    d = cuts.size
-    bonferroni = [ds.moment_matched_threshold(feature_psi[:, j], alpha / d, floor=cuts[j]) for j in range(d)]
-    return np.array(bonferroni), 0.0
+    # Too few (or too correlated) features for a share of them to be a fine enough
+    # statistic (its threshold is reached by a single feature, or never): the window
+    # alarms when any feature passes its cut scaled by the (1 - alpha) quantile of the
+    # largest scaled PSI, a max-statistic test that needs no independence.
+    largest = (check / cuts).max(axis=1)
+    return cuts * max(count_null.upper_quantile(largest, alpha), 1.0), 0.0
 
 
 def _rows(batch: Batch, rows: np.ndarray) -> Batch:

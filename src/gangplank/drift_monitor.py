@@ -12,17 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from . import drift_metrics
+from .accuracy_charts import WINDOWS_PER_MONTH, AccuracyCharts, outcomes_per_month
 from .batch import Batch, as_ids
 from .comparison import WindowReport
 from .recent_windows import RecentWindows, labels_for_floor
 from .reference import DriftReference
 from .scoring_ids import DROPPED, ScoringIds
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
-from .validation import as_labels, as_probabilities
+from .validation import as_labels, as_predicted_classes
 
 INTERVAL_SMOOTHING = 0.2  # weight of the newest interval in window_interval_seconds
 WAKE_SAMPLES = 256  # the worker wakes when this many samples wait ...
 WAKE_SECONDS = 0.05  # ... or when the oldest has waited this long: few wake-ups, few numpy calls per sample
+COUNTS_SECONDS = 1.0  # counters that changed between windows are published at most this often (flush: at once)
 
 
 class DriftMonitor:
@@ -118,6 +120,8 @@ class DriftMonitor:
         feedback_max_age_seconds: float = 24 * 3600.0,
         max_pending_samples: int | None = None,
         max_wait_seconds: float = 1.0,
+        labels_per_window: int | None = None,
+        windows_per_month: float = WINDOWS_PER_MONTH,
     ):
         if not isinstance(reference, DriftReference):
             reference = DriftReference.load(reference)
@@ -134,6 +138,8 @@ class DriftMonitor:
             )
         if not 0 <= quality_floor <= 1 or int(min_feedback) < 1:
             raise ValueError("quality_floor must be in [0, 1] and min_feedback at least 1")
+        if labels_per_window is not None and not labels_per_window > 0 or not windows_per_month > 0:
+            raise ValueError("labels_per_window and windows_per_month must be positive")
         if not 0.5 <= window_size / reference.window_size <= 2:
             logger.warning(
                 "gangplank: windows of %d samples, but the reference was calibrated for %d: its thresholds "
@@ -144,7 +150,7 @@ class DriftMonitor:
             )
         if accuracy_tolerance is not None:
             reference = reference.with_thresholds(accuracy_tolerance=float(accuracy_tolerance))
-        reference = reference.with_thresholds(min_labelled=int(min_feedback))
+        reference = reference.with_thresholds(quality_floor=float(quality_floor))
         self.reference = reference
         self.agent = str(agent)
         self.window_size = int(window_size)
@@ -164,6 +170,18 @@ class DriftMonitor:
         # Owned by the worker thread alone (no lock): the window and what it adds up.
         self._window = reference.new_window()
         self._window_started = 0.0
+        self._window_first_row = 0  # the stream row (0, 1, … over the monitor's life) the open window starts at
+        self._rows_seen = 0  # stream rows the worker has taken
+        self._evidence = 0  # labels the charts took between windows (a change to publish)
+        self._charts = AccuracyCharts.of(
+            reference.accuracy,
+            reference.profile.labelled_rows,
+            tolerance=reference.thresholds.accuracy_tolerance,
+            labels_per_month=outcomes_per_month(labels_per_window or self.window_size, windows_per_month),
+            shadow_agreement=reference.shadow_agreement,
+            shadow_rows=reference.profile.shadow_rows,
+            shadow_per_month=outcomes_per_month(self.window_size, windows_per_month),
+        )
         self._totals = drift_metrics.Totals(reference.n_classes)
         labels_needed = labels_for_floor(reference.accuracy, self.quality_floor, self.min_feedback)
         self._recent = RecentWindows(recent_windows, labels_needed)
@@ -185,6 +203,7 @@ class DriftMonitor:
         self._feedback_dropped = 0  # labels of dropped samples
         self._errors = dict.fromkeys(drift_metrics.WORKER_STAGES, 0)
         self._error_kinds: set = set()  # (stage, exception type) already logged
+        self._accepted_rows = 0  # rows of batches queued so far: the next batch's first stream row
         self._received = 0  # items queued so far
         self._processed = 0  # items the worker has finished
         self._flushes_asked = 0  # flush() calls so far; the worker answers each with a pass ...
@@ -199,9 +218,12 @@ class DriftMonitor:
         self._worker.start()
 
     # -- what callers use ---------------------------------------------------
-    def observe(self, inputs, probabilities, labels=None, ids=None) -> None:
+    def observe(self, inputs, probabilities, labels=None, ids=None, *, shadow=None) -> None:
         """Add a batch: ``inputs`` (rows, features) or ``None``, ``probabilities``
-        (rows, classes), optionally the true ``labels`` (rows,) and scoring ``ids``.
+        (rows, classes), optionally the true ``labels`` (rows,), scoring ``ids``
+        and ``shadow``, a second, independently trained model's output for the
+        same rows (probabilities or classes; ``None`` skips it for this batch,
+        so a shadow model may see a sample of the traffic).
 
         Bad input raises ``ValueError`` before anything of the batch is
         recorded. Rows that are logits or do not sum to 1 are normalised and
@@ -210,12 +232,13 @@ class DriftMonitor:
         class, so that :meth:`feedback` can join labels to them later.
         """
         self._raise_known_failure()
-        batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False)
-        accepted = self._enqueue(batch, batch.rows)
+        batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False, shadow=shadow)
+        first_row = self._enqueue(batch, batch.rows)
         if batch.ids is not None:
             # Ids of a dropped batch are remembered as such: their labels are counted apart.
+            accepted = first_row is not None
             predicted = batch.probabilities.argmax(axis=1) if accepted else [DROPPED] * batch.rows
-            self.scoring_ids.remember(batch.ids, predicted)
+            self.scoring_ids.remember(batch.ids, predicted, first_row if accepted else -1)
 
     def feedback(self, labels, predictions=None, ids=None) -> int:
         """Add true labels that arrived later; returns how many were matched to a prediction.
@@ -226,8 +249,11 @@ class DriftMonitor:
         ``gangplank_predict_feedback_unmatched_total`` and skipped; ids of
         samples that were dropped in ``gangplank_predict_feedback_dropped_total``)
         or ``predictions`` (the probability rows the model gave, or predicted
-        class indices). Labels count towards the current window's accuracy
-        and per-class figures, not towards its sample count.
+        class indices). Labels joined by id count towards the window their
+        prediction was in (its accuracy and per-class figures while it is
+        open, the pooled recent accuracy and the totals once it closed); labels
+        with ``predictions`` towards the current window. Every label also feeds
+        the sequential accuracy charts, in the order labels arrive.
         """
         self._raise_known_failure()
         k = self.reference.n_classes
@@ -236,14 +262,16 @@ class DriftMonitor:
         if ids is not None:
             ids = as_ids(ids, len(ids) if not isinstance(ids, (str, int)) else 1)
             y = as_labels(labels, k, len(ids))
-            found, unmatched = self.scoring_ids.join(ids)
+            found, rows, unmatched = self.scoring_ids.join_rows(ids)
             keep = np.array([cls is not None and cls != DROPPED for cls in found], dtype=bool)
             predicted = np.array([cls for cls in found if cls is not None and cls != DROPPED], dtype=np.int64)
+            rows = np.array([row for row, kept in zip(rows, keep, strict=True) if kept], dtype=np.int64)
             of_dropped = sum(cls == DROPPED for cls in found)
             y = y[keep]
         else:
-            predicted = self._predicted_classes(predictions)
+            predicted = as_predicted_classes(predictions, k)
             y = as_labels(labels, k, predicted.shape[0])
+            rows = None
             unmatched = of_dropped = 0
         with self._cond:
             if self._stopping:
@@ -251,7 +279,7 @@ class DriftMonitor:
             self._unmatched += unmatched
             self._feedback_dropped += of_dropped
         if y.size or unmatched or of_dropped:
-            self._enqueue(("feedback", y, predicted), 0)
+            self._enqueue(("feedback", y, predicted, rows), 0)
         return int(y.size)
 
     def flush(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
@@ -338,8 +366,9 @@ class DriftMonitor:
         self.close()
 
     # -- the hand-over --------------------------------------------------------
-    def _enqueue(self, item, samples: int) -> bool:
-        """Hand ``item`` to the worker; ``False`` if it was dropped (and counted) instead."""
+    def _enqueue(self, item, samples: int) -> int | None:
+        """Hand ``item`` to the worker: the stream row its first sample is (the worker numbers
+        rows in the same order); ``None`` if it was dropped (and counted) instead."""
         with self._cond:
             if self._stopping:
                 raise RuntimeError("this DriftMonitor is closed")
@@ -347,7 +376,7 @@ class DriftMonitor:
                 self._wait_for_room(samples)
             if self._stopping or self._worker_done or not self._room_for(samples):
                 self._count_dropped(item)
-                return False
+                return None
             if not self._queue:
                 self._oldest_queued = time.monotonic()
             self._queue.append(item)
@@ -357,7 +386,9 @@ class DriftMonitor:
             # switch: it polls every WAKE_SECONDS, and is woken only for a full load.
             if not samples or self._queued_samples >= WAKE_SAMPLES:
                 self._cond.notify_all()
-            return True
+            first_row = self._accepted_rows
+            self._accepted_rows += samples
+            return first_row
 
     def _room_for(self, samples: int) -> bool:
         """Whether the queue takes ``samples`` more (under ``_cond``); an empty queue takes any batch."""
@@ -385,14 +416,6 @@ class DriftMonitor:
             self._feedback_dropped += 0 if item.labels is None else item.rows
         else:
             self._feedback_dropped += len(item[1])
-
-    def _predicted_classes(self, predictions) -> np.ndarray:
-        predictions = np.asarray(predictions)
-        k = self.reference.n_classes
-        one_probability_row = predictions.ndim == 1 and predictions.dtype.kind == "f" and predictions.size == k
-        if predictions.ndim == 2 or one_probability_row:
-            return as_probabilities(predictions, k)[0].argmax(axis=1)
-        return as_labels(predictions, k, predictions.shape[0] if predictions.ndim else 1)
 
     # -- the worker -------------------------------------------------------------
     def _run(self) -> None:
@@ -462,24 +485,28 @@ class DriftMonitor:
 
     def _process(self, item) -> None:
         if not isinstance(item, Batch):
-            _, labels, predicted = item
+            _, labels, predicted, rows = item
             try:
-                self._window.add_feedback(labels, predicted)
+                self._add_feedback(labels, predicted, rows)
             except Exception as error:
                 self._caught("process", error)
                 self._lost(0, labels.size)
             return
         if self._window_expired():
             self._close_window()
-        start = 0
+        start, first_row = 0, self._rows_seen
+        self._rows_seen += item.rows
         try:
             item = item.normalise()
             self._totals.probabilities_normalised += item.normalised
             while start < item.rows:
                 if not self._window.samples:
                     self._window_started = time.monotonic()  # window_seconds count from a window's first sample
+                    self._window_first_row = first_row + start
                 stop = start + min(item.rows - start, self.window_size - self._window.samples)
-                self._window.add(item[start:stop])
+                piece = item[start:stop]
+                self._window.add(piece)
+                self._add_outcomes(piece)
                 _let_callers_in()
                 if self._window.samples >= self.window_size:
                     self._close_window()
@@ -488,6 +515,29 @@ class DriftMonitor:
         except Exception as error:
             self._caught("process", error)
             self._lost(item.rows - start, 0 if item.labels is None else item.rows - start)
+
+    def _add_outcomes(self, batch: Batch) -> None:
+        """Feed the sequential charts a batch's labels (right or wrong) and shadow predictions (agreed or not)."""
+        if batch.labels is None and batch.shadow is None:
+            return
+        predicted = batch.probabilities.argmax(axis=1)
+        if batch.labels is not None:
+            self._charts.add("labels", batch.labels == predicted)
+        if batch.shadow is not None:
+            self._charts.add("shadow", batch.shadow == predicted)
+
+    def _add_feedback(self, labels: np.ndarray, predicted: np.ndarray, rows: np.ndarray | None) -> None:
+        """Labels that arrived later: to the window of their prediction, and to the charts."""
+        self._charts.add("labels", labels == predicted)
+        late = np.zeros(labels.size, dtype=bool) if rows is None else rows < self._window_first_row
+        self._window.add_feedback(labels[~late], predicted[~late])
+        if late.any():  # their windows closed: pooled recent accuracy and the totals
+            self._recent.credit(rows[late], labels[late] == predicted[late])
+            k = self.reference.n_classes
+            late_confusion = np.bincount(labels[late] * k + predicted[late], minlength=k * k).reshape(k, k)
+            self._totals.add_feedback(late_confusion)
+        self._evidence += labels.size
+        self._status = self._make_status()
 
     def _finish(self) -> None:
         if self._window.samples:
@@ -532,7 +582,8 @@ class DriftMonitor:
         )
         self._last_closed = now
         self._totals.add_window(report)
-        self._recent.add(report.signals, report.labelled, report.correct)
+        rows = (self._window_first_row, self._window_first_row + report.samples)
+        self._recent.add(report.signals, report.labelled, report.correct, rows)
         self._closed_at = time.time()
         self._status = self._make_status()
         self.last_report = report
@@ -570,16 +621,16 @@ class DriftMonitor:
         """The counters that change between windows (under ``_cond``)."""
         errors = sum(self._errors.values())
         normalised = self._totals.probabilities_normalised
-        return self._dropped, self._unmatched, self._feedback_dropped, errors, normalised
+        return self._dropped, self._unmatched, self._feedback_dropped, errors, normalised, self._evidence
 
     def _counts_stale(self, hurry: bool) -> bool:
         """Whether the counters changed since the last publish and are due (under ``_cond``).
 
-        Due at once when ``hurry`` (a flush, close), else ``WAKE_SECONDS`` after the last publish.
+        Due at once when ``hurry`` (a flush, close), else ``COUNTS_SECONDS`` after the last publish.
         """
         if self._counts() == self._published_counts:
             return False
-        return hurry or time.monotonic() - self._published_at >= WAKE_SECONDS
+        return hurry or time.monotonic() - self._published_at >= COUNTS_SECONDS
 
     def _caught(self, stage: str, error: Exception) -> None:
         """Count an exception the worker goes on after; log the first of each kind (stage and type)."""
@@ -617,6 +668,7 @@ class DriftMonitor:
             quality_floor=self.quality_floor,
             min_feedback=self.min_feedback,
             input_sampling_rate=1.0 / self.reference.input_stride,
+            charts=self._charts.states(),
         )
 
     def _window_expired(self) -> bool:

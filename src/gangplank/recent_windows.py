@@ -48,17 +48,34 @@ class RecentWindows:
         self.m = m
         self.labels_needed = labels_needed
         self._signals: deque[dict] = deque(maxlen=m)
-        self._feedback: deque[tuple[int, int]] = deque(maxlen=MAX_POOLED_WINDOWS)
+        # Per closed window: [first stream row, end row, labelled, correct]
+        self._feedback: deque[list[int]] = deque(maxlen=MAX_POOLED_WINDOWS)
 
-    def add(self, signals: dict, labelled: int = 0, correct: int = 0) -> None:
+    def add(self, signals: dict, labelled: int = 0, correct: int = 0, rows: tuple[int, int] = (-1, -1)) -> None:
+        """A closed window: its signals, its labels, and the stream rows ``[first, end)`` it held."""
         self._signals.append(dict(signals))
-        if labelled:
-            self._feedback.append((labelled, correct))
+        self._feedback.append([rows[0], rows[1], labelled, correct])
 
     def add_feedback(self, labelled: int, correct: int) -> None:
-        """Labels that arrived after the last window closed."""
+        """Labels that arrived after the last window closed, for predictions of no known window."""
         if labelled:
-            self._feedback.append((labelled, correct))
+            self._feedback.append([-1, -1, labelled, correct])
+
+    def credit(self, rows: np.ndarray, correct: np.ndarray) -> None:
+        """Labels of predictions in closed windows (by stream row), credited to those windows.
+
+        Rows older than every remembered window are left out of the pool (the totals have them).
+        """
+        windows = [entry for entry in self._feedback if entry[0] >= 0]
+        if not windows:
+            return
+        ends = np.array([entry[1] for entry in windows])
+        index = np.searchsorted(ends, rows, side="right")
+        for i in np.unique(index[index < len(windows)]):
+            mine = index == i
+            inside = mine & (rows >= windows[i][0])
+            windows[i][2] += int(inside.sum())
+            windows[i][3] += int(correct[inside].sum())
 
     @property
     def windows(self) -> int:
@@ -78,7 +95,7 @@ class RecentWindows:
         floor rule cannot fire on too few.
         """
         labelled = correct = 0
-        for window_labelled, window_correct in reversed(self._feedback):
+        for _, _, window_labelled, window_correct in reversed(self._feedback):
             labelled += window_labelled
             correct += window_correct
             if labelled >= self.labels_needed:

@@ -165,7 +165,8 @@ def read(path) -> tuple[dict, dict]:
         raise ReferenceFormatError(f"{path} is not a gangplank drift reference (format {got!r}, expected {FORMAT!r})")
     if header.get("version") not in READABLE_VERSIONS:
         raise ReferenceFormatError(
-            f"{path} has reference format version {header.get('version')!r}; this gangplank reads versions 1 and 2"
+            f"{path} has reference format version {header.get('version')!r}; this gangplank reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}"
         )
     try:
         _check(header, arrays)

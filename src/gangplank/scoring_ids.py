@@ -34,15 +34,16 @@ class ScoringIds:
             raise ValueError("feedback_max_ids must be at least 1 and feedback_max_age_seconds positive")
         self.max_ids = int(max_ids)
         self.max_age_seconds = float(max_age_seconds)
-        self._predicted: OrderedDict = OrderedDict()  # id -> (predicted class, monotonic time)
+        self._predicted: OrderedDict = OrderedDict()  # id -> (monotonic time, predicted class, stream row)
         self._lock = threading.Lock()
 
-    def remember(self, ids: Sequence, predicted: Sequence[int]) -> None:
+    def remember(self, ids: Sequence, predicted: Sequence[int], first_row: int = -1) -> None:
+        """Remember each id's predicted class, and its row in the monitor's stream (``first_row``, the next, …)."""
         now = time.monotonic()
         with self._lock:
-            for scoring_id, cls in zip(ids, predicted, strict=True):
+            for row, (scoring_id, cls) in enumerate(zip(ids, predicted, strict=True), start=first_row):
                 self._predicted.pop(scoring_id, None)
-                self._predicted[scoring_id] = (int(cls), now)
+                self._predicted[scoring_id] = (now, int(cls), row if first_row >= 0 else -1)
             while len(self._predicted) > self.max_ids:
                 self._predicted.popitem(last=False)
             self._expire(now)
@@ -50,11 +51,17 @@ class ScoringIds:
     def join(self, ids: Sequence) -> tuple[list, int]:
         """The predicted class of each id (``None`` if unknown or expired, :data:`DROPPED` if its batch was
         dropped), and how many were unmatched (``None``)."""
+        found, _, unmatched = self.join_rows(ids)
+        return found, unmatched
+
+    def join_rows(self, ids: Sequence) -> tuple[list, list, int]:
+        """Like :meth:`join`, with each id's stream row too (``None`` where the class is)."""
         now = time.monotonic()
         with self._lock:
             self._expire(now)
-            found = [self._predicted.pop(scoring_id, (None,))[0] for scoring_id in ids]
-        return found, sum(cls is None for cls in found)
+            entries = [self._predicted.pop(scoring_id, (None, None, None)) for scoring_id in ids]
+        found = [entry[1] for entry in entries]
+        return found, [entry[2] for entry in entries], sum(cls is None for cls in found)
 
     def __len__(self) -> int:
         return len(self._predicted)
@@ -63,6 +70,6 @@ class ScoringIds:
         oldest = now - self.max_age_seconds
         while self._predicted:
             first = next(iter(self._predicted.values()))
-            if first[1] >= oldest:
+            if first[0] >= oldest:
                 return
             self._predicted.popitem(last=False)

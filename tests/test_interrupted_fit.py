@@ -14,7 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from gangplank_devtools import value
+from gangplank_devtools import counting_handler, value
 
 from tests.gateway_tools import ROOT
 
@@ -102,8 +102,6 @@ def test_a_caught_fit_failure_is_published_as_not_running_at_close(
 
 def test_a_completed_fit_is_not_republished_at_close(pushgateway, scrape, make_exporter, make_model, data):
     calls: list = []
-    from gangplank_devtools import counting_handler
-
     x, y = data
     exporter = make_exporter(pushgateway.address, "done", handler=counting_handler(calls))
     make_model().fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[exporter])

@@ -37,7 +37,8 @@ def make_exporter():
     """``make_exporter(address, job, **kwargs)``: a TrainTestExporter whose sender is closed after the test.
 
     Closing (with a short flush) keeps a test's background sender from
-    retrying against a dead address, or delaying interpreter exit, after it.
+    retrying against a dead address, or delaying interpreter exit, after it;
+    the exporter's own close also ends a fit the test left raised.
     """
     from gangplank import TrainTestExporter
 
@@ -50,7 +51,7 @@ def make_exporter():
 
     yield make
     for exporter in made:
-        exporter.sender.close(timeout=0.2)
+        exporter.close(timeout=0.2)
 
 
 @pytest.fixture

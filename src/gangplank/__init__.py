@@ -6,12 +6,14 @@ Example:
     >>> model.fit(x, y, callbacks=[exporter])  # doctest: +SKIP
 
 The callbacks import Keras; they are loaded on first use, so the statistics
-load without it.
+load without it. Keras's ``load_model`` still finds gangplank's metrics in any
+process that imported gangplank (see :mod:`gangplank.keras_registration`).
 """
 
 from importlib import import_module
 
 from .errors import GangplankError, PushError, ReferenceFormatError
+from .keras_registration import register_with_keras
 from .weights import HISTOGRAM_WEIGHT_BUCKETS_0_3, HISTOGRAM_WEIGHT_BUCKETS_1_0
 
 __version__ = "1.0.0.dev0"
@@ -25,6 +27,7 @@ _LAZY = {
     "WindowReport": ".reference",
     "PushSettings": ".transport",
 }
+_SUBMODULES = {"metrics"}
 
 __all__ = [
     "ConfusionMatrix",
@@ -43,7 +46,12 @@ __all__ = [
 ]
 
 
+register_with_keras()
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return import_module("." + name, __name__)
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name], __name__), name)
         globals()[name] = value
@@ -52,4 +60,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(__all__)
+    return sorted([*__all__, *_SUBMODULES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import numbers
 import time
@@ -14,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from . import metric_schema
 from .metrics import ConfusionMatrix
 from .naming import unique_names
+from .process_rank import ProcessRank, current_process
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
 from .weights import WeightHistogram
 
@@ -83,6 +85,12 @@ class TrainTestExporter(keras.callbacks.Callback):
         basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth
             (or write them in the address: ``https://user:pw@host:9091``).
         ca_file: CA bundle that signed an ``https://`` gateway's certificate.
+        every_process: in a multi-process run (``RANK``/``WORLD_SIZE`` set by
+            ``torchrun``, or ``jax.process_count() > 1``) only rank 0 exports
+            by default; ``True`` makes every process push, each into its own
+            group ``instance="rank-<rank>"`` (unless ``grouping_key`` gives an
+            ``instance``). Create the exporter after
+            ``jax.distributed.initialize``.
 
     Example:
         >>> exporter = TrainTestExporter("127.0.0.1:9091", "mnist")
@@ -105,6 +113,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         timeout: float = DEFAULT_TIMEOUT,
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | None = None,
+        every_process: bool = False,
     ):
         super().__init__()
         if isinstance(metrics, str):
@@ -112,7 +121,16 @@ class TrainTestExporter(keras.callbacks.Callback):
         self.metrics = None if metrics is None else list(metrics)
         self.histogram_buckets = None if histogram_buckets is None else tuple(histogram_buckets)
         self.ignore_exceptions = ignore_exceptions
-        self.publisher = Publisher(PushSettings.of(pgw_addr, handler, timeout, basic_auth, ca_file), job, grouping_key)
+        self.every_process = bool(every_process)
+        self.process: ProcessRank | None = current_process()
+        process = self.process
+        self.exports = self.every_process or process is None or process.rank == 0
+        group = dict(grouping_key or {})
+        if self.every_process and process is not None:
+            group.setdefault("instance", f"rank-{process.rank}")
+        self.publisher = Publisher(PushSettings.of(pgw_addr, handler, timeout, basic_auth, ca_file), job, group)
+        if process is not None and not self.exports:
+            logger.info("gangplank: process %d of %d exports nothing (rank 0 does)", process.rank, process.world_size)
         self._warned: set[str] = set()
         self._phase: str | None = None
         self._started = 0.0
@@ -123,13 +141,10 @@ class TrainTestExporter(keras.callbacks.Callback):
     def set_params(self, params):
         # Keras makes a new CallbackList, and so calls set_params, at the start
         # of every fit / evaluate / predict; validation inside fit reuses fit's
-        # list. A fit that ended in an exception (an aborted run, a PushError,
-        # Ctrl-C) never calls on_train_end: close it here, so that it does not
-        # read as running and the next evaluate is not taken for validation.
+        # list. A fit that raised is ended here, so that the next evaluate is
+        # not taken for its validation.
         super().set_params(params)
-        if self._phase == "train":
-            self._phase = None
-            self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, elapsed=self._elapsed)
+        self._end_interrupted_fit()
         self._phase = None
 
     @property
@@ -140,9 +155,11 @@ class TrainTestExporter(keras.callbacks.Callback):
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending, waiting at most ``timeout`` seconds (default: the push timeout).
 
-        Optional: at interpreter exit gangplank flushes anyway. Returns whether
-        everything reached the gateway; the exporter can still be used after.
+        Optional: at interpreter exit gangplank flushes anyway. A ``fit`` that
+        raised is published as not running first. Returns whether everything
+        reached the gateway; the exporter can still be used after.
         """
+        self._end_interrupted_fit()
         return self.publisher.close(self.publisher.timeout if timeout is None else timeout)
 
     # -- scrape -------------------------------------------------------------
@@ -156,6 +173,7 @@ class TrainTestExporter(keras.callbacks.Callback):
     # -- fit --------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._begin("train")
+        _open_fits.add(self)
         self._publish("train", {}, epochs=0, running=True)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -164,6 +182,7 @@ class TrainTestExporter(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._phase = None
+        _open_fits.discard(self)
         self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, final=True)
 
     # -- evaluate (validation inside fit calls these too: ignored) --------
@@ -176,6 +195,21 @@ class TrainTestExporter(keras.callbacks.Callback):
             self._phase = None
             self._publish("test", logs or {}, final=True)
 
+    # -- a fit that raised ---------------------------------------------------
+    def _end_interrupted_fit(self) -> None:
+        """Publish a fit that never reached ``on_train_end`` (it raised) as over: ``running`` 0.
+
+        Keras has no callback for a ``fit`` that raises (a callback, the data,
+        a :class:`PushError`, Ctrl-C). It is ended at the next ``fit`` /
+        ``evaluate`` / ``predict`` with this exporter, at :meth:`close`, or at
+        interpreter exit, whichever comes first.
+        """
+        if self._phase != "train":
+            return
+        self._phase = None
+        _open_fits.discard(self)
+        self._publish("train", self._last_logs, epochs=self._epochs_done, running=False, elapsed=self._elapsed)
+
     # -- the glue -----------------------------------------------------------
     def _begin(self, phase: str) -> None:
         self._phase = phase
@@ -184,6 +218,8 @@ class TrainTestExporter(keras.callbacks.Callback):
         self._last_logs = {}
 
     def _publish(self, phase, logs, epochs=None, running=None, final=False, elapsed=None):
+        if not self.exports:
+            return
         if elapsed is None:
             elapsed = time.monotonic() - self._started
         if phase == "train":
@@ -269,6 +305,23 @@ class TrainTestExporter(keras.callbacks.Callback):
     def _raise_known_failure(self) -> None:
         if not self.ignore_exceptions and self.publisher.last_error is not None:
             raise self.publisher.last_error
+
+
+# Exporters whose fit has begun and not ended. Held strongly: an exporter that
+# goes away with the traceback of its fit must still end it at exit.
+_open_fits: set[TrainTestExporter] = set()
+
+
+def _end_interrupted_fits() -> None:
+    for exporter in list(_open_fits):
+        try:
+            exporter._end_interrupted_fit()
+        except Exception as error:  # noqa: BLE001 - at exit, the other exporters still get their turn
+            logger.warning("gangplank: could not publish the end of an interrupted fit: %s", error)
+
+
+# Registered after the transport's exit flush (imported above), so it runs before it and the flush delivers it.
+atexit.register(_end_interrupted_fits)
 
 
 def _as_array(value) -> np.ndarray | None:

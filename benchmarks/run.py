@@ -36,6 +36,13 @@ Benchmarks (issue 5), one module each:
                realised accuracy per window (MAE, bias, firing rate) on five
                MNIST streams and a tabular set, and NannyML's CBPE on the same
                windows (its own venv under benchmarks/.vendor, a subprocess).
+``alerts``     (bench_alerts.py) the shipped alert rules replayed with promtool
+               on a push-less monitor's own output, one window a minute
+               (tests/rule_replay.py): on the MNIST streams of issue 16 (two
+               MLPs, tests/mnist_streams.py) and the tabular set, with labels
+               on 100/50/10/0 % of rows, with and without a shadow model: the
+               window of the first page and warning, and page/warning onsets
+               over many clean windows; NannyML CBPE's alerts on the same windows.
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -64,7 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # ``benchmarks`` as a package when run as a script
 
-from benchmarks.common import GP05_VERSION, HERE, load_gp05, loadavg, machine_info  # noqa: E402  (sets env defaults first)
+from benchmarks.bench_alerts import bench_alerts, report_alerts  # noqa: E402
 from benchmarks.bench_detection import bench_detection, report_detection  # noqa: E402
 from benchmarks.bench_drift import bench_drift, report_drift  # noqa: E402
 from benchmarks.bench_estimate import bench_estimate, report_estimate  # noqa: E402
@@ -72,6 +79,7 @@ from benchmarks.bench_histogram import bench_histogram, report_histogram  # noqa
 from benchmarks.bench_hook import bench_hook, report_hook  # noqa: E402
 from benchmarks.bench_memory import bench_memory, memory_child, report_memory  # noqa: E402
 from benchmarks.bench_serving import bench_serving, report_serving  # noqa: E402
+from benchmarks.common import GP05_VERSION, HERE, load_gp05, loadavg, machine_info  # noqa: E402  (sets env defaults first)
 from benchmarks.data import Data  # noqa: E402
 
 RUNNERS = {
@@ -82,6 +90,7 @@ RUNNERS = {
     "detection": (bench_detection, report_detection),
     "serving": (bench_serving, report_serving),
     "estimate": (bench_estimate, report_estimate),
+    "alerts": (bench_alerts, report_alerts),
 }
 BENCHMARKS = tuple(RUNNERS)
 
@@ -111,14 +120,21 @@ class Context:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
-                        help=f"which to run: {', '.join(BENCHMARKS)} or all (default all)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (smoke test); figures are not representative")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="BENCHMARK", help=f"which to run: {', '.join(BENCHMARKS)} or all (default all)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and few repeats (smoke test); figures are not representative"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="override the number of alternating repeats")
     parser.add_argument("--json", default=str(HERE / ".cache" / "last-run.json"), help="where to write the raw results")
     parser.add_argument("--cache-dir", default=str(HERE / ".cache"), help="trained models, predictions, references")
-    parser.add_argument("--vendor-dir", default=str(HERE / ".vendor"), help="where gangplank 0.5.0 is installed with pip --target")
+    parser.add_argument(
+        "--vendor-dir", default=str(HERE / ".vendor"), help="where gangplank 0.5.0 is installed with pip --target"
+    )
     parser.add_argument("--no-gp05", action="store_true", help="skip the gangplank 0.5.0 side")
     parser.add_argument("--skip-30s", action="store_true", help="skip the one 0.5 call with its real 30 s timeout")
     if argv is None:
@@ -141,9 +157,17 @@ def main(argv=None):
         ctx.log(f"gangplank {GP05_VERSION} side skipped: {ctx.gp05_reason}")
     info = machine_info()
     command = "python benchmarks/run.py " + " ".join(argv)
-    results = {"meta": {**info, "command": command.strip(), "quick": args.quick,
-                        "gp05": None if ctx.gp05 is None else {"version": GP05_VERSION, "path": str(Path(ctx.gp05.__file__).parent)},
-                        "gp05_skipped": ctx.gp05_reason}}
+    results = {
+        "meta": {
+            **info,
+            "command": command.strip(),
+            "quick": args.quick,
+            "gp05": None
+            if ctx.gp05 is None
+            else {"version": GP05_VERSION, "path": str(Path(ctx.gp05.__file__).parent)},
+            "gp05_skipped": ctx.gp05_reason,
+        }
+    }
     sections = []
     with start_pushgateway() as gateway:
         ctx.gateway = gateway
@@ -153,8 +177,10 @@ def main(argv=None):
             results[name] = bench(ctx)
             results[name]["wall_s"] = time.perf_counter() - start
             results[name]["loadavg"] = [load, loadavg()]
-            sections.append(report(results[name]) + f"\n- 1-minute load average (2 cores) at start / end of this benchmark: "
-                            f"{(load or ['?'])[0]} / {(loadavg() or ['?'])[0]}; wall time {results[name]['wall_s']:.0f} s.")
+            sections.append(
+                report(results[name]) + f"\n- 1-minute load average (2 cores) at start / end of this benchmark: "
+                f"{(load or ['?'])[0]} / {(loadavg() or ['?'])[0]}; wall time {results[name]['wall_s']:.0f} s."
+            )
             print(sections[-1] + "\n", flush=True)
     if ctx._data is not None:
         results["meta"]["training_seconds_this_run"] = ctx._data.train_seconds

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/run.py (and the bench_*.py modules it runs): every benchmark runs in --quick mode and produces results.
+"""Smoke test of benchmarks/run.py (and the bench_*.py modules it runs): every benchmark runs in --quick mode.
 
 No timing assertions: the figures of a --quick run on a shared machine mean
 nothing. It checks that each benchmark ran, that both sides of every
@@ -36,14 +36,20 @@ def quick_run(tmp_path_factory):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GANGPLANK_EXIT_FLUSH_SECONDS": "0"}
     done = subprocess.run(
         [sys.executable, str(RUNNER), "all", "--quick", "--json", str(out), "--cache-dir", str(tmp / "cache")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,  # a hang guard, not a timing check
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,  # a hang guard, not a timing check
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(out.read_text()), done.stdout
 
 
 def test_help_runs_from_the_repo_root():
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for option in ("--quick", "--json", "BENCHMARK"):
         assert option in done.stdout
@@ -51,11 +57,11 @@ def test_help_runs_from_the_repo_root():
 
 def test_every_benchmark_ran_and_printed_its_table(quick_run):
     results, stdout = quick_run
-    for name in ("histogram", "hook", "drift", "memory", "detection", "estimate"):
+    for name in ("histogram", "hook", "drift", "memory", "detection", "estimate", "alerts"):
         assert results[name]["status"] == "ok"
     headings = ("### 1. Weight histogram", "### 2. One epoch-end hook", "### 3. Drift", "### 4. Memory")
     headings += ("### 5. Detection",)
-    for heading in (*headings, "#### Sustained signals", "### Estimate:"):
+    for heading in (*headings, "#### Sustained signals", "### Estimate:", "### Alerts:"):
         assert heading in stdout
     meta = results["meta"]
     assert meta["quick"] is True
@@ -115,7 +121,14 @@ def test_detection_covers_every_scenario_and_rule(quick_run):
     scenarios = results["detection"]["scenarios"]
     assert set(scenarios) == {"correct", "inverted pixels", "wrong model"}
     for scenario in scenarios.values():
-        for rule in ("ours", "ours_with_labels", "gp05_faithful", "gp05_window_uniform", "gp05_window_train_shares", "gp05_own_batches"):
+        for rule in (
+            "ours",
+            "ours_with_labels",
+            "gp05_faithful",
+            "gp05_window_uniform",
+            "gp05_window_train_shares",
+            "gp05_own_batches",
+        ):
             outcome = scenario["rules"][rule]
             assert outcome["windows"] == outcome["streams"] * scenario["windows_per_stream"] > 0
             assert 0 <= outcome["alarms_per_100_windows"] <= 100
@@ -130,6 +143,27 @@ def test_estimate_covers_every_stream_and_window(quick_run):
         assert 0 <= row["ours_mae"] <= 1 and 0 <= row["ours_fired_rate"] <= 1
         assert ("cbpe_mae" in row) == (estimate["cbpe"]["status"] == "ok")
     assert estimate["cbpe"]["status"] == "ok" or estimate["cbpe"]["reason"]  # --quick never installs NannyML
+
+
+def test_alerts_replayed_every_stream_label_share_and_shadow_setting(quick_run):
+    results, _ = quick_run
+    alerts = results["alerts"]
+    assert "GangplankModelDegraded" in alerts["alerts"] and "GangplankDataDrift" in alerts["alerts"]
+    shadows = {False, True} if alerts["shadow_supported"] else {False}
+    streams = {("mnist", s) for s in ("clean", "halved", "silently_wrong", "inverted")}
+    streams |= {("tabular", s) for s in ("clean", "silently_wrong", "shift_used_feature", "shift_unused_feature")}
+    runs = {(r["group"], r["stream"], r["label_share"], r["shadow"]): r for r in alerts["runs"]}
+    assert set(runs) == {(*g, share, shadow) for g in streams for share in (1.0, 0.5, 0.1, 0.0) for shadow in shadows}
+    for (_, stream, _, _), run in runs.items():
+        assert run["windows"] == alerts["clean_windows" if stream == "clean" else "detect_windows"]
+        assert run["first_page"] is None or 1 <= run["first_page"] <= run["windows"]
+        assert 0 <= run["page_onsets"] <= run["page_windows"] <= run["windows"]
+    # Inverted pixels with every label page: the replay reads the rules' answer, not a constant.
+    assert all(runs[("mnist", "inverted", 1.0, shadow)]["first_page"] is not None for shadow in shadows)
+    cbpe = alerts["cbpe"]
+    assert cbpe["status"] == "ok" or cbpe["reason"]
+    if cbpe["status"] == "ok":
+        assert {(r["group"], r["stream"]) for r in cbpe["rows"]} == streams
 
 
 def test_sustained_rates_and_delays_for_every_configuration(quick_run):

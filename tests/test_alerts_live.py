@@ -89,8 +89,15 @@ def stack(receiver, tmp_path_factory):
         yield running
 
 
-def push_agent(stack, agent: str, recent: dict[str, int], **gauges: float) -> None:
-    """Replace an agent's group with its settings, drift_signal_recent per signal and the given gauges."""
+def push_agent(
+    stack,
+    agent: str,
+    recent: dict[str, int],
+    charts: dict[tuple[str, str], tuple[float, float]] | None = None,
+    **gauges: float,
+) -> None:
+    """Replace an agent's group with its settings, drift_signal_recent per signal, its sequential charts
+    (``{(evidence, chart): (cusum, threshold)}``) and the given gauges."""
     registry = CollectorRegistry()
     values = {
         "sustained_windows": 3,
@@ -108,8 +115,14 @@ def push_agent(stack, agent: str, recent: dict[str, int], **gauges: float) -> No
         ["signal"],
         registry=registry,
     )
-    for signal in ("input", "prediction", "confidence", "accuracy", "estimated_accuracy"):
+    for signal in ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor"):
         signals.labels(signal).set(recent.get(signal, 0))
+    if charts:
+        cusum = Gauge("gangplank_predict_cusum", "evidence", ["evidence", "chart"], registry=registry)
+        threshold = Gauge("gangplank_predict_cusum_threshold", "threshold", ["evidence", "chart"], registry=registry)
+        for (evidence, chart), (value, at) in charts.items():
+            cusum.labels(evidence, chart).set(value)
+            threshold.labels(evidence, chart).set(at)
     push_to_gateway(stack.pushgateway.address, job=JOB, registry=registry, grouping_key={"agent": agent})
 
 
@@ -127,39 +140,74 @@ def prometheus_alerts(stack, alertname: str | None = None, job: str | None = JOB
     ]
 
 
+def alertmanager_state(stack, alertname: str, agent: str) -> str | None:
+    """Alertmanager's state of one alert of job JOB ("active", "suppressed"), None if it does not have it."""
+    url = f"{stack.alertmanager.url}/api/v2/alerts?filter=job%3D%22{JOB}%22"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        alerts = json.loads(response.read())
+    states = [
+        a["status"]["state"] for a in alerts if (a["labels"]["alertname"], a["labels"]["agent"]) == (alertname, agent)
+    ]
+    return states[0] if states else None
+
+
 def test_critical_pages_warning_chats_healthy_stays_quiet_and_retired_resolves(stack, receiver):
-    push_agent(stack, "degraded", {"estimated_accuracy": 4}, estimated_accuracy=0.41, reference_accuracy=0.98)
+    chart_in_alarm = {("labels", "small"): (9.5, 9.21)}
+    push_agent(
+        stack, "degraded", {"estimated_accuracy": 4}, chart_in_alarm, estimated_accuracy=0.41, reference_accuracy=0.98
+    )
+    push_agent(stack, "under-confident", {"estimated_accuracy": 5}, estimated_accuracy=0.9, reference_accuracy=0.95)
     push_agent(stack, "drifting", {"input": 5, "confidence": 1})
-    push_agent(stack, "noisy", {"input": 1, "accuracy": 1})  # one noisy window of each kind
-    push_agent(stack, "healthy", {}, recent_feedback_accuracy=0.9, recent_feedback_samples=200, reference_accuracy=0.9)
+    push_agent(stack, "noisy", {"input": 1, "estimated_accuracy": 1, "estimated_floor": 1})  # one noisy window each
+    push_agent(
+        stack,
+        "healthy",
+        {},
+        {("labels", "small"): (0.0, 9.21)},
+        recent_feedback_accuracy=0.9,
+        recent_feedback_samples=200,
+        reference_accuracy=0.9,
+    )
 
     expected = {
         ("/page", "page", "GangplankModelDegraded", "degraded"),
         ("/chat", "chat", "GangplankDataDrift", "drifting"),
+        ("/chat", "chat", "GangplankAccuracyEstimateLow", "under-confident"),
     }
     assert wait_for(lambda: receiver.alerts("firing") >= expected, TIMEOUT), receiver.notifications()
-    assert receiver.alerts() == expected  # nothing for the noisy and the healthy agent, nothing misrouted
     firing = {
         (a["labels"]["alertname"], a["labels"]["agent"], a["labels"]["severity"]) for a in prometheus_alerts(stack)
     }
-    assert firing == {("GangplankModelDegraded", "degraded", "critical"), ("GangplankDataDrift", "drifting", "warning")}
+    assert firing == {
+        ("GangplankModelDegraded", "degraded", "critical"),
+        ("GangplankAccuracyEstimateLow", "degraded", "warning"),  # Prometheus fires it, Alertmanager inhibits it
+        ("GangplankAccuracyEstimateLow", "under-confident", "warning"),
+        ("GangplankDataDrift", "drifting", "warning"),
+    }
+    assert wait_for(lambda: alertmanager_state(stack, "GangplankAccuracyEstimateLow", "degraded") == "suppressed", 10)
+    assert receiver.alerts() == expected  # nothing for the noisy and the healthy agent, nothing inhibited or misrouted
 
     page = next(
         a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankModelDegraded"
     )
-    assert "Sustained accuracy signals: estimated_accuracy." in page["annotations"]["description"]
-    assert "estimated 41%, reference 98%" in page["annotations"]["description"]
+    assert "Charts in alarm: labels/small." in page["annotations"]["description"]
+    assert "estimated from confidence 41%" in page["annotations"]["description"]
+    assert "reference 98%" in page["annotations"]["description"]
     assert page["annotations"]["runbook_url"].endswith("README.md#runbook-gangplankmodeldegraded")
     chat = next(
         a for n in receiver.notifications() for a in n["alerts"] if a["labels"]["alertname"] == "GangplankDataDrift"
     )
     assert "signals: input." in chat["annotations"]["description"]  # confidence fired in 1 window only
 
-    # Retiring both agents (their groups deleted) resolves their alerts, and nothing new fires.
-    delete_agent(stack, "degraded")
-    delete_agent(stack, "drifting")
-    assert wait_for(lambda: not prometheus_alerts(stack), TIMEOUT), prometheus_alerts(stack)
-    assert wait_for(lambda: receiver.alerts("resolved") == expected, TIMEOUT), receiver.notifications()
+    # Retiring the agents (their groups deleted) resolves the warnings at once; the page is kept for its
+    # keep_firing_for (10 minutes, the unit tests pin that), and nothing new fires.
+    for agent in ("degraded", "drifting", "under-confident"):
+        delete_agent(stack, agent)
+    warnings = expected - {("/page", "page", "GangplankModelDegraded", "degraded")}
+    assert wait_for(lambda: receiver.alerts("resolved") == warnings, TIMEOUT), receiver.notifications()
+    assert {(a["labels"]["alertname"], a["labels"]["agent"]) for a in prometheus_alerts(stack)} == {
+        ("GangplankModelDegraded", "degraded")
+    }
 
 
 def test_a_killed_pushgateway_is_noticed(stack):

@@ -74,6 +74,15 @@ PRODUCTION_METRICS = {
     "gangplank_predict_samples_dropped_total",
     "gangplank_predict_feedback_unmatched_total",
     "gangplank_predict_input_sampling_rate",
+    "gangplank_predict_cusum",
+    "gangplank_predict_cusum_threshold",
+    "gangplank_predict_cusum_alarms_total",
+    "gangplank_predict_estimated_accuracy_error",
+    "gangplank_predict_shadow_estimated_accuracy",
+    "gangplank_predict_shadow_agreement",
+    "gangplank_predict_reference_shadow_agreement",
+    "gangplank_predict_shadow_agreed_total",
+    "gangplank_predict_shadow_samples_total",
 }
 RECORDING_RULES = {
     "gangplank:predict_samples:rate5m",
@@ -149,7 +158,8 @@ def test_roundtrip_catches_a_misspelled_key():
 # -- live: real runs into the local stack -------------------------------------------
 @pytest.fixture(scope="module")
 def trained(local_stack):
-    """A tiny real fit (with validation) and evaluate pushed as job dash-train, with per-class F1 and a confusion matrix."""
+    """A tiny real fit (with validation) and evaluate pushed as job dash-train,
+    with per-class F1 and a confusion matrix."""
     import keras
 
     from gangplank.metrics import ConfusionMatrix
@@ -202,7 +212,8 @@ def test_live_check_catches_broken_queries(trained):
 @pytest.fixture(scope="module")
 def drifted(local_stack):
     """A real drift fleet, job dash-prod, agent a1: replica r0 sees 2 reference-like windows then 4 drifted ones
-    (shifted inputs, wrong answers), replica r1 stays clean. Each window is seen by Prometheus before the next."""
+    (shifted inputs, wrong answers), replica r1 stays clean. A shadow model (the same logits with their own noise)
+    scores every row. Each window is seen by Prometheus before the next."""
     rng = np.random.default_rng(2)
     url = local_stack.prometheus.url
 
@@ -211,10 +222,12 @@ def drifted(local_stack):
         logits = np.column_stack([x[:, 0], x[:, 1], -x[:, 0] - x[:, 1]]) + np.array([skew, 0.0, 0.0])
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         y = rng.integers(0, 3, size=n) if skew else p.argmax(axis=1)
-        return x, p, y
+        shadow_logits = logits - np.array([skew, 0.0, 0.0]) + rng.normal(scale=0.5, size=logits.shape)
+        shadow = np.exp(shadow_logits) / np.exp(shadow_logits).sum(axis=1, keepdims=True)
+        return x, p, y, shadow
 
-    x_ref, p_ref, y_ref = batch(2000)
-    ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref, window_size=50)
+    x_ref, p_ref, y_ref, s_ref = batch(2000)
+    ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref, window_size=50, shadow=s_ref)
     monitors = {
         name: gangplank.DriftMonitor(
             local_stack.pushgateway.address,
@@ -229,8 +242,8 @@ def drifted(local_stack):
     plan = {"r0": [(0.0, 0.0)] * 2 + [(2.0, 3.0)] * 4, "r1": [(0.0, 0.0)] * 6}
     for i in range(6):
         for name, monitor in monitors.items():
-            x, p, y = batch(50, *plan[name][i])
-            monitor.observe(x, p, labels=y)
+            x, p, y, shadow = batch(50, *plan[name][i])
+            monitor.observe(x, p, labels=y, shadow=shadow)
             monitor.flush(timeout=30)
         for name in monitors:  # counters must rise between scrapes for rate() and increase()
             expr = f'gangplank_predict_windows_total{{job="dash-prod",agent="a1",instance="{name}"}} >= {i + 1}'

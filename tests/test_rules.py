@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
+from gangplank_devtools import Service, free_port, wait_for
+from gangplank_devtools.processes import find_binary
 
 from tests.stack_tools import DEPLOY, METRIC_CONTRACT, metric_names
 
@@ -18,6 +21,7 @@ RULE_TESTS = sorted((DEPLOY / "rules/tests").glob("*.test.yml"))
 SEVERITIES = {
     "GangplankModelDegraded": "critical",
     "GangplankPushgatewayDown": "critical",
+    "GangplankAccuracyEstimateLow": "warning",
     "GangplankDataDrift": "warning",
     "GangplankAgentSilent": "warning",
     "GangplankPushFailing": "warning",
@@ -96,11 +100,11 @@ def test_rules_use_only_schema_metrics():
 
 
 def test_quality_and_drift_alerts_take_their_thresholds_from_pushed_gauges():
-    for name in ("GangplankModelDegraded", "GangplankDataDrift"):
+    for name in ("GangplankModelDegraded", "GangplankAccuracyEstimateLow", "GangplankDataDrift"):
         expr = alerts()[name]["expr"]
         assert not re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expr), f"{name} hard-codes a number: {expr}"
     expr = alerts()["GangplankModelDegraded"]["expr"]
-    for gauge in ("quality_floor", "min_feedback", "sustained_windows", "recent_feedback_samples"):
+    for gauge in ("cusum_threshold", "quality_floor", "min_feedback", "sustained_windows", "recent_feedback_samples"):
         assert f"gangplank_predict_{gauge}" in expr
 
 
@@ -125,6 +129,7 @@ def test_alertmanager_config_is_valid():
         (["severity=critical", "alertname=GangplankModelDegraded"], "page"),
         (["severity=critical", "alertname=GangplankPushgatewayDown"], "page"),
         (["severity=warning", "alertname=GangplankDataDrift"], "chat"),
+        (["severity=warning", "alertname=GangplankAccuracyEstimateLow"], "chat"),
         (["alertname=SomethingElse"], "chat"),
     ],
 )
@@ -142,46 +147,172 @@ def test_every_alert_severity_has_a_receiver():
         assert result.stdout.split() == [{"critical": "page", "warning": "chat"}[severity]]
 
 
+def inhibited_by(alertmanager_url: str) -> dict[tuple[str, str, str], list[str]]:
+    """``{(alertname, agent, instance): inhibitedBy}`` of every alert amtool lists (active or inhibited)."""
+    result = run(
+        AMTOOL, "alert", "query", f"--alertmanager.url={alertmanager_url}", "--active", "--inhibited", "-o", "json"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {
+        (a["labels"]["alertname"], a["labels"]["agent"], a["labels"]["instance"]): a["status"]["inhibitedBy"]
+        for a in json.loads(result.stdout)
+    }
+
+
+def test_a_page_inhibits_the_estimate_warning_of_the_same_replica_only(tmp_path):
+    port = free_port()
+    args = [
+        find_binary("alertmanager"),
+        f"--config.file={DEPLOY / 'alertmanager.yml'}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    with Service("alertmanager", args, port, tmp_path).start() as manager:
+        sent = [
+            ("GangplankModelDegraded", "critical", "a", "r0"),
+            ("GangplankAccuracyEstimateLow", "warning", "a", "r0"),  # same replica: inhibited
+            ("GangplankAccuracyEstimateLow", "warning", "a", "r1"),  # another replica of the agent
+            ("GangplankAccuracyEstimateLow", "warning", "b", "r0"),  # another agent
+            ("GangplankDataDrift", "warning", "a", "r0"),  # another warning
+        ]
+        for name, severity, agent, instance in sent:
+            labels = [f"alertname={name}", f"severity={severity}", "job=prod", f"agent={agent}", f"instance={instance}"]
+            result = run(AMTOOL, "alert", "add", f"--alertmanager.url={manager.url}", *labels)
+            assert result.returncode == 0, result.stdout + result.stderr
+
+        def settled():  # the inhibitor sees the page a moment after it arrives
+            seen = inhibited_by(manager.url)
+            return seen if len(seen) == len(sent) and any(seen.values()) else None
+
+        seen = wait_for(settled) or inhibited_by(manager.url)
+    assert [key for key, by in seen.items() if by] == [("GangplankAccuracyEstimateLow", "a", "r0")]
+    assert set(seen) == {(name, agent, instance) for name, _, agent, instance in sent}
+
+
 # -- the same checks catch broken copies ------------------------------------------
+JAI = "(job, agent, instance)"
+CHART = "(job, agent, instance, evidence, chart)"
+SUSTAINED = f"\n>= on {JAI} min by {JAI} (gangplank_predict_sustained_windows)"
+END = "(last_over_time(gangplank_predict_window_end_timestamp_seconds[6h]))"
 WEAKENED = [
-    # the page without its minimum of labels: 9 labels at 50 % would page
+    # the pooled floor without its minimum of labels: 9 labels at 50 % would page
     (
         (
-            "\n  and on (job, agent, instance)\n  max by (job, agent, instance) (gangplank_predict_recent_feedback_samples)"
-            "\n  >= on (job, agent, instance) group_left () max by (job, agent, instance) (gangplank_predict_min_feedback)"
+            f"\n  and on {JAI}\n  max by {JAI} (gangplank_predict_recent_feedback_samples)"
+            f"\n  >= on {JAI} min by {JAI} (gangplank_predict_min_feedback)"
         ),
         "",
         "GangplankModelDegraded",
     ),
-    # one noisy window pages
+    # a chart held at its threshold (in alarm until it recovers) stops paging
+    (f"\n  >= on {CHART}\n", f"\n  > on {CHART}\n", "GangplankModelDegraded"),
+    # one noisy window of the estimate under the floor pages
     (
-        (
-            '(gangplank_predict_drift_signal_recent{signal=~"accuracy|estimated_accuracy"})\n  >= on (job, agent, instance) '
-            "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)"
-        ),
-        '(gangplank_predict_drift_signal_recent{signal=~"accuracy|estimated_accuracy"}) >= 1',
+        '(gangplank_predict_drift_signal_recent{signal="estimated_floor"})' + SUSTAINED.replace("\n", "\n  "),
+        '(gangplank_predict_drift_signal_recent{signal="estimated_floor"}) >= 1',
         "GangplankModelDegraded",
     ),
-    # one noisy window warns
+    # the confidence-based estimate pages on its own (harmless under-confidence pages)
+    ('{signal="estimated_floor"}', '{signal=~"estimated_floor|estimated_accuracy"}', "GangplankModelDegraded"),
+    # one noisy window of the estimate warns
     (
-        (
-            '(gangplank_predict_drift_signal_recent{signal=~"input|prediction|confidence"})\n>= on (job, agent, instance) '
-            "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)"
-        ),
+        '(gangplank_predict_drift_signal_recent{signal="estimated_accuracy"})' + SUSTAINED,
+        '(gangplank_predict_drift_signal_recent{signal="estimated_accuracy"}) >= 1',
+        "GangplankAccuracyEstimateLow",
+    ),
+    # one noisy window warns of drift
+    (
+        '(gangplank_predict_drift_signal_recent{signal=~"input|prediction|confidence"})' + SUSTAINED,
         '(gangplank_predict_drift_signal_recent{signal=~"input|prediction|confidence"}) >= 1',
         "GangplankDataDrift",
     ),
+    # -- a rogue group (same job, agent, instance, one more label) could silence or break them:
+    # a rogue threshold makes the comparison many-to-many: the rule fails to evaluate
+    (
+        f"min by {CHART} (gangplank_predict_cusum_threshold)",
+        "gangplank_predict_cusum_threshold",
+        "GangplankModelDegraded",
+    ),
+    # a rogue threshold of 1e9 silences a chart in alarm
+    (
+        f"min by {CHART} (gangplank_predict_cusum_threshold)",
+        f"max by {CHART} (gangplank_predict_cusum_threshold)",
+        "GangplankModelDegraded",
+    ),
+    # a rogue chart without evidence silences a chart in alarm
+    (
+        f"max by {CHART} (gangplank_predict_cusum)",
+        f"min by {CHART} (gangplank_predict_cusum)",
+        "GangplankModelDegraded",
+    ),
+    # a rogue sustained_windows of 1e9 silences the estimate under the floor
+    (
+        '{signal="estimated_floor"})\n  >= on (job, agent, instance) min by',
+        '{signal="estimated_floor"})\n  >= on (job, agent, instance) max by',
+        "GangplankModelDegraded",
+    ),
+    # a rogue accuracy of 1, floor of 0, min_feedback of +Inf or label count of 0 silences the pooled floor
+    (
+        f"min by {JAI} (gangplank_predict_recent_feedback_accuracy)",
+        f"max by {JAI} (gangplank_predict_recent_feedback_accuracy)",
+        "GangplankModelDegraded",
+    ),
+    (
+        f"max by {JAI} (gangplank_predict_quality_floor)",
+        f"min by {JAI} (gangplank_predict_quality_floor)",
+        "GangplankModelDegraded",
+    ),
+    (
+        f"min by {JAI} (gangplank_predict_min_feedback)",
+        f"max by {JAI} (gangplank_predict_min_feedback)",
+        "GangplankModelDegraded",
+    ),
+    (
+        f"max by {JAI} (gangplank_predict_recent_feedback_samples)",
+        f"min by {JAI} (gangplank_predict_recent_feedback_samples)",
+        "GangplankModelDegraded",
+    ),
+    # a rogue sustained_windows of 1e9 silences the warnings
+    (
+        '{signal="estimated_accuracy"})\n>= on (job, agent, instance) min by',
+        '{signal="estimated_accuracy"})\n>= on (job, agent, instance) max by',
+        "GangplankAccuracyEstimateLow",
+    ),
+    (
+        '{signal=~"input|prediction|confidence"})\n>= on (job, agent, instance) min by',
+        '{signal=~"input|prediction|confidence"})\n>= on (job, agent, instance) max by',
+        "GangplankDataDrift",
+    ),
+    # a rogue window in the far future, or an interval of 1e9 s, hides a silent agent
+    (f"min by {JAI} {END}", f"max by {JAI} {END}", "GangplankAgentSilent"),
+    (
+        f"min by {JAI} (last_over_time(gangplank_predict_window_interval_seconds[6h]))",
+        f"max by {JAI} (last_over_time(gangplank_predict_window_interval_seconds[6h]))",
+        "GangplankAgentSilent",
+    ),
+    # without the aggregate, a rogue window makes the comparison many-to-one: the rule fails to evaluate
+    (f"time() - min by {JAI} {END}\n  > on", f"time() - {END}\n  > on", "GangplankAgentSilent"),
+    # a rogue window claimed for a dead scraped server hides it
+    (
+        "\n  and on (job, instance) (up == 0)",
+        f"\n  unless on {JAI} gangplank_predict_window_end_timestamp_seconds\n  and on (job, instance) (up == 0)",
+        "GangplankAgentSilent",
+    ),
+    # -- silence that is not noticed:
     # a retired agent (group deleted on purpose) reported as silent
     (' < on () group_left () max(process_start_time_seconds{job="pushgateway"})', "", "GangplankAgentSilent"),
     # an emptied gateway turns a silent agent green
     (
         (
-            "\n      or on (job, agent, instance)\n      (last_over_time(push_time_seconds[6h]) < on () group_left () "
+            f"\n      or on {JAI}\n      (last_over_time(push_time_seconds[6h]) < on () group_left () "
             'max(process_start_time_seconds{job="pushgateway"}))'
         ),
         "",
         "GangplankAgentSilent",
     ),
+    # a rejected push described by the time of the failure instead of the age of the last accepted push
+    ("time() - push_time_seconds and ", "", "GangplankPushFailing"),
     # a missing scrape job is not noticed
     (' or absent(up{job="pushgateway"})', "", "GangplankPushgatewayDown"),
     # the overfitting rule without its guard against a rerun's first epoch
@@ -213,8 +344,8 @@ def test_a_promql_syntax_error_fails_config_and_rules_checks(tmp_path):
     text = path.read_text()
     path.write_text(
         text.replace(
-            "expr: push_failure_time_seconds > push_time_seconds",
-            "expr: push_failure_time_seconds > (push_time_seconds",
+            "expr: time() - push_time_seconds and push_failure_time_seconds > push_time_seconds",
+            "expr: time() - push_time_seconds and push_failure_time_seconds > (push_time_seconds",
         )
     )
     assert path.read_text() != text

@@ -487,8 +487,8 @@ async def _error_answer(request: Request, exc: Exception) -> JSONResponse:
         status, message, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
     else:
         status, message, headers = 400, str(exc)[:300], {}
-    if request.method == "POST" and status != 200:
-        headers["Connection"] = "close"  # answered before the body was read (maybe): the connection cannot go on
+    if status == 413:
+        headers["Connection"] = "close"  # the body is not read: no point in waiting for it to arrive
     return JSONResponse({"status": "error", "message": message}, status, headers)
 
 

@@ -589,6 +589,11 @@ def parse_args(argv=None):
         help="also push the drift metrics to this Pushgateway, http://user:password@host:port for one behind "
         "basic auth (default: no push; scrape /metrics)",
     )
+    parser.add_argument(
+        "--pushgateway-password-file",
+        metavar="FILE",
+        help=f"the Pushgateway's basic-auth password (user {common.PGW_USER}; see mnist_common.push_address)",
+    )
     parser.add_argument("--job", default=common.JOB, help=f"job label when pushing (default {common.JOB})")
     parser.add_argument("--agent", default="MNIST_Multiclass_serve", help="agent label of the drift metrics")
     parser.add_argument(
@@ -650,7 +655,7 @@ def main(argv=None) -> int:
         raise SystemExit(str(exc)) from None
     hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
     drift = gangplank.DriftMonitor(
-        args.pushgateway,
+        common.push_address(args.pushgateway, args.pushgateway_password_file) if args.pushgateway else None,
         args.job,
         gangplank.DriftReference.load(reference_path),
         agent=args.agent,

@@ -56,8 +56,8 @@ def bcrypt_hash(password: str, rounds: int = BCRYPT_ROUNDS) -> str:
 def write_credentials(directory: str | Path, user: str = USER, mode: int = 0o600) -> Credentials:
     """``directory/pushgateway_password`` (a new random secret unless it exists) and the web config hashing it.
 
-    Both files get ``mode`` (default: readable by their owner only; the compose stack's containers run as
-    ``nobody`` and need 0o644 on files that are bind-mounted into them).
+    Both files get ``mode`` (default: readable by their owner only; for the compose stack, whose containers
+    run as ``nobody``, give them to group 65534 with mode 0o640: deploy/prometheus/README.md).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("directory", type=Path, help="where to write the files (e.g. deploy/prometheus/secrets)")
     parser.add_argument("--user", default=USER, help=f"the user name (default {USER})")
     args = parser.parse_args(argv)
-    credentials = write_credentials(args.directory, args.user, mode=0o644)  # the containers run as nobody
+    credentials = write_credentials(args.directory, args.user)
     print(f"password: {credentials.password_file}; web config: {credentials.web_config} (user {credentials.user})")
     return 0
 

@@ -624,6 +624,15 @@ def parse_args(argv=None):
         "name the ones a reverse proxy forwards",
     )
     parser.add_argument(
+        "--feedback-max-ids",
+        type=int,
+        default=100_000,
+        help="scoring ids remembered for feedback; the oldest are forgotten first (default 100000; see README)",
+    )
+    parser.add_argument(
+        "--feedback-max-hours", type=float, default=24.0, help="hours a scoring id is remembered (default 24)"
+    )
+    parser.add_argument(
         "--feedback-token-file",
         metavar="FILE",
         help="a file holding the bearer token /model/feedback requires (default: feedback off, 403)",
@@ -663,6 +672,8 @@ def main(argv=None) -> int:
         window_seconds=args.window_seconds,
         grouping_key={"instance": args.instance} if args.instance else None,
         max_wait_seconds=0.05,  # a request never waits long for the drift worker: drop (and count) instead
+        feedback_max_ids=args.feedback_max_ids,
+        feedback_max_age_seconds=args.feedback_max_hours * 3600,
     )
     service = MnistService(keras.models.load_model(model_path), drift, model_path, args.instance)
     server = make_server(

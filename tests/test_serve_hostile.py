@@ -264,3 +264,30 @@ def test_aborted_connections_log_one_line_each_not_a_traceback(model_path, tmp_p
     logged = lines[before:]
     assert not [line for line in logged if "Traceback" in line or "Error" in line], logged
     assert len(logged) <= aborts + 5, logged  # one line per abort at most, and the metadata request's
+
+
+def test_two_different_content_lengths_are_refused(server):
+    request = (
+        b"POST /model/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nContent-Length: 40\r\n\r\n{}{}"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert 400 <= response.status < 500 and json.loads(response.read())["status"] == "error"
+
+
+def test_pipelined_requests_are_all_answered_in_order(server):
+    one = b"GET /model/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    missing = b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(one + missing + one)
+        stream = sock.makefile("rb")  # one reader for the three answers (http.client's would each buffer ahead)
+        statuses = []
+        for _ in range(3):
+            status = int(stream.readline().split()[1])
+            headers = dict(line.decode().split(":", 1) for line in iter(stream.readline, b"\r\n"))
+            stream.read(int({k.lower(): v for k, v in headers.items()}["content-length"]))
+            statuses.append(status)
+    assert statuses == [200, 404, 200]

@@ -9,7 +9,9 @@
 #    this project (pip install -e '.[tensorflow,examples]' -e devtools).
 # 2. Starts Pushgateway, Prometheus and Alertmanager on 127.0.0.1 with the
 #    rules of deploy/prometheus (python -m gangplank_devtools.localstack), on the
-#    default ports 9091/9090/9093 when they are free, else on free ones.
+#    default ports 9091/9090/9093 when they are free, else on free ones. The
+#    Pushgateway takes only pushes with basic auth (a random password the stack
+#    writes to its workdir; the demo's exporters push with it).
 # 3. Runs examples/mnist/demo.py: trains the convnet, evaluates it, trains the
 #    wrong model, runs the three production scenarios at once, prints the
 #    gangplank metrics on the gateway and the alerts Prometheus fires, and
@@ -79,7 +81,7 @@ if [[ -z ${PYTHON:-} ]]; then
       python3 -m venv .venv
     fi
   fi
-  if ! "$PYTHON" -c 'import gangplank, gangplank_devtools, keras, tensorflow, PIL, matplotlib' 2>/dev/null; then
+  if ! "$PYTHON" -c 'import gangplank, gangplank_devtools, bcrypt, keras, tensorflow, PIL, matplotlib, fastapi, uvicorn, multipart' 2>/dev/null; then
     say "Installing gangplank with TensorFlow into .venv (pip install -e '.[tensorflow,examples]' -e devtools)"
     "$PYTHON" -m pip install -q --upgrade pip
     "$PYTHON" -m pip install -q -e ".[tensorflow,examples]" -e devtools
@@ -107,7 +109,7 @@ cleanup() {
   if ((KEEP && !INTERRUPTED)) && [[ -n $STACK_PID ]] && kill -0 "$STACK_PID" 2>/dev/null; then
     say "The stack keeps running (--keep)"
     echo "Prometheus    http://127.0.0.1:$PROM_PORT/alerts  (and /graph, /rules)"
-    echo "Pushgateway   http://127.0.0.1:$PGW_PORT"
+    echo "Pushgateway   http://127.0.0.1:$PGW_PORT  (basic auth: user gangplank, password in $WORK/stack/secrets/pushgateway_password)"
     echo "Alertmanager  http://127.0.0.1:$AM_PORT"
     echo "logs and data: $WORK/stack"
     echo "stop it with:  $PYTHON -m gangplank_devtools.localstack down --pid-file $WORK/stack.pid"
@@ -147,7 +149,9 @@ cat "$WORK/stack.log"
 DATA=()
 MNIST_NPZ=${MNIST_NPZ:-$(cd "$ROOT/.." && pwd)/shared/data/mnist.npz}
 if [[ -f $MNIST_NPZ ]]; then DATA=(--data "$MNIST_NPZ"); fi  # else: keras.datasets.mnist.load_data() downloads it
-"$PYTHON" examples/mnist/demo.py --pgw "127.0.0.1:$PGW_PORT" --prometheus "http://127.0.0.1:$PROM_PORT" "${DATA[@]}" "${ARGS[@]}" &
+# The local stack's Pushgateway takes only pushes with basic auth; its password is in the stack's workdir.
+"$PYTHON" examples/mnist/demo.py --pgw "127.0.0.1:$PGW_PORT" --pgw-password-file "$WORK/stack/secrets/pushgateway_password" \
+  --prometheus "http://127.0.0.1:$PROM_PORT" "${DATA[@]}" "${ARGS[@]}" &
 DEMO_PID=$!
 wait "$DEMO_PID"  # in the background so that Ctrl-C and SIGTERM reach the trap at once
 DEMO_PID=""

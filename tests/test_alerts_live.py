@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from tests.stack_tools import DEPLOY
 
 JOB = "alert-live"
+TOKEN = "alert-receiver-test-token-0123456789"  # a test-only secret
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TIMEOUT = 90.0
 WEBHOOK_HOST = "http://host.docker.internal:5001"
 
@@ -37,8 +39,19 @@ class Receiver:
     def __init__(self, path):
         self.path, self.port = path, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.token_file = path.parent / "token"
+        self.token_file.write_text(TOKEN + "\n")
         self.process = subprocess.Popen(
-            [sys.executable, str(DEPLOY / "alert_receiver.py"), "--port", str(self.port), "--output", str(path)],
+            [
+                sys.executable,
+                str(DEPLOY / "alert_receiver.py"),
+                "--port",
+                str(self.port),
+                "--output",
+                str(path),
+                "--token-file",
+                str(self.token_file),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -82,6 +95,8 @@ def stack(receiver, tmp_path_factory):
     text = (DEPLOY / "alertmanager.yml").read_text()
     assert text.count(WEBHOOK_HOST) == 2, "expected the page and chat webhooks on the example receiver"
     text = text.replace(WEBHOOK_HOST, receiver.url)
+    assert text.count("credentials_file: /run/secrets/alert_receiver_token") == 2  # the compose secret
+    text = text.replace("/run/secrets/alert_receiver_token", str(receiver.token_file))
     text = re.sub(r"group_wait: \S+", "group_wait: 1s", text)
     config = workdir / "alertmanager.yml"
     config.write_text(re.sub(r"group_interval: \S+", "group_interval: 2s", text))
@@ -241,14 +256,42 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 )
 def test_the_receiver_refuses_what_is_not_a_webhook_payload(receiver, body, headers, status):
     before = len(receiver.notifications())
-    assert post(receiver.url + "/chat", body, headers) == status
+    assert post(receiver.url + "/chat", body, {**AUTH, **headers}) == status
     assert len(receiver.notifications()) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-the-token-0123456789"}, {"Authorization": TOKEN}, {"Authorization": "Bearer "}],
+    ids=["none", "wrong", "not-bearer", "empty"],
+)
+def test_the_receiver_refuses_a_forged_notification(receiver, headers):
+    before = len(receiver.notifications())
+    forged = {"receiver": "page", "status": "firing", "alerts": [{"labels": {"alertname": "Forged", "job": JOB}}]}
+    body = json.dumps(forged).encode()
+    assert post(receiver.url + "/page", body, {"Content-Type": "application/json", **headers}) == 401
+    assert len(receiver.notifications()) == before
+
+
+def test_the_receiver_does_not_start_without_a_token(tmp_path):
+    short = tmp_path / "short"
+    short.write_text("abc")
+    for args, env in (([], {}), (["--token-file", str(short)], {}), ([], {"ALERT_RECEIVER_TOKEN": "abc"})):
+        completed = subprocess.run(
+            [sys.executable, str(DEPLOY / "alert_receiver.py"), "--port", "0", *args],
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert completed.returncode == 2 and "at least 16 characters" in completed.stderr, completed.stderr
 
 
 def test_the_receiver_stores_one_line_per_notification(receiver):
     before = receiver.notifications()
     payload = {"receiver": "chat", "status": "resolved", "alerts": [{"labels": {"alertname": "X", "job": "other"}}]}
-    assert post(receiver.url + "/chat", json.dumps(payload).encode(), {"Content-Type": "application/json"}) == 200
+    headers = {"Content-Type": "application/json", **AUTH}
+    assert post(receiver.url + "/chat", json.dumps(payload).encode(), headers) == 200
     after = receiver.notifications()
     assert after[: len(before)] == before and len(after) == len(before) + 1
     assert after[-1]["path"] == "/chat" and after[-1]["alerts"] == payload["alerts"] and "received_at" in after[-1]

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.stack_tools import DEPLOY
 
@@ -177,3 +178,30 @@ def test_a_misspelled_key_is_rejected(tmp_path):
     result = compose("config", "-q", file=path)
     assert result.returncode != 0
     assert "healthchek" in result.stderr
+
+
+def test_the_pushgateway_takes_only_authenticated_requests_and_prometheus_sends_them(config):
+    gateway = config["services"]["pushgateway"]
+    assert "--web.config.file=/run/secrets/pushgateway_web_config" in gateway["command"]
+    assert {s["source"] for s in gateway["secrets"]} == {"pushgateway_web_config", "pushgateway_password"}
+    healthcheck = " ".join(gateway["healthcheck"]["test"])  # "$$" is compose's escape: the shell sees "$("
+    assert "gangplank:$$(cat /run/secrets/pushgateway_password)@localhost:9091" in healthcheck
+    prometheus = config["services"]["prometheus"]
+    assert [s["source"] for s in prometheus["secrets"]] == ["pushgateway_password"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    [job] = [j for j in scrape if j["job_name"] == "pushgateway"]
+    assert job["basic_auth"] == {"username": "gangplank", "password_file": "/run/secrets/pushgateway_password"}
+    for name, file in (
+        ("pushgateway_password", "pushgateway_password"),
+        ("pushgateway_web_config", "pushgateway-web-config.yml"),
+    ):
+        assert Path(config["secrets"][name]["file"]) == DEPLOY / "secrets" / file
+
+
+def test_alertmanager_sends_the_alert_receivers_token(config):
+    alertmanager = config["services"]["alertmanager"]
+    assert [s["source"] for s in alertmanager["secrets"]] == ["alert_receiver_token"]
+    receivers = yaml.safe_load((DEPLOY / "alertmanager.yml").read_text())["receivers"]
+    for receiver in receivers:
+        for webhook in receiver["webhook_configs"]:
+            assert webhook["http_config"]["authorization"] == {"credentials_file": "/run/secrets/alert_receiver_token"}

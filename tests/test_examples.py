@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -240,6 +241,18 @@ def test_demo_keep_leaves_the_stack_running_and_says_how_to_stop_it(demo):
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['PROM_PORT']}/api/v1/alerts", timeout=10) as response:
         alerts = json.loads(response.read())["data"]["alerts"]
     assert {"GangplankDataDrift"} <= {a["labels"]["alertname"] for a in alerts}
+    # The demo's Pushgateway takes only authenticated requests; the demo pushed with the password it names.
+    password_file = re.search(r"^Pushgateway .*password in (\S+)\)$", out, re.MULTILINE).group(1)
+    group = f"http://127.0.0.1:{ports['PGW_PORT']}/metrics/job/intruder"
+    anonymous = urllib.request.Request(group, data=b"gangplank_predict_sustained_windows 1e9\n", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=10)
+    assert refused.value.code == 401
+    reader = urllib.request.Request(
+        f"http://127.0.0.1:{ports['PGW_PORT']}/metrics", headers=mnist_common.auth_headers(password_file)
+    )
+    with urllib.request.urlopen(reader, timeout=10) as response:
+        assert "gangplank_predict_windows_total" in response.read().decode()
 
     stopped = subprocess.run(stop.split(), cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0 and "stopped the local stack" in stopped.stdout, stopped

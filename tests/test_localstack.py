@@ -229,3 +229,62 @@ def test_down_leaves_a_file_that_is_not_a_pid_file_alone(tmp_path):
     status, message = down(stranger)
     assert status == 1 and "not a local stack pid file" in message
     assert stranger.read_text() == "12345\n"
+
+
+# -- the Pushgateway behind basic auth ---------------------------------------------------------------------------
+def test_config_moves_the_pushgateway_password_file_or_drops_basic_auth_without_one():
+    secret = "/run/secrets/pushgateway_password"
+    compose = promconfig.load(DEPLOY_CONFIG)
+    [compose_job] = [j for j in compose["scrape_configs"] if j["job_name"] == "pushgateway"]
+    assert compose_job["basic_auth"] == {"username": "gangplank", "password_file": secret}
+
+    moved = promconfig.loopback_config(DEPLOY_CONFIG, ADDRESSES, secrets={secret: "/tmp/local/pushgateway_password"})
+    [job] = [j for j in moved["scrape_configs"] if j["job_name"] == "pushgateway"]
+    assert job["basic_auth"] == {"username": "gangplank", "password_file": "/tmp/local/pushgateway_password"}
+    unauthenticated = promconfig.loopback_config(DEPLOY_CONFIG, ADDRESSES)
+    assert not [j for j in unauthenticated["scrape_configs"] if "basic_auth" in j]
+
+
+def push_text(url: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=body, method="PUT", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_an_authenticated_stack_refuses_anonymous_pushes_and_scrapes_with_the_password(tmp_path):
+    import base64
+
+    import gangplank
+
+    with LocalStack(workdir=tmp_path / "stack", pushgateway_auth=True) as stack:  # start waits for a healthy scrape
+        credentials = stack.pushgateway_credentials
+        assert credentials.password_file.stat().st_mode & 0o077 == 0  # the owner's only
+        group = stack.pushgateway.url + "/metrics/job/auth-test"
+        body = b"# TYPE gangplank_auth_probe gauge\ngangplank_auth_probe 1\n"
+        assert push_text(group, body) == 401
+        wrong = base64.b64encode(b"gangplank:not-the-password").decode()
+        assert push_text(group, body, {"Authorization": f"Basic {wrong}"}) == 401
+
+        model, x, y = tiny_model()
+        exporter = gangplank.TrainTestExporter(
+            credentials.address(stack.pushgateway.address), "auth-test", ignore_exceptions=False
+        )
+        model.evaluate(x, y, verbose=0, callbacks=[exporter])  # pushes at the end, raising if refused
+        exporter.sender.close(5)
+        # Prometheus scrapes the gateway with the password file: the push is in Prometheus
+        loss = 'gangplank_test_loss{job="auth-test"}'
+        assert wait_for(lambda: len(stack.query(loss)) == 1, 30), stack.query(loss)
+        assert [r["value"][1] for r in stack.query('up{job="pushgateway"}')] == ["1"]
+
+
+def tiny_model():
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    return model, rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32)

@@ -25,7 +25,7 @@ import yaml
 from gangplank_devtools import free_port, wait_for
 from gangplank_devtools.processes import Service, find_binary
 
-from tests.test_serve import MNIST, WINDOW, call, mnist_common, start_serve, tiny_model
+from tests.test_serve import AUTH, MNIST, TOKEN, WINDOW, call, mnist_common, start_serve, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted(glob.glob(str(ROOT / "deploy/prometheus/rules/*.yml")))
@@ -46,6 +46,7 @@ def fleet(tmp_path_factory):
         pytest.skip("no local mnist.npz")
     model_path = tiny_model(tmp_path_factory.getbasetemp() / "serve-model")
     work = tmp_path_factory.mktemp("fleet")
+    (work / "feedback.token").write_text(TOKEN)
     started, urls = [], {}
     prometheus = None
     try:
@@ -60,6 +61,8 @@ def fleet(tmp_path_factory):
                 str(WINDOW),
                 "--window-seconds",
                 "3600",
+                "--feedback-token-file",
+                str(work / "feedback.token"),
             )
             started.append(process)
             urls[replica] = url
@@ -138,7 +141,7 @@ def test_prometheus_shows_each_replica_and_the_fleet(fleet, mnist_test):
         rows = slice(2 * WINDOW * k, 2 * WINDOW * k + WINDOW)
         predicted, ids = serve_window(urls[replica], x_test[rows])
         feedback = [{"id": i, "label": int(y)} for i, y in zip(ids, y_test[rows], strict=True)]
-        status, answer, _ = call(urls[replica] + "/model/feedback", feedback)
+        status, answer, _ = call(urls[replica] + "/model/feedback", feedback, headers=AUTH)
         assert status == 200 and answer["matched"] == WINDOW
         correct += sum(p == y for p, y in zip(predicted, y_test[rows], strict=True))
         labelled += WINDOW

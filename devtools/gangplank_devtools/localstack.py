@@ -8,6 +8,11 @@ scrape jobs and rule files) with the targets moved to the loopback ports (see
 :mod:`gangplank_devtools.prometheus_config`). Data and logs go to a temporary
 directory, removed when the stack stops, unless a work directory is given.
 The lifecycle endpoints (``/-/quit``, ``/-/reload``) are off unless asked for.
+With ``pushgateway_auth`` (the command line's default) the Pushgateway takes
+only requests with basic auth: a random password in
+``workdir/secrets/pushgateway_password``, its bcrypt hash in the gateway's
+``--web.config.file`` (:mod:`gangplank_devtools.pushgateway_auth`), and
+Prometheus scraping with it.
 
 Example:
     >>> with LocalStack() as stack:  # doctest: +SKIP
@@ -39,12 +44,14 @@ from pathlib import Path
 from . import prometheus_config as promconfig
 from .ports import free_port, port_in_use
 from .processes import PortInUseError, Service, find_binary, is_running, process_start, signal_group
+from .pushgateway_auth import Credentials, write_credentials
 from .waiting import wait_until
 
 CHECKOUT_CONFIG_DIR = (
     Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 )  # editable install from the checkout
 PROG = "python -m gangplank_devtools.localstack"
+COMPOSE_PASSWORD_FILE = "/run/secrets/pushgateway_password"  # where prometheus.yml's pushgateway job reads it
 
 
 def _http_json(url: str) -> dict:
@@ -72,6 +79,8 @@ class LocalStack:
             deploy/prometheus/prometheus.yml).
         evaluation_interval: the rule evaluation interval (default ``scrape_interval``).
         lifecycle: pass ``--web.enable-lifecycle`` to Prometheus (``/-/quit``, ``/-/reload``).
+        pushgateway_auth: run the Pushgateway with basic auth (``pushgateway_credentials`` then says
+            who may push: ``stack.pushgateway_credentials.address(stack.pushgateway.address)``).
 
     ``start`` raises :class:`~gangplank_devtools.processes.PortInUseError` when a port is taken,
     before starting anything. ``stop`` is final.
@@ -92,6 +101,7 @@ class LocalStack:
         prometheus_config: str | Path | None = None,
         evaluation_interval: str | None = None,
         lifecycle: bool = False,
+        pushgateway_auth: bool = False,
     ):
         self.prometheus_config = Path(prometheus_config or CHECKOUT_CONFIG_DIR / "prometheus.yml")
         if not self.prometheus_config.is_file():
@@ -104,6 +114,8 @@ class LocalStack:
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval or scrape_interval
         self.lifecycle = lifecycle
+        self.pushgateway_auth = pushgateway_auth
+        self.pushgateway_credentials: Credentials | None = None
         self.ports = dict(ports or {})
         self.temporary = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gangplank-stack-"))
@@ -127,6 +139,12 @@ class LocalStack:
                     "(another local stack? stop it with `down --pid-file ...`, or choose other ports)"
                 )
             addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+            secrets = {}
+            web_config = []
+            if self.pushgateway_auth:
+                self.pushgateway_credentials = write_credentials(self.workdir / "secrets")
+                secrets[COMPOSE_PASSWORD_FILE] = str(self.pushgateway_credentials.password_file)
+                web_config = [f"--web.config.file={self.pushgateway_credentials.web_config}"]
             self.pushgateway = self._start(
                 Service(
                     "pushgateway",
@@ -134,9 +152,11 @@ class LocalStack:
                         find_binary("pushgateway"),
                         f"--web.listen-address={addresses['pushgateway']}",
                         "--persistence.file=",
+                        *web_config,
                     ],
                     ports["pushgateway"],
                     self.workdir,
+                    probe_ready=not self.pushgateway_auth,  # /-/ready needs the credentials too
                 )
             )
             self.alertmanager = self._start(
@@ -160,6 +180,7 @@ class LocalStack:
                     rules=self.rule_files,
                     scrape_interval=self.scrape_interval,
                     evaluation_interval=self.evaluation_interval,
+                    secrets=secrets,
                 ),
                 self.workdir / "prometheus.yml",
             )
@@ -220,12 +241,19 @@ class LocalStack:
         return body["data"]["result"]
 
 
-def with_webhook_url(alertmanager_config: str | Path, url: str, dest: str | Path) -> Path:
-    """Copy an Alertmanager configuration with every webhook ``url:`` replaced by ``url``."""
+def with_webhook_url(
+    alertmanager_config: str | Path, url: str, dest: str | Path, token_file: str | Path | None = None
+) -> Path:
+    """Copy an Alertmanager configuration with every webhook ``url:`` replaced by ``url``.
+
+    With ``token_file``, every ``credentials_file:`` (the webhooks' bearer token) is replaced by it too.
+    """
     text = Path(alertmanager_config).read_text()
     text, count = re.subn(r"^(\s*(?:-\s+)?url:\s*)\S+", lambda m: m.group(1) + url, text, flags=re.M)
     if not count:
         raise ValueError(f"{alertmanager_config} has no webhook url to replace")
+    if token_file is not None:
+        text = re.sub(r"^(\s*credentials_file:\s*)\S+", lambda m: m.group(1) + str(token_file), text, flags=re.M)
     Path(dest).write_text(text)
     return Path(dest)
 
@@ -338,6 +366,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--webhook-url", help="send alerts to this webhook instead of the one in the Alertmanager configuration"
     )
+    parser.add_argument(
+        "--webhook-token-file",
+        help="with --webhook-url: the file holding the webhook's bearer token (alert_receiver.py --token-file)",
+    )
     parser.add_argument("--scrape-interval", default="1s", help="scrape interval (default 1s)")
     parser.add_argument("--evaluation-interval", help="rule evaluation interval (default: the scrape interval)")
     parser.add_argument(
@@ -345,6 +377,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="enable Prometheus's lifecycle endpoints /-/quit and /-/reload (off: any local process "
         "or a cross-site POST could stop Prometheus)",
+    )
+    parser.add_argument(
+        "--no-pushgateway-auth",
+        dest="pushgateway_auth",
+        action="store_false",
+        help="run the Pushgateway without basic auth (default: with it; the password is written to "
+        "WORKDIR/secrets/pushgateway_password, user gangplank)",
     )
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--prometheus-port", type=int, default=9090)
@@ -397,6 +436,7 @@ def main(argv=None) -> int:
             scrape_interval=args.scrape_interval,
             evaluation_interval=args.evaluation_interval,
             lifecycle=args.lifecycle,
+            pushgateway_auth=args.pushgateway_auth,
             workdir=args.workdir,
             prometheus_config=args.config_dir / "prometheus.yml",
             ports={
@@ -407,7 +447,7 @@ def main(argv=None) -> int:
         )
         if args.webhook_url:
             stack.alertmanager_config = with_webhook_url(
-                am_config, args.webhook_url, stack.workdir / "alertmanager-webhook.yml"
+                am_config, args.webhook_url, stack.workdir / "alertmanager-webhook.yml", args.webhook_token_file
             )
         stack.start()
         kept = "kept" if args.workdir else "removed at exit"
@@ -416,6 +456,13 @@ def main(argv=None) -> int:
             f"Alertmanager {stack.alertmanager.url}  (data and logs: {stack.workdir}, {kept})",
             flush=True,
         )
+        credentials = stack.pushgateway_credentials
+        if credentials is not None:
+            print(
+                f"Pushgateway basic auth: user {credentials.user}, password in {credentials.password_file} "
+                f"(push to http://{credentials.user}:PASSWORD@{stack.pushgateway.address})",
+                flush=True,
+            )
         print(
             f"{len(stack.rule_files)} rule file(s); lifecycle endpoints {'on' if args.lifecycle else 'off'}; "
             "Ctrl-C or SIGTERM stops all three.",

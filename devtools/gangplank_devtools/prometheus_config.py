@@ -5,7 +5,11 @@ service name (``pushgateway:9091``), or ``localhost`` on a service's usual
 port (``localhost:9090``), becomes the loopback address the local stack
 started that service on. A target it cannot place is an error, not a silent
 dead job. The global intervals can be shortened for tests (rule groups that
-set their own ``interval`` keep it).
+set their own ``interval`` keep it). Credential files (a scrape job's
+``basic_auth.password_file``, e.g. the compose secret
+``/run/secrets/pushgateway_password``) move to the local stack's copies
+given in ``secrets``; a job whose credential file has no local copy scrapes
+without credentials (the local stack runs that service without auth).
 
 Example:
     >>> config = loopback_config("deploy/prometheus/prometheus.yml", {
@@ -64,6 +68,16 @@ def _rewrite_static(configs: list[dict], where: str, addresses: dict[str, str]) 
             raise ValueError(f"{where}: {error}") from None
 
 
+def _move_credentials(job: dict, secrets: dict[str, str]) -> None:
+    auth = job.get("basic_auth")
+    if not auth or "password_file" not in auth:
+        return
+    if auth["password_file"] in secrets:
+        auth["password_file"] = secrets[auth["password_file"]]
+    else:
+        del job["basic_auth"]
+
+
 def _only_static(section: dict, where: str) -> None:
     discovery = sorted(k for k in section if k.endswith("_sd_configs"))
     if discovery:
@@ -77,6 +91,7 @@ def loopback_config(
     rules: list[str] | None = None,
     scrape_interval: str | None = None,
     evaluation_interval: str | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> dict:
     """The configuration in ``source`` with its targets on ``addresses`` (service name -> ``host:port``).
 
@@ -87,6 +102,7 @@ def loopback_config(
         scrape_interval: replaces the global and every job's scrape interval (scrape timeouts are
             dropped, so that they fall back to Prometheus's default, capped at the interval).
         evaluation_interval: replaces the global rule evaluation interval.
+        secrets: credential file in the source -> the local file holding the same secret.
     """
     source = Path(source)
     config = copy.deepcopy(load(source))
@@ -98,6 +114,7 @@ def loopback_config(
         where = f"scrape job {job.get('job_name')!r}"
         _only_static(job, where)
         _rewrite_static(job.get("static_configs"), where, addresses)
+        _move_credentials(job, secrets or {})
     overrides = {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval}
     global_ = config.setdefault("global", {})
     for key, interval in overrides.items():

@@ -36,6 +36,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import mnist_common
+
 HERE = Path(__file__).resolve().parent
 JOB = "mnist"
 GOOD = "MNIST_Multiclass"
@@ -96,8 +98,9 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"{args[0]} failed with exit status {process.returncode}")
 
 
-def gateway_lines(pgw: str) -> list[str]:
-    with urllib.request.urlopen(url_of(pgw) + "/metrics", timeout=5) as response:
+def gateway_lines(pgw: str, password_file: str | None = None) -> list[str]:
+    request = urllib.request.Request(url_of(pgw) + "/metrics", headers=mnist_common.auth_headers(password_file))
+    with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     return [line for line in text.splitlines() if line.startswith("gangplank_")]
 
@@ -165,7 +168,7 @@ def print_alerts(alerts: list[dict]) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pgw", default="127.0.0.1:9091", help="Pushgateway address (default 127.0.0.1:9091)")
+    mnist_common.add_pushgateway_arguments(parser)
     parser.add_argument(
         "--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL (default http://127.0.0.1:9090)"
     )
@@ -191,6 +194,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started, started_at = time.monotonic(), time.time()
     common = ["--pgw", args.pgw] + (["--data", args.data] if args.data else [])
+    if args.pgw_password_file:
+        common += ["--pgw-password-file", args.pgw_password_file]
     train = [str(HERE / "train.py"), "--out", args.out, "--batch-size", str(args.batch_size)] + common
     if args.limit:
         train += ["--limit", str(args.limit)]
@@ -202,9 +207,12 @@ def main(argv=None) -> int:
         steps[name] = round(time.monotonic() - t, 1)
         print(f"({name}: {steps[name]} s)", flush=True)
 
-    for name, url in (("Pushgateway", url_of(args.pgw)), ("Prometheus", url_of(args.prometheus))):
+    for name, url, headers in (
+        ("Pushgateway", url_of(args.pgw), mnist_common.auth_headers(args.pgw_password_file)),
+        ("Prometheus", url_of(args.prometheus), {}),
+    ):
         try:
-            urllib.request.urlopen(url + "/-/ready", timeout=5).close()
+            urllib.request.urlopen(urllib.request.Request(url + "/-/ready", headers=headers), timeout=5).close()
         except OSError as exc:
             raise SystemExit(
                 f"{name} is not answering at {url} ({exc}); start the stack first "
@@ -252,7 +260,7 @@ def main(argv=None) -> int:
     step("scenarios", scenarios)
 
     banner("5/6 What the monitoring stack shows")
-    lines = gateway_lines(args.pgw)
+    lines = gateway_lines(args.pgw, args.pgw_password_file)
     shown = excerpt(lines)
     print(
         f"$ curl -s {url_of(args.pgw)}/metrics | grep ^gangplank_    (an excerpt: {len(shown)} of {len(lines)} lines; "

@@ -2,8 +2,10 @@
 
 MNIST's own preprocessing, kept simple (``to_mnist``):
 
-1. decode (PNG or JPEG only, one frame, at most ``MAX_PIXELS`` pixels), flatten
-   transparency onto white, convert to grey (Pillow's ``L``);
+1. decode (PNG or JPEG only, one frame, at most ``MAX_PIXELS`` pixels and
+   ``MAX_DECODED_BYTES`` bytes as decoded: both are checked on the header,
+   before any pixel is decoded), flatten transparency onto white, convert to
+   grey (Pillow's ``L``);
 2. MNIST digits are light on black: if the image's border is light on
    average, invert it;
 3. subtract the background (the border's median) and stretch the brightest
@@ -34,6 +36,7 @@ FORMATS = ("PNG", "JPEG")
 MAX_PIXELS = (
     4096 * 4096
 )  # about 16.8 megapixels, refused above; Pillow's default (Image.MAX_IMAGE_PIXELS) warns at 89 M
+MAX_DECODED_BYTES = MAX_PIXELS  # 16 MiB: the pixel bound at one byte a pixel (2048x2048 RGBA, 1448x1448 16-bit RGBA)
 WORK_SIZE = 1024  # larger images are shrunk to fit 1024x1024 first: the digit ends up 20 px anyway
 INK = 0.1  # share of the brightest pixel above which a pixel counts for the bounding box
 FIELD, BOX = 28, 20
@@ -57,11 +60,31 @@ def open_image(data: bytes) -> Image.Image:
         raise ImageError(f"the image is animated ({image.n_frames} frames); send a still image")
     if image.format == "JPEG":
         image.draft("L", (WORK_SIZE, WORK_SIZE))  # decode at 1/2, 1/4 or 1/8 of the size where that is enough
+    decoded = image.width * image.height * bytes_per_pixel(image)
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"the image is {image.width}x{image.height} {image.mode} at {bytes_per_pixel(image)} bytes a pixel: "
+            f"{decoded / 2**20:.1f} MiB decoded, over the limit of {MAX_DECODED_BYTES / 2**20:g} MiB"
+        )
     try:
         image.load()
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data, in any of the decoder's ways
         raise ImageError(f"the {image.format} data is damaged ({type(exc).__name__})") from None
     return image
+
+
+def bytes_per_pixel(image: Image.Image) -> int:
+    """Bytes a pixel of ``image`` takes to decode, from its header: bands x the larger of 1, 2 (16-bit) or 4 bytes.
+
+    Pillow holds a 16-bit RGBA PNG as 8-bit RGBA but reads 8 bytes a pixel to get there; the larger counts.
+
+    >>> bytes_per_pixel(Image.new("L", (3, 3))), bytes_per_pixel(Image.new("RGBA", (3, 3)))
+    (1, 4)
+    """
+    bands = len(image.getbands())
+    in_memory = 4 if image.mode in ("I", "F") else 2 if image.mode.startswith("I;16") else 1
+    sixteen_bit = any(";16" in str(tile.args) for tile in getattr(image, "tile", []) or [])
+    return bands * max(in_memory, 2 if sixteen_bit else 1)
 
 
 def grey(image: Image.Image) -> np.ndarray:

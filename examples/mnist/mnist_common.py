@@ -7,7 +7,9 @@ copy of the same file instead (offline machines, CI).
 
 from __future__ import annotations
 
+import base64
 import os
+import urllib.parse
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the examples' output
@@ -20,6 +22,7 @@ JOB = "mnist"
 WRONG_JOB = "mnist_wrong"
 MODEL_FILE = "mnist.keras"
 WRONG_MODEL_FILE = "mnist_wrong.keras"
+PGW_USER = "gangplank"  # the user of the stack's Pushgateway basic auth (gangplank_devtools.pushgateway_auth)
 REFERENCE_WINDOW = 200  # samples per drift window (MLWatcher's max_buffer_size is of this order)
 
 
@@ -78,3 +81,36 @@ def mostly_odd(images: np.ndarray, labels: np.ndarray, keep_even: float = 0.03, 
 def reference_path(model_path: str | os.PathLike) -> Path:
     """Where a model's drift reference lives: ``mnist.keras`` -> ``mnist.drift.npz``."""
     return Path(model_path).with_suffix(".drift.npz")
+
+
+def add_pushgateway_arguments(parser) -> None:
+    """``--pgw`` and ``--pgw-password-file``: where to push, and the password of a gateway behind basic auth."""
+    parser.add_argument("--pgw", default=DEFAULT_PGW, help=f"Pushgateway address (default {DEFAULT_PGW})")
+    parser.add_argument(
+        "--pgw-password-file",
+        metavar="FILE",
+        help=f"the Pushgateway's basic-auth password (user {PGW_USER}): the local stack writes it to "
+        "WORKDIR/secrets/pushgateway_password, the compose stack reads deploy/prometheus/secrets/pushgateway_password "
+        "(default: no auth)",
+    )
+
+
+def push_address(pgw: str, password_file: str | os.PathLike | None) -> str:
+    """``pgw`` with the credentials in it (``http://gangplank:PASSWORD@host:port``), the form the exporters take.
+
+    >>> push_address("127.0.0.1:9091", None)
+    '127.0.0.1:9091'
+    """
+    if not password_file:
+        return pgw
+    scheme, _, host = pgw.rpartition("://")
+    password = urllib.parse.quote(Path(password_file).read_text().strip(), safe="")
+    return f"{scheme or 'http'}://{PGW_USER}:{password}@{host}"
+
+
+def auth_headers(password_file: str | os.PathLike | None) -> dict[str, str]:
+    """The ``Authorization`` header for reading a gateway behind basic auth (empty without a password file)."""
+    if not password_file:
+        return {}
+    token = base64.b64encode(f"{PGW_USER}:{Path(password_file).read_text().strip()}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}

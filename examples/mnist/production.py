@@ -50,7 +50,7 @@ def parse_args(argv=None):
         "--model", help="a .keras model (default: the scenario's model in --out); its reference is <model>.drift.npz"
     )
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
-    parser.add_argument("--pgw", default=common.DEFAULT_PGW, help=f"Pushgateway address (default {common.DEFAULT_PGW})")
+    common.add_pushgateway_arguments(parser)
     parser.add_argument("--job", default=common.JOB, help=f"job label (default {common.JOB})")
     parser.add_argument("--agent", help="agent label (default: the scenario's MLWatcher agent name)")
     parser.add_argument("--windows", type=int, default=10, help="stop after this many closed windows (default 10)")
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         print(describe(agent, number, report, " [inverted]" if inverted else ""), flush=True)
 
     exporter = gangplank.ProductionDriftExporter(
-        args.pgw,
+        common.push_address(args.pgw, args.pgw_password_file),
         args.job,
         reference,
         agent=agent,

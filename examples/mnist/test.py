@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--wrong", action="store_true", help="evaluate the wrong model, job mnist_wrong")
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
     parser.add_argument("--limit", type=int, help="evaluate on the first N test images only")
-    parser.add_argument("--pgw", default=common.DEFAULT_PGW, help=f"Pushgateway address (default {common.DEFAULT_PGW})")
+    common.add_pushgateway_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]
 
     exporter = gangplank.TrainTestExporter(
-        args.pgw,
+        common.push_address(args.pgw, args.pgw_password_file),
         job,
         histogram_buckets=gangplank.HISTOGRAM_WEIGHT_BUCKETS_0_3,
         ignore_exceptions=False,

@@ -31,7 +31,7 @@ def parse_args(argv=None):
         default=common.DEFAULT_OUT,
         help=f"directory for the model and its drift reference (default {common.DEFAULT_OUT})",
     )
-    parser.add_argument("--pgw", default=common.DEFAULT_PGW, help=f"Pushgateway address (default {common.DEFAULT_PGW})")
+    common.add_pushgateway_arguments(parser)
     parser.add_argument(
         "--wrong", action="store_true", help="train MLWatcher's wrong model (under 5 %% even digits), job mnist_wrong"
     )
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         validation_split=0.1,
         verbose=2,
         callbacks=[
-            gangplank.TrainTestExporter(args.pgw, job),
+            gangplank.TrainTestExporter(common.push_address(args.pgw, args.pgw_password_file), job),
             keras.callbacks.ModelCheckpoint(model_path, monitor="val_loss", save_best_only=True),
         ],
     )

@@ -104,7 +104,7 @@ def replay_run(reference, windows: list[dict], shadow: bool, agent: str, monitor
     from gangplank import DriftMonitor
     from tests.rule_replay import monitor_snapshots, replay
 
-    monitor = DriftMonitor(None, "bench-alerts", reference, agent=agent, window_size=WINDOW, **monitor_args)
+    monitor = DriftMonitor(None, "bench-alerts", reference=reference, agent=agent, window_size=WINDOW, **monitor_args)
     try:
         snapshots = monitor_snapshots(monitor, windows, shadow=shadow)
     finally:

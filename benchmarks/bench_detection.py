@@ -68,7 +68,7 @@ def bench_detection(ctx):
             rows, sizes = _stream(rng, n_windows[scenario], window, 1, 20, x_all.shape[0])
             for key, with_labels in (("ours", False), ("ours_with_labels", True)):
                 reports = []
-                exporter = ProductionDriftExporter(ctx.gateway.address, "bench-detection", reference,
+                exporter = ProductionDriftExporter(ctx.gateway.address, "bench-detection", reference=reference,
                                                    agent=f"{scenario.split()[0]}-{key}-{seed}", on_window=reports.append)
                 at = 0
                 for size in sizes:

@@ -47,9 +47,9 @@ def bench_drift(ctx):
     n_batches = data.flat_test.shape[0] // rows
     batches = [(np.ascontiguousarray(data.flat_test[i * rows:(i + 1) * rows]), data.p_test[i * rows:(i + 1) * rows]) for i in range(n_batches)]
     small = [(x[:10], p[:10]) for x, p in batches]
-    closing = DriftMonitor(None, "bench-drift", reference, agent="closing")  # scrape-only: the pipeline, not HTTP
-    accumulating = DriftMonitor(None, "bench-drift", reference, agent="accumulating", window_size=10**9)
-    accumulating_small = DriftMonitor(None, "bench-drift", reference, agent="accumulating-10", window_size=10**9)
+    closing = DriftMonitor(None, "bench-drift", reference=reference, agent="closing")  # scrape-only: the pipeline, not HTTP
+    accumulating = DriftMonitor(None, "bench-drift", reference=reference, agent="accumulating", window_size=10**9)
+    accumulating_small = DriftMonitor(None, "bench-drift", reference=reference, agent="accumulating-10", window_size=10**9)
     assert closing.window_size == rows
     i = {"n": 0}
 

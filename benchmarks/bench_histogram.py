@@ -83,7 +83,7 @@ def bench_histogram(ctx):
             row["gp05_count"] = old_counts[-1]
             row["bucket_count_differences"] = int(sum(abs(a - b) for a, b in zip(ours_counts, old_counts)))
         rows.append(row)
-        ours_hook.sender.close(timeout=1)
+        ours_hook.publisher.close(timeout=1)
     return {"status": "ok", "buckets": "HISTOGRAM_WEIGHT_BUCKETS_0_3", "repeats": repeats, "rows": rows,
             "gp05": None if gp05 is None else GP05_VERSION, "gp05_skipped": ctx.gp05_reason}
 

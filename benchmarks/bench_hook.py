@@ -93,7 +93,7 @@ def bench_hook(ctx):
             logger.removeHandler(counter)
             row = {"scenario": scenario, "repeats": n, "ours": {**summary(times["ours"]), "process_cpu_median_ms": float(np.median(interleaved.cpu["ours"]) * 1e3)},
                    "ours_log_lines": counter.lines,
-                   "ours_pending": bool(ours.sender.pending)}
+                   "ours_pending": bool(ours.publisher.pending)}
             if gp05 is not None:
                 row["gp05"] = summary(times["gp05"])
                 row["gp05_stderr_lines_per_epoch"] = len(stderr.getvalue().splitlines()) / n
@@ -101,7 +101,7 @@ def bench_hook(ctx):
                 if scenario == "silent gateway":
                     row["gp05_timeout_s"] = silent_timeout_05
             rows.append(row)
-            ours.sender.close(timeout=0.5 if scenario == "live gateway" else 0)
+            ours.publisher.close(timeout=0.5 if scenario == "live gateway" else 0)
         one_call = None
         if gp05 is not None and not ctx.quick and not ctx.args.skip_30s:
             ctx.log("hook: one 0.5 epoch end against the silent gateway with its real default timeout (about 30 s)")

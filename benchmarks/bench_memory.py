@@ -57,7 +57,7 @@ def memory_child(args):
     reference = DriftReference.load(args.reference)
     with np.load(args.pool) as f:
         x, p = f["x"], f["p"]
-    exporter = ProductionDriftExporter(args.gateway, "bench-memory", reference, agent=f"memory-{args.samples}")
+    exporter = ProductionDriftExporter(args.gateway, "bench-memory", reference=reference, agent=f"memory-{args.samples}")
     stages["+ reference, 2,000-row batch pool, exporter"] = current_mb()
     setup_peak = peak_mb()
     setup_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -80,7 +80,7 @@ def memory_child(args):
                           "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
     seconds = time.perf_counter() - start
     exporter.close()
-    totals = exporter._totals
+    totals = exporter.totals
     print(json.dumps({"stages_rss_mb": stages, "setup_peak_mb": setup_peak, "setup_ru_maxrss_mb": setup_maxrss, "peak_reset": reset, "marks": marks,
                       "seconds": seconds, "windows": totals.windows, "samples_in_windows": totals.samples}))
 

@@ -46,7 +46,7 @@ def bench_serving(ctx):
         ctx.log(f"serving: fitting the reference with input_stride={stride}")
         reference = DriftReference.fit(data.flat_ref, data.p_ref, data.y_ref, input_stride=stride,
                                        n_simulations=50 if ctx.quick else 400)
-        monitor = DriftMonitor(None, "bench-serving", reference, agent=f"stride-{stride}", max_wait_seconds=30)
+        monitor = DriftMonitor(None, "bench-serving", reference=reference, agent=f"stride-{stride}", max_wait_seconds=30)
         out = {}
         for rows in (1, 32):
             ctx.log(f"serving: stride {stride}, {rows}-image requests, {blocks} blocks of {per_block[rows]} each way")
@@ -65,7 +65,7 @@ def _alternate(model, monitor, images, flat, rows, blocks, requests):
     predict_only, observe_only = [], []
     cpu = {"off": 0.0, "on": 0.0}
     samples = {"off": 0, "on": 0}
-    worker_clock = time.pthread_getcpuclockid(monitor._worker.ident)
+    worker_clock = time.pthread_getcpuclockid(monitor.worker.thread.ident)
     pipeline_cpu = 0.0
     model.predict_on_batch(images[:rows])  # warm
     for block in range(blocks):
@@ -121,14 +121,14 @@ def _observe_200(monitor, flat, repeats):
 def _throughput(monitor, flat, probabilities, total):
     rows = 32
     n = flat.shape[0] // rows
-    dropped_before = monitor._dropped
+    dropped_before = monitor.dropped
     start = time.perf_counter()
     for i in range(total // rows):
         j = i % n
         monitor.observe(flat[j * rows:(j + 1) * rows], probabilities[j * rows:(j + 1) * rows])
     monitor.flush(120)
     elapsed = time.perf_counter() - start
-    return {"samples_per_s": total // rows * rows / elapsed, "dropped": monitor._dropped - dropped_before}
+    return {"samples_per_s": total // rows * rows / elapsed, "dropped": monitor.dropped - dropped_before}
 
 
 def report_serving(result):

@@ -44,15 +44,15 @@ def monitor_windows(reference, x, p, rows: np.ndarray, labels=None, agent: str =
                 "estimate": report.estimated_accuracy,
                 "accuracy": report.accuracy,
                 "signals": dict(report.signals),
-                "recent": monitor._recent.signal_counts(),
-                "pooled": monitor._recent.pooled_feedback(),
+                "recent": monitor.recent.signal_counts(),
+                "pooled": monitor.recent.pooled_feedback(),
             }
         )
 
     # Room for every window between two flushes, and a long wait for it: a benchmark never drops a sample.
     monitor_args = {"max_pending_samples": (FLUSH_EVERY + 1) * rows.shape[1], "max_wait_seconds": 30.0, **monitor_args}
     monitor = DriftMonitor(
-        None, "bench", reference, agent=agent, window_size=rows.shape[1], on_window=closed, **monitor_args
+        None, "bench", reference=reference, agent=agent, window_size=rows.shape[1], on_window=closed, **monitor_args
     )
     try:
         for i, window in enumerate(rows):
@@ -62,7 +62,7 @@ def monitor_windows(reference, x, p, rows: np.ndarray, labels=None, agent: str =
         monitor.flush(timeout=60)
     finally:
         monitor.close()
-    dropped = monitor._dropped
+    dropped = monitor.dropped
     if len(records) != rows.shape[0] or dropped:
         raise RuntimeError(f"{len(records)} windows closed of {rows.shape[0]}, {dropped} samples dropped")
     return records

@@ -26,7 +26,7 @@ that fails raises :class:`RuleEvaluationError`.
 
 Example (not run as a doctest: it needs a reference and promtool)::
 
-    monitor = DriftMonitor(None, "replay", reference, agent="web", window_size=200)
+    monitor = DriftMonitor(None, "replay", reference=reference, agent="web", window_size=200)
     snapshots = monitor_snapshots(monitor, [dict(inputs=x, probabilities=p, labels=y)] * 5)
     monitor.close()
     firing = replay(snapshots)  # [set(), set(), {"GangplankDataDrift"}, ...]

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gangplank import DriftMonitor, DriftReference
-from gangplank.accuracy_charts import WINDOWS_PER_MONTH
-from gangplank.sequential import design, estimation_margin
+from gangplank._drift.accuracy_charts import WINDOWS_PER_MONTH
+from gangplank._drift.sequential import design, estimation_margin
 
 K = 3
 
@@ -59,7 +59,7 @@ def test_the_reference_keeps_the_shadow_agreement_and_the_file_keeps_it(referenc
 
 
 def test_the_exported_thresholds_are_the_designed_ones(reference):
-    with DriftMonitor(None, "j", reference, agent="a", labels_per_window=50) as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a", labels_per_window=50) as monitor:
         values = exported(monitor)
     margin = estimation_margin(reference.accuracy, 6000)
     expected = design(reference.accuracy, 0.05, 4 * 50 * WINDOWS_PER_MONTH, margin)
@@ -71,7 +71,7 @@ def test_the_exported_thresholds_are_the_designed_ones(reference):
 
 def test_a_silently_wrong_model_pages_on_labels_and_keeps_paging_until_it_recovers(reference):
     rng = np.random.default_rng(1)
-    with DriftMonitor(None, "j", reference, agent="a") as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a") as monitor:
         x, p, y = generate(rng, 1000, wrong_share=0.15)  # 10 points under the reference, confidence unchanged
         monitor.observe(x, p, y)
         assert monitor.flush()
@@ -92,7 +92,7 @@ def test_a_silently_wrong_model_pages_on_labels_and_keeps_paging_until_it_recove
 
 def test_a_model_at_its_reference_accuracy_never_alarms(reference):
     rng = np.random.default_rng(2)
-    with DriftMonitor(None, "j", reference, agent="a") as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a") as monitor:
         for _ in range(20):
             monitor.observe(*generate(rng, 1000, wrong_share=0.05))
         assert monitor.flush(timeout=60)
@@ -105,7 +105,7 @@ def test_a_model_at_its_reference_accuracy_never_alarms(reference):
 def test_the_shadow_model_pages_without_labels_when_the_models_part(reference):
     rng = np.random.default_rng(3)
     reports = []
-    with DriftMonitor(None, "j", reference, agent="a", on_window=reports.append) as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a", on_window=reports.append) as monitor:
         x, p, _ = generate(rng, 400)
         agree = np.where(rng.random(400) < 0.96, p.argmax(axis=1), (p.argmax(axis=1) + 2) % K)
         monitor.observe(x, p, shadow=agree)
@@ -132,7 +132,7 @@ def test_late_labels_count_for_the_window_of_their_prediction(reference):
     rng = np.random.default_rng(4)
     reports = []
     pooled_at_once = {"min_feedback": 1, "quality_floor": 0.0}  # pool from the first label on
-    with DriftMonitor(None, "j", reference, agent="a", on_window=reports.append, **pooled_at_once) as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a", on_window=reports.append, **pooled_at_once) as monitor:
         x, p, y = generate(rng, 100)
         monitor.observe(x, p, ids=[f"a{i}" for i in range(100)])  # window 1 closes with no labels
         x2, p2, _ = generate(rng, 60)
@@ -152,7 +152,7 @@ def test_late_labels_count_for_the_window_of_their_prediction(reference):
 def test_labels_for_the_open_window_stay_with_it(reference):
     rng = np.random.default_rng(5)
     reports = []
-    with DriftMonitor(None, "j", reference, agent="a", on_window=reports.append) as monitor:
+    with DriftMonitor(None, "j", reference=reference, agent="a", on_window=reports.append) as monitor:
         x, p, y = generate(rng, 100)
         monitor.observe(x[:50], p[:50], ids=list(range(50)))
         monitor.feedback(y[:50], ids=list(range(50)))

@@ -32,7 +32,7 @@ def reference(mnist_streams):  # noqa: F811
 
 def firing(reference, streams, stream, n_windows, label_share=0.0, shadow=False, seed=0, **monitor_args):
     """The alerts firing after each of ``n_windows`` windows of ``stream``."""
-    monitor = DriftMonitor(None, "replay", reference, agent=stream, window_size=WINDOW, **monitor_args)
+    monitor = DriftMonitor(None, "replay", reference=reference, agent=stream, window_size=WINDOW, **monitor_args)
     try:
         windows = streams.windows(stream, n_windows, WINDOW, label_share=label_share, seed=seed)
         snapshots = monitor_snapshots(monitor, windows, shadow=shadow)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gangplank import drift_statistics as ds
-from gangplank.binning import FeatureBinner
+from gangplank._drift import drift_statistics as ds
+from gangplank._drift.binning import FeatureBinner
 
 
 def mixed_data(rng, rows):

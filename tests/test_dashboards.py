@@ -232,7 +232,7 @@ def drifted(local_stack):
         name: gangplank.DriftMonitor(
             local_stack.pushgateway.address,
             "dash-prod",
-            ref,
+            reference=ref,
             agent="a1",
             window_size=50,
             grouping_key={"instance": name},

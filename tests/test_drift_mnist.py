@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from gangplank import DriftReference, ProductionDriftExporter
-from gangplank.drift_metrics import PREFIX
+from gangplank._drift.families import PREFIX
 from gangplank_devtools import read_gateway, start_pushgateway, value, wait_for
 from tests.mnist_models import mnist_models  # noqa: F401  (session fixture)
 
@@ -82,14 +82,14 @@ def run_stream(gateway, reference, probabilities, x, y, agent, seed=0):
     rows = (x.shape[0] // WINDOW) * WINDOW
     rng = np.random.default_rng(seed)
     agent = f"{agent}-stride{reference.input_stride}"
-    with ProductionDriftExporter(gateway.address, "mnist-drift", reference, agent=agent, window_size=WINDOW,
+    with ProductionDriftExporter(gateway.address, "mnist-drift", reference=reference, agent=agent, window_size=WINDOW,
                                  on_window=reports.append, max_wait_seconds=60) as exporter:  # wait, drop nothing
         start = 0
         while start < rows:
             stop = min(rows, start + int(rng.integers(1, 21)))
             exporter.observe(x[start:stop], probabilities[start:stop], y[start:stop])
             start = stop
-    exporter.sender.close(timeout=5)
+    exporter.publisher.close(timeout=5)
     assert [r.samples for r in reports] == [WINDOW] * (rows // WINDOW)
     input_rows = -(-WINDOW // reference.input_stride)
     assert all(r.input_rows == input_rows and r.labelled == WINDOW for r in reports)

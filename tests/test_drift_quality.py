@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 
 from gangplank import DriftMonitor, DriftReference
-from gangplank.drift_metrics import PREFIX
+from gangplank._drift.families import PREFIX
 from gangplank.metric_schema import SCHEMA
-from gangplank.profile import Profile
-from gangplank.recent_windows import WINDOWS_PER_MONTH, RecentWindows, labels_for_floor
-from gangplank.scoring_ids import ScoringIds
+from gangplank._drift.profile import Profile
+from gangplank._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows, labels_for_floor
+from gangplank._drift.scoring_ids import ScoringIds
 from gangplank_devtools import read_gateway, value, wait_for
 
 D, K = 6, 3
@@ -46,7 +46,7 @@ def monitor(reference):
 
     def make(pgw_addr=None, **kwargs):
         kwargs.setdefault("agent", "quality")
-        made.append(DriftMonitor(pgw_addr, "quality", kwargs.pop("reference", reference), **kwargs))
+        made.append(DriftMonitor(pgw_addr, "quality", reference=kwargs.pop("reference", reference), **kwargs))
         return made[-1]
 
     yield make
@@ -143,7 +143,7 @@ def test_confusion_matrix_precision_recall_f1_per_window_and_cumulative(monitor,
 
 # -- the label-free estimate ----------------------------------------------------------------
 def test_the_estimate_of_a_hand_made_profile():
-    from gangplank.batch import Batch
+    from gangplank._drift.batch import Batch
 
     # Two confidence bins split at 0.75: 4 rows at 0.6 (2 right), 4 at 0.9 (all right).
     p = np.array([[0.6, 0.4]] * 4 + [[0.9, 0.1]] * 4)
@@ -160,7 +160,7 @@ def test_the_estimate_of_a_hand_made_profile():
 
 
 def test_the_estimate_is_monotone_in_confidence():
-    from gangplank.batch import Batch
+    from gangplank._drift.batch import Batch
 
     p = np.array([[0.55, 0.45]] * 10 + [[0.7, 0.3]] * 10 + [[0.95, 0.05]] * 10)
     y = np.array([0] * 8 + [1] * 2 + [0] * 5 + [1] * 5 + [0] * 10)  # 0.8, then 0.5, then 1.0: not monotone
@@ -182,7 +182,7 @@ def test_the_estimate_follows_realised_accuracy_of_a_calibrated_model(monitor, r
     low = reports[2]
     assert low.estimated_accuracy < reference.accuracy - 0.1
     assert low.signals["estimated_accuracy"]  # shown beside the labels, a warning of its own
-    charts = drift._charts.states()
+    charts = drift.charts.states()
     assert charts[("labels", "large")].alarms == 1  # the labels decide the page
 
 

@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from gangplank import drift_statistics as ds
+from gangplank._drift import drift_statistics as ds
 
 
 def random_counts(rng, features=6, bins=9, zeros=0.3, high=50):

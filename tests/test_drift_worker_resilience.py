@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gangplank import DriftMonitor, DriftReference
-from gangplank.drift_metrics import PREFIX
+from gangplank._drift.families import PREFIX
 from tests.test_drift_quality import D, K, generate
 
 UNIFORM = np.full((10, K), 1 / K)
@@ -34,7 +34,7 @@ def monitor(reference):
 
     def make(pgw_addr=None, **kwargs):
         kwargs.setdefault("agent", "resilience")
-        made.append(DriftMonitor(pgw_addr, "resilience", reference, **kwargs))
+        made.append(DriftMonitor(pgw_addr, "resilience", reference=reference, **kwargs))
         return made[-1]
 
     yield make
@@ -76,8 +76,8 @@ class FailingReference(DriftReference):
 
 
 def failing(drift, **kwargs):
-    # The monitor derives its own reference (thresholds); the fault goes into that one.
-    drift.reference = FailingReference(drift.reference, **kwargs)
+    # The monitor derives its own reference (thresholds); the fault goes into the one its windows use.
+    drift.tracker.reference = FailingReference(drift.tracker.reference, **kwargs)
     return drift
 
 

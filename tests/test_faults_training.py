@@ -94,14 +94,14 @@ def test_refused_gateway_fit_completes_warns_once_and_recovers(make_exporter, ma
     assert len(history.history["loss"]) == 4
 
     for _ in range(3):  # each flush retries at once: the failure repeats, the warning does not
-        assert exporter.sender.flush(0.2) is False
+        assert exporter.publisher.flush(0.2) is False
     assert wait_for(lambda: len(calls) >= 3, timeout=10)
     one_warning(caplog, address, f"push to Pushgateway {address} failed: Connection refused", "'refused'")
     assert not recovery_lines(caplog, address)
 
     # a gateway appears on that port: the latest state arrives, and one recovery line says so
     with start_pushgateway(port=int(address.rsplit(":", 1)[1]), workdir=tmp_path) as gateway:
-        assert exporter.sender.flush(20)
+        assert exporter.publisher.flush(20)
         samples = read_gateway(gateway.url)
         assert value(samples, "gangplank_train_epochs_count") == 4
         assert value(samples, "gangplank_train_loss") == pytest.approx(history.history["loss"][-1], rel=1e-6)
@@ -119,7 +119,7 @@ def test_silent_gateway_fit_returns_while_the_push_is_still_held(make_exporter, 
         assert wait_for(lambda: server.accepted >= 1, timeout=10)
         # fit is done; the one push it started is still waiting for an answer
         assert server.accepted == 1
-        assert exporter.sender.pending and exporter.sender.last_error is None
+        assert exporter.publisher.pending and exporter.publisher.last_error is None
 
 
 def test_silent_gateway_warns_once_with_timeout(make_exporter, make_model, data, caplog):
@@ -140,10 +140,10 @@ def test_http_500_fit_completes_and_warns_once(make_exporter, make_model, data, 
         history = fit(make_model(), data, [exporter], epochs=3)
         assert len(history.history["loss"]) == 3
         for _ in range(3):
-            assert exporter.sender.flush(0.2) is False
+            assert exporter.publisher.flush(0.2) is False
         assert wait_for(lambda: server.requests >= 3, timeout=10)
         one_warning(caplog, server.address, server.address, "HTTP 500 Internal Server Error")
-        assert isinstance(exporter.sender.last_error, PushError) and exporter.sender.last_error.status == 500
+        assert isinstance(exporter.publisher.last_error, PushError) and exporter.publisher.last_error.status == 500
 
 
 # -- slow (answers after 2 s) ------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_slow_gateway_fit_does_not_wait_and_everything_arrives(
         # before going on would have meant 7 answered pushes by now
         assert len(history.history["loss"]) == 5
         assert answered_during_fit < 7
-        assert exporter.sender.flush(30)
+        assert exporter.publisher.flush(30)
         samples = scrape()
         assert value(samples, "gangplank_train_epochs_count") == 5
         assert value(samples, "gangplank_train_running") == 0
@@ -181,7 +181,7 @@ def test_slow_gateway_beyond_the_timeout_warns_once_and_recovers(
         # pushes that timed out on our side still reach the gateway late, with older
         # states; let them land, then the next delivery must bring the final state
         assert wait_for(lambda: proxy.in_flight == 0, timeout=30)
-        exporter.sender.push_now()
+        exporter.publisher.push_now()
         samples = scrape()
         assert value(samples, "gangplank_train_epochs_count") == 2
         assert value(samples, "gangplank_train_running") == 0
@@ -195,7 +195,7 @@ def test_gateway_killed_and_restarted_mid_fit(pushgateway, scrape, make_exporter
     exporter = make_exporter(pushgateway.address, "restart")
 
     def restart():
-        assert wait_for(lambda: exporter.sender.last_error is not None, timeout=15)  # a push failed meanwhile
+        assert wait_for(lambda: exporter.publisher.last_error is not None, timeout=15)  # a push failed meanwhile
         pushgateway.restart()  # comes back empty
 
     chaos = AtEpochEnd(e1=pushgateway.stop, e3=restart)
@@ -206,7 +206,7 @@ def test_gateway_killed_and_restarted_mid_fit(pushgateway, scrape, make_exporter
     )
     assert len(history.history["loss"]) == 6
 
-    assert exporter.sender.flush(30)
+    assert exporter.publisher.flush(30)
     samples = scrape()
     assert value(samples, "gangplank_train_epochs_count") == 6
     assert value(samples, "gangplank_train_running") == 0
@@ -242,7 +242,7 @@ def test_fit_raises_at_the_next_epoch_after_a_failure(kind, make_exporter, make_
     try:
         exporter = make_exporter(address, "strict", ignore_exceptions=False)
         # the push of on_train_begin fails in the background; make sure it has, before epoch 0 ends
-        waiter = AtEpochEnd(e0=lambda: wait_for(lambda: exporter.sender.last_error is not None, timeout=15))
+        waiter = AtEpochEnd(e0=lambda: wait_for(lambda: exporter.publisher.last_error is not None, timeout=15))
         after = Recorder()
         with pytest.raises(PushError) as info:
             fit(make_model(), data, [waiter, exporter, after], epochs=5)
@@ -260,10 +260,10 @@ def test_fit_raises_after_the_gateway_dies_then_evaluate_works_again(
     exporter = make_exporter(pushgateway.address, "strict", ignore_exceptions=False)
 
     def kill():
-        assert exporter.sender.flush(15)  # epochs so far delivered
+        assert exporter.publisher.flush(15)  # epochs so far delivered
         pushgateway.stop()
 
-    chaos = AtEpochEnd(e1=kill, e2=lambda: wait_for(lambda: exporter.sender.last_error is not None, timeout=15))
+    chaos = AtEpochEnd(e1=kill, e2=lambda: wait_for(lambda: exporter.publisher.last_error is not None, timeout=15))
     after = Recorder()
     model = make_model()
     with pytest.raises(PushError) as info:
@@ -275,7 +275,7 @@ def test_fit_raises_after_the_gateway_dies_then_evaluate_works_again(
     result = evaluate(model, data, [exporter])  # synchronous, raises nothing now
     samples = scrape()
     assert value(samples, "gangplank_test_loss") == pytest.approx(result["loss"], rel=1e-6)
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_train_running") == 0  # the aborted fit is closed
     assert value(samples, "gangplank_train_epochs_count") == 2

@@ -273,7 +273,7 @@ def test_an_authenticated_stack_refuses_anonymous_pushes_and_scrapes_with_the_pa
             credentials.address(stack.pushgateway.address), "auth-test", ignore_exceptions=False
         )
         model.evaluate(x, y, verbose=0, callbacks=[exporter])  # pushes at the end, raising if refused
-        exporter.sender.close(5)
+        exporter.publisher.close(5)
         # Prometheus scrapes the gateway with the password file: the push is in Prometheus
         loss = 'gangplank_test_loss{job="auth-test"}'
         assert wait_for(lambda: len(stack.query(loss)) == 1, 30), stack.query(loss)

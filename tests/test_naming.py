@@ -105,8 +105,8 @@ def test_awkward_log_keys_and_non_finite_values_all_reach_the_gateway(
     model = make_model(metrics=metrics)
     exporter = make_exporter(pushgateway.address, "names", histogram_buckets=[-0.1, 0.0, 0.1])
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
-    assert exporter.sender.last_error is None  # no HTTP 400
+    assert exporter.publisher.flush(15)
+    assert exporter.publisher.last_error is None  # no HTTP 400
     assert not gangplank_warnings(caplog, pushgateway.address)
 
     samples = scrape()
@@ -157,7 +157,7 @@ def test_log_values_of_other_types(pushgateway, scrape, make_exporter, make_mode
     }
     exporter = make_exporter(pushgateway.address, "types")
     make_model().fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[AddLogs(extra), exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_train_np_float") == 0.5
     assert value(samples, "gangplank_train_np_int") == 3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gangplank import DriftReference, ProductionDriftExporter
-from gangplank.drift_metrics import PREFIX
+from gangplank._drift.families import PREFIX
 from gangplank.metric_schema import SCHEMA
 from gangplank_devtools import read_gateway, value, wait_for
 
@@ -38,13 +38,13 @@ def make_drift(pushgateway, reference):
 
     def make(job="drift", **kwargs):
         kwargs.setdefault("agent", "web")
-        exporter = ProductionDriftExporter(pushgateway.address, job, kwargs.pop("reference", reference), **kwargs)
+        exporter = ProductionDriftExporter(pushgateway.address, job, reference=kwargs.pop("reference", reference), **kwargs)
         made.append(exporter)
         return exporter
 
     yield make
     for exporter in made:
-        exporter.sender.close(timeout=0.2)
+        exporter.publisher.close(timeout=0.2)
 
 
 def random_batches(rng, rows, largest=20):
@@ -150,13 +150,13 @@ def test_window_seconds_closes_a_non_empty_window_by_time(make_drift):
 def test_constructor_checks_its_arguments(pushgateway, reference, tmp_path):
     for bad in (0, -5, 2.5, True):
         with pytest.raises(ValueError, match="window_size must be a positive whole number"):
-            ProductionDriftExporter(pushgateway.address, "j", reference, window_size=bad)
+            ProductionDriftExporter(pushgateway.address, "j", reference=reference, window_size=bad)
     with pytest.raises(ValueError, match="window_seconds"):
-        ProductionDriftExporter(pushgateway.address, "j", reference, window_seconds=0)
+        ProductionDriftExporter(pushgateway.address, "j", reference=reference, window_seconds=0)
     with pytest.raises(ValueError, match="agent"):
-        ProductionDriftExporter(pushgateway.address, "j", reference, agent="")
+        ProductionDriftExporter(pushgateway.address, "j", reference=reference, agent="")
     with pytest.raises(FileNotFoundError):
-        ProductionDriftExporter(pushgateway.address, "j", tmp_path / "absent.npz")
+        ProductionDriftExporter(pushgateway.address, "j", reference=tmp_path / "absent.npz")
 
 
 def test_reference_can_be_a_saved_file(make_drift, reference, tmp_path):
@@ -232,7 +232,7 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     assert exporter.flush()
     assert reports[0].labelled == 60 and reports[0].correct == 50 and reports[0].samples == 100
     assert reports[0].accuracy == pytest.approx(50 / 60)
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == pytest.approx(50 / 60)
     exporter.observe(x[100:150], p[100:150])
     exporter.feedback((y[100:150] + 1) % K, p[100:150])  # all wrong, in the open window
@@ -240,7 +240,7 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     assert exporter.flush()
     assert reports[-1].labelled == 50 and reports[-1].accuracy == 0.0
     assert np.all(reports[-1].recall[np.isfinite(reports[-1].recall)] == 0.0)
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     assert gateway_value(pushgateway, PREFIX + "feedback_accuracy", agent="web") == 0.0
     exporter.feedback((y[150:200] + 1) % K, p[150:200])  # after the last sample: no window of labels alone
     exporter.close()
@@ -316,15 +316,15 @@ def test_memory_is_bounded_by_features_and_bins(make_drift):
     exporter = make_drift(window_size=10**9)
     exporter.observe(x[:10], p[:10], y[:10])
     assert exporter.flush()
-    small = window_footprint(exporter._window)
+    small = window_footprint(exporter.window)
     for _ in range(50):
         exporter.observe(x, p, y)
         exporter.feedback(y, p)
     assert exporter.flush()
-    assert exporter._window.samples == 50_010 and exporter._window.labelled == 100_010
-    assert window_footprint(exporter._window) == small
+    assert exporter.window.samples == 50_010 and exporter.window.labelled == 100_010
+    assert window_footprint(exporter.window) == small
     binner = exporter.reference.binner
-    assert exporter._window.input_counts.shape == (D, binner.n_columns)
+    assert exporter.window.input_counts.shape == (D, binner.n_columns)
 
 
 # -- the Keras path -----------------------------------------------------------------------
@@ -398,7 +398,7 @@ def test_bad_input_raises_a_clear_value_error(make_drift, make_bad, message):
     x, p, y = generate(rng, 5)
     with pytest.raises(ValueError, match=message):
         exporter.observe(*make_bad(x, p, y))
-    assert exporter._window.samples == 0 and exporter._window.input_rows == 0 and exporter._window.labelled == 0
+    assert exporter.window.samples == 0 and exporter.window.input_rows == 0 and exporter.window.labelled == 0
 
 
 def test_nothing_observed_before_a_bad_batch_is_lost(make_drift, pushgateway):
@@ -479,7 +479,7 @@ def test_an_empty_batch_is_a_no_op(make_drift):
     exporter = make_drift(window_size=10)
     exporter.observe(np.zeros((0, D)), np.zeros((0, K)))
     exporter.observe(np.zeros((0, 2, 4)), np.zeros((0, K)), np.zeros(0, dtype=int))
-    assert exporter._window.samples == 0 and exporter.last_report is None
+    assert exporter.window.samples == 0 and exporter.last_report is None
 
 
 def test_single_samples_with_plain_number_labels(make_drift):
@@ -506,7 +506,7 @@ def test_drift_monitor_works_without_importing_keras(pushgateway):
         "rng = np.random.default_rng(0)\n"
         "x, p = rng.normal(size=(600, 4)), rng.dirichlet([1, 1], size=600)\n"
         "reference = gangplank.DriftReference.fit(x, p, window_size=100, n_simulations=50)\n"
-        f"with gangplank.DriftMonitor({pushgateway.address!r}, 'no-keras', reference, agent='bare', ignore_exceptions=False) as drift:\n"
+        f"with gangplank.DriftMonitor({pushgateway.address!r}, 'no-keras', reference=reference, agent='bare', ignore_exceptions=False) as drift:\n"
         "    drift.observe(x[:250], p[:250])\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras was imported'\n"
     )

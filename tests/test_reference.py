@@ -14,7 +14,7 @@ import pytest
 import gangplank
 from gangplank import DriftReference, ReferenceFormatError
 from gangplank.reference import Thresholds
-from gangplank.reference_file import FORMAT, VERSION
+from gangplank._drift.reference_file import FORMAT, VERSION
 
 D, K = 20, 4
 WEIGHTS = np.random.default_rng(99).normal(size=(D, K))
@@ -266,7 +266,7 @@ def test_missing_member(saved, tmp_path):
 
 
 def test_an_archive_claiming_too_much_unpacked_is_refused_before_reading(saved, monkeypatch):
-    from gangplank import reference_file
+    from gangplank._drift import reference_file
 
     monkeypatch.setattr(reference_file, "MAX_UNPACKED_BYTES", 1000)  # any real file claims more than this
     assert_format_error(saved[0], "unpacked")

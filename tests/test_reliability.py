@@ -47,7 +47,7 @@ def groups(url):
 
 def test_drift_stream_survives_a_gateway_restart(reference, tmp_path):
     with start_pushgateway(workdir=tmp_path) as gateway:
-        exporter = gangplank.ProductionDriftExporter(gateway.address, "restart", reference, agent="r1", window_size=50)
+        exporter = gangplank.ProductionDriftExporter(gateway.address, "restart", reference=reference, agent="r1", window_size=50)
         stream(exporter, 300)
         gateway.stop()
         stream(exporter, 400, seed=2)  # windows close while nobody listens
@@ -61,13 +61,13 @@ def test_drift_stream_survives_a_gateway_restart(reference, tmp_path):
 
 def test_observe_keeps_going_against_a_silent_gateway(reference):
     with SilentServer() as silent:
-        exporter = gangplank.ProductionDriftExporter(silent.address, "silent", reference, agent="s1", window_size=50, timeout=30)
+        exporter = gangplank.ProductionDriftExporter(silent.address, "silent", reference=reference, agent="s1", window_size=50, timeout=30)
         reports = []
         exporter.on_window = reports.append
         run_with_timeout(lambda: stream(exporter, 1000), timeout=120, what="observe against a silent gateway")
         run_with_timeout(lambda: exporter.flush(0.5), timeout=30, what="flush against a silent gateway")
-        assert len(reports) == 20 and exporter.sender.pending
-        exporter.sender.close(0)
+        assert len(reports) == 20 and exporter.publisher.pending
+        exporter.publisher.close(0)
 
 
 PRODUCER = textwrap.dedent("""
@@ -77,7 +77,7 @@ PRODUCER = textwrap.dedent("""
     rng = np.random.default_rng(zlib.crc32(agent.encode()))
     x, p = rng.normal(size=(1000, 8)), rng.dirichlet([1, 1, 1], size=1000)
     reference = gangplank.DriftReference.fit(x, p, window_size=50, n_simulations=50)
-    with gangplank.ProductionDriftExporter(address, job, reference, agent=agent, ignore_exceptions=False) as drift:
+    with gangplank.ProductionDriftExporter(address, job, reference=reference, agent=agent, ignore_exceptions=False) as drift:
         stream(drift, rows, seed=zlib.crc32(job.encode()))
 """)
 
@@ -165,9 +165,9 @@ def hostile_arrays(draw):
 @pytest.fixture(scope="module")
 def offline_exporter(reference):
     # No gateway (pgw_addr=None): these tests are about the window, not delivery.
-    exporter = gangplank.ProductionDriftExporter(None, "bad-input", reference, agent="hyp", window_size=50)
+    exporter = gangplank.ProductionDriftExporter(None, "bad-input", reference=reference, agent="hyp", window_size=50)
     yield exporter
-    exporter.sender.close(0)
+    exporter.publisher.close(0)
 
 
 def right_shape(columns, dtype="float64"):
@@ -183,19 +183,19 @@ def right_shape(columns, dtype="float64"):
 )
 def test_any_array_is_accepted_whole_or_refused_with_value_error(offline_exporter, inputs, probabilities, labels):
     exporter = offline_exporter
-    seen_before = exporter._totals.samples + exporter._window.samples
+    seen_before = exporter.totals.samples + exporter.window.samples
     try:
         exporter.observe(inputs, probabilities, labels)
         assert exporter.flush(10)
     except ValueError as error:
         event("refused")
         assert str(error)
-        assert exporter._totals.samples + exporter._window.samples == seen_before
+        assert exporter.totals.samples + exporter.window.samples == seen_before
         return
     event("accepted")
     rows = np.asarray(probabilities).reshape(-1, 3).shape[0]
-    assert exporter._totals.samples + exporter._window.samples == seen_before + rows
-    assert 0 <= exporter._window.samples < exporter.window_size
-    window = exporter._window
+    assert exporter.totals.samples + exporter.window.samples == seen_before + rows
+    assert 0 <= exporter.window.samples < exporter.window_size
+    window = exporter.window
     assert window.class_counts.sum() == window.samples == window.confidence_counts.sum()
     assert window.input_rows <= window.samples

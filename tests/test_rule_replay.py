@@ -63,7 +63,7 @@ def run_monitor(reference, windows, **monitor_args):
 
     reports = []
     monitor = DriftMonitor(
-        None, "replay", reference, agent="test", window_size=WINDOW, on_window=reports.append, **monitor_args
+        None, "replay", reference=reference, agent="test", window_size=WINDOW, on_window=reports.append, **monitor_args
     )
     try:
         snapshots = monitor_snapshots(monitor, windows)
@@ -159,7 +159,7 @@ def test_a_rule_that_cannot_be_evaluated_is_an_error_naming_it(reference, tmp_pa
 def test_windows_of_the_wrong_size_are_refused(reference):
     from gangplank import DriftMonitor
 
-    monitor = DriftMonitor(None, "replay", reference, agent="test", window_size=WINDOW)
+    monitor = DriftMonitor(None, "replay", reference=reference, agent="test", window_size=WINDOW)
     try:
         with pytest.raises(RuntimeError, match="closed 0 windows"):
             monitor_snapshots(monitor, [{"probabilities": rows(np.random.default_rng(9), WINDOW - 1)[1]}])

@@ -91,7 +91,7 @@ def test_drift_exporter_pushes_through_tls(secure_gateway):
     rng = np.random.default_rng(1)
     x, p = rng.normal(size=(400, 3)), rng.dirichlet([1, 1], size=400)
     reference = gangplank.DriftReference.fit(x, p, window_size=50, n_simulations=50)
-    with gangplank.ProductionDriftExporter(url, "secure-drift", reference, agent="tls", basic_auth=(USER, PASSWORD), ca_file=ca_file, ignore_exceptions=False) as drift:
+    with gangplank.ProductionDriftExporter(url, "secure-drift", reference=reference, agent="tls", basic_auth=(USER, PASSWORD), ca_file=ca_file, ignore_exceptions=False) as drift:
         drift.observe(x[:120], p[:120])
     pushed = read_secure(url, ca_file)
     assert pushed["gangplank_predict_windows_total"] == 3  # two full windows of 50, then close() ends the last 20
@@ -104,7 +104,7 @@ def test_wrong_password_is_a_clear_error_without_the_secret(secure_gateway, capl
     exporter = gangplank.TrainTestExporter(url, "secure", basic_auth=(USER, "not-" + PASSWORD), ca_file=ca_file, ignore_exceptions=False)
     with caplog.at_level(logging.WARNING, logger="gangplank"), pytest.raises(PushError) as raised:
         model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    exporter.sender.close(0)
+    exporter.publisher.close(0)
     assert raised.value.status == 401
     assert "401" in str(raised.value) and url in str(raised.value)
     assert PASSWORD not in str(raised.value) and PASSWORD not in caplog.text
@@ -116,7 +116,7 @@ def test_untrusted_certificate_is_refused(secure_gateway, caplog):
     exporter = gangplank.TrainTestExporter(url, "secure", basic_auth=(USER, PASSWORD), ignore_exceptions=False)
     with pytest.raises(PushError) as raised:
         model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    exporter.sender.close(0)
+    exporter.publisher.close(0)
     assert raised.value.status is None
     assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value) or "certificate" in str(raised.value).lower()
     assert PASSWORD not in str(raised.value) and PASSWORD not in caplog.text

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from gangplank import count_null
-from gangplank.accuracy_charts import AccuracyCharts, drops
-from gangplank.drift_statistics import chi_square_p_value, psi
-from gangplank.sequential import Cusum, CusumDesign, average_run_length, design, estimation_margin
+from gangplank._drift import count_null
+from gangplank._drift.accuracy_charts import AccuracyCharts, drops
+from gangplank._drift.drift_statistics import chi_square_p_value, psi
+from gangplank._drift.sequential import Cusum, CusumDesign, average_run_length, design, estimation_margin
 
 
 def loop_cusum(design: CusumDesign, outcomes) -> tuple[list[float], list[bool]]:

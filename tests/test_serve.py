@@ -99,7 +99,7 @@ class Running:
         import gangplank
 
         reference = gangplank.DriftReference.load(mnist_common.reference_path(model_path))
-        self.drift = gangplank.DriftMonitor(None, "mnist", reference, agent=AGENT, window_size=WINDOW)
+        self.drift = gangplank.DriftMonitor(None, "mnist", reference=reference, agent=AGENT, window_size=WINDOW)
         self.service = serve.MnistService(model, self.drift, model_path, instance="in-process")
         self.server = serve.make_server(self.service, "127.0.0.1", 0, feedback_token=feedback_token, **server_options)
         self.port = self.server.server_address[1]

@@ -55,7 +55,7 @@ def test_fit_pushes_exactly_the_contract_metrics(pushgateway, scrape, make_expor
     model = make_model()
     exporter = make_exporter(pushgateway.address, "mnist")
     history = model.fit(x, y, epochs=3, batch_size=64, validation_split=0.25, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     samples = scrape()
     assert names(samples, "gangplank_train_") == {"accuracy", "loss", "val_accuracy", "val_loss"} | BUILTIN_TRAIN
@@ -74,15 +74,15 @@ def test_evaluate_adds_the_test_set_and_keeps_the_train_set(pushgateway, scrape,
     model = make_model()
     first_exporter = make_exporter(pushgateway.address, "mnist")
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[first_exporter])
-    assert first_exporter.sender.flush(15)
+    assert first_exporter.publisher.flush(15)
     train_exporter = make_exporter(pushgateway.address, "mnist")  # a second instance, same job
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[train_exporter])
-    assert train_exporter.sender.flush(15)
+    assert train_exporter.publisher.flush(15)
     train_before = {k: v for k, v in scrape().items() if k[0].startswith("gangplank_train_")}
 
     test_exporter = make_exporter(pushgateway.address, "mnist")
     result = model.evaluate(x, y, verbose=0, return_dict=True, callbacks=[test_exporter])
-    assert test_exporter.sender.flush(15)
+    assert test_exporter.publisher.flush(15)
 
     samples = scrape()
     assert names(samples, "gangplank_test_") == {"accuracy", "loss"} | BUILTIN_TEST
@@ -100,7 +100,7 @@ def test_metrics_argument_restricts_the_exported_keys(pushgateway, scrape, make_
     exporter = make_exporter(pushgateway.address, "restricted", metrics=["loss"])
     history = model.fit(x, y, epochs=2, batch_size=64, validation_split=0.25, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     samples = scrape()
     assert names(samples, "gangplank_train_") == {"loss"} | BUILTIN_TRAIN
@@ -112,7 +112,7 @@ def test_metrics_argument_may_name_validation_keys(pushgateway, scrape, make_exp
     x, y = data
     exporter = make_exporter(pushgateway.address, "valonly", metrics=["val_loss", "not_logged"])
     make_model().fit(x, y, epochs=1, batch_size=64, validation_split=0.25, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     assert names(scrape(), "gangplank_train_") == {"val_loss"} | BUILTIN_TRAIN
 
 
@@ -126,7 +126,7 @@ def test_grouping_key_is_passed_through_and_keeps_runs_apart(pushgateway, scrape
     for worker, epochs in (("w0", 2), ("w1", 3)):
         exporter = make_exporter(pushgateway.address, "mnist", grouping_key={"instance": worker})
         make_model().fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[exporter])
-        assert exporter.sender.flush(15)
+        assert exporter.publisher.flush(15)
 
     samples = scrape()
     assert labels_of(samples, "gangplank_train_") == {
@@ -143,7 +143,7 @@ def test_handler_is_passed_through_and_pushes_are_posts(pushgateway, scrape, mak
     # positional arguments as in gangplank 0.5: pgw_addr, job, metrics, histogram_buckets, handler, ignore_exceptions
     exporter = make_exporter(pushgateway.address, "handled", None, None, counting_handler(calls), True)
     make_model().fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     assert calls, "the handler given to the exporter was never called"
     assert {method for method, _ in calls} == {"POST"}
@@ -168,7 +168,7 @@ def test_evaluate_with_ignore_exceptions_false_pushes_synchronously(
     result = make_model().evaluate(x, y, verbose=0, return_dict=True, callbacks=[exporter])
     # no flush: evaluate returned only after the gateway had the test set
     assert value(scrape(), "gangplank_test_loss") == pytest.approx(result["loss"], rel=1e-6)
-    assert not exporter.sender.pending
+    assert not exporter.publisher.pending
 
 
 def test_histogram_is_pushed_at_the_end_of_fit_and_evaluate(pushgateway, scrape, make_exporter, make_model, data):
@@ -177,7 +177,7 @@ def test_histogram_is_pushed_at_the_end_of_fit_and_evaluate(pushgateway, scrape,
     exporter = make_exporter(pushgateway.address, "hist", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     for phase in ("train", "test"):
         assert value(samples, f"gangplank_{phase}_model_weights_count") == model.count_params()
@@ -192,7 +192,7 @@ def test_no_histogram_unless_asked(pushgateway, scrape, make_exporter, make_mode
     x, y = data
     exporter = make_exporter(pushgateway.address, "nohist")
     make_model().fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     assert not any("model_weights" in n for n, _ in scrape())
 
 
@@ -203,7 +203,7 @@ def test_one_instance_for_fit_fit_evaluate(pushgateway, scrape, make_exporter, m
     exporter = make_exporter(pushgateway.address, "reuse")
 
     def gateway_state(epoch):
-        assert exporter.sender.flush(15)
+        assert exporter.publisher.flush(15)
         samples = scrape()
         return value(samples, "gangplank_train_epochs_count"), names(samples, "gangplank_test_")
 
@@ -215,7 +215,7 @@ def test_one_instance_for_fit_fit_evaluate(pushgateway, scrape, make_exporter, m
     # epochs_count counts each fit from 1, and validation inside fit pushed no gangplank_test_*
     assert first.seen == [(1, set()), (2, set()), (3, set())]
     assert second.seen == [(1, set()), (2, set())]
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_train_epochs_count") == 2
     assert value(samples, "gangplank_train_loss") == pytest.approx(history.history["loss"][-1], rel=1e-6)
@@ -223,14 +223,14 @@ def test_one_instance_for_fit_fit_evaluate(pushgateway, scrape, make_exporter, m
     assert not names(samples, "gangplank_test_")
 
     result = model.evaluate(x, y, verbose=0, return_dict=True, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_test_loss") == pytest.approx(result["loss"], rel=1e-6)
     assert value(samples, "gangplank_train_epochs_count") == 2  # still there
 
     # and a fit after the evaluate still works
     model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     assert value(scrape(), "gangplank_train_epochs_count") == 1
 
 
@@ -248,7 +248,7 @@ def test_evaluate_after_an_aborted_fit_pushes_the_test_metrics(pushgateway, scra
     with pytest.raises(RuntimeError, match="user code failed"):
         model.fit(x, y, epochs=5, batch_size=64, verbose=0, callbacks=[exporter, Boom()])
     result = model.evaluate(x, y, verbose=0, return_dict=True, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     samples = scrape()
     assert value(samples, "gangplank_test_loss") == pytest.approx(result["loss"], rel=1e-6)
@@ -262,7 +262,7 @@ def test_unbuilt_sequential_model(pushgateway, scrape, make_exporter, make_model
     model = make_model(build=False)
     exporter = make_exporter(pushgateway.address, "unbuilt", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     assert value(samples, "gangplank_train_model_parameters_count") == model.count_params()
     assert value(samples, "gangplank_train_model_weights_count") == model.count_params()
@@ -272,7 +272,7 @@ def test_predict_does_not_push(pushgateway, scrape, make_exporter, make_model, d
     x, _ = data
     exporter = make_exporter(pushgateway.address, "predict")
     make_model().predict(x, verbose=0, callbacks=[exporter])
-    exporter.sender.flush(2)
+    exporter.publisher.flush(2)
     assert scrape() == {}
 
 
@@ -344,7 +344,7 @@ def test_vector_metric_is_exported_per_class(pushgateway, scrape, make_exporter)
         x, one_hot[y], epochs=2, batch_size=32, validation_data=(x_val, one_hot[y_val]), verbose=0, callbacks=[exporter]
     )
     result = model.evaluate(x_val, one_hot[y_val], verbose=0, return_dict=True, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     samples = scrape()
     for name, expected in (
@@ -367,7 +367,7 @@ def test_confusion_matrix_under_fit_and_evaluate(pushgateway, scrape, make_expor
     model = three_class_model(["accuracy", ConfusionMatrix(CLASSES)])
     exporter = make_exporter(pushgateway.address, "confusion", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     history = model.fit(x, y, epochs=3, batch_size=32, validation_data=(x_val, y_val), verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
 
     # validation runs with the weights at the end of the epoch: the model's predictions now
@@ -382,7 +382,7 @@ def test_confusion_matrix_under_fit_and_evaluate(pushgateway, scrape, make_expor
     assert not any(n.startswith("gangplank_test_") for n, _ in samples)
 
     result = model.evaluate(x_test, y_test, batch_size=32, verbose=0, return_dict=True, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     test = matrix_of(samples, "gangplank_test_confusion_matrix")
     assert test.sum() == len(x_test)
@@ -442,7 +442,7 @@ def test_a_scrape_serves_exactly_what_is_pushed(pushgateway, scrape, make_export
     )
     model.fit(x, y, epochs=2, batch_size=32, validation_split=0.3, verbose=0, callbacks=[exporter])
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     pushed, scraped = scrape(), served(exporter)
     assert {n for n, _ in scraped} >= {
@@ -469,7 +469,7 @@ def test_without_an_address_nothing_is_pushed_and_everything_is_served(pushgatew
     assert samples[("gangplank_test_loss", ())] == pytest.approx(result["loss"], rel=1e-6)
     cells = {lab: v for (n, lab), v in samples.items() if n == "gangplank_test_confusion_matrix"}
     assert len(cells) == CLASSES**2 and sum(cells.values()) == len(x)
-    assert exporter.close() is True and not exporter.sender.pending and exporter.sender.last_error is None
+    assert exporter.close() is True and not exporter.publisher.pending and exporter.publisher.last_error is None
     assert scrape() == {}  # the test's gateway heard nothing
 
 
@@ -534,4 +534,4 @@ def test_close_delivers_before_returning(pushgateway, scrape, make_model, data):
     make_model().fit(x, y, epochs=1, verbose=0, callbacks=[exporter])
     assert exporter.close() is True
     assert value(scrape(), "gangplank_train_epochs_count", job="closing") == 1
-    assert not exporter.sender.pending
+    assert not exporter.publisher.pending

@@ -145,15 +145,15 @@ def test_flush_with_nothing_submitted():
     assert sender.close(0) is True
 
 
-def test_close_flushes_stops_the_thread_and_can_be_reopened(pushgateway, scrape, make_sender):
+def test_close_flushes_stops_the_thread_and_is_final(pushgateway, scrape, make_sender):
     sender = make_sender(pushgateway.address, "close")
     sender.submit("train", [gauge("gangplank_train_loss", 1.0)])
     assert sender.close(15) is True
     assert value(scrape(), "gangplank_train_loss") == 1.0
-    assert wait_for(lambda: not sender._thread.is_alive(), timeout=10)
-    sender.submit("train", [gauge("gangplank_train_loss", 2.0)])  # a later submit delivers again
-    assert sender.flush(15)
-    assert value(scrape(), "gangplank_train_loss") == 2.0
+    assert wait_for(lambda: not any(t.name == "gangplank-push-close" for t in threading.enumerate()), timeout=10)
+    with pytest.raises(RuntimeError, match="close\\(\\) is final"):
+        sender.submit("train", [gauge("gangplank_train_loss", 2.0)])
+    assert value(scrape(), "gangplank_train_loss") == 1.0 and sender.close(0) is True
 
 
 def test_close_on_a_dead_gateway_gives_up_in_time_and_skips_the_exit_flush():
@@ -161,7 +161,7 @@ def test_close_on_a_dead_gateway_gives_up_in_time_and_skips_the_exit_flush():
     sender.submit("train", [gauge("gangplank_train_loss", 1.0)])
     assert run_with_timeout(lambda: sender.close(0.3), 30, "close") is False
     assert sender not in transport._live_senders
-    assert wait_for(lambda: not sender._thread.is_alive(), timeout=10)
+    assert wait_for(lambda: not any(t.name == "gangplank-push-closed" for t in threading.enumerate()), timeout=10)
 
 
 def test_push_now_delivers_synchronously(pushgateway, scrape, make_sender):

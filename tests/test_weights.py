@@ -94,7 +94,7 @@ def test_histogram_of_a_real_model_matches_numpy(pushgateway, scrape, make_expor
     model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[exporter])
     evaluator = make_exporter(pushgateway.address, "mnist", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_1_0)
     model.evaluate(x, y, verbose=0, callbacks=[evaluator])
-    assert exporter.sender.flush(15) and evaluator.sender.flush(15)
+    assert exporter.publisher.flush(15) and evaluator.publisher.flush(15)
 
     samples = scrape()
     weights = trainable_arrays(model)
@@ -122,7 +122,7 @@ def test_weights_on_edges_nan_and_inf_through_the_gateway(pushgateway, scrape, m
     model.set_weights([kernel, bias])
     exporter = make_exporter(pushgateway.address, "edges", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     model.evaluate(x[:, :2], np.zeros((len(x), 3)), verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
 
     got = scraped_histogram(scrape(), "gangplank_test_model_weights")
     assert got["buckets"]["-0.3"] == 2  # -Inf and -0.3
@@ -143,7 +143,7 @@ def test_model_without_weights(pushgateway, scrape, make_exporter, data):
     model.compile(loss="sparse_categorical_crossentropy")
     exporter = make_exporter(pushgateway.address, "empty", histogram_buckets=HISTOGRAM_WEIGHT_BUCKETS_0_3)
     model.evaluate(x, y, verbose=0, callbacks=[exporter])
-    assert exporter.sender.flush(15)
+    assert exporter.publisher.flush(15)
     samples = scrape()
     got = scraped_histogram(samples, "gangplank_test_model_weights")
     assert got["buckets"] == {go_le(b): 0 for b in EDGES_0_3} | {"+Inf": 0}

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     exporter = gangplank.ProductionDriftExporter(
         common.push_address(args.pgw, args.pgw_password_file),
         args.job,
-        reference,
+        reference=reference,
         agent=agent,
         window_size=args.window_size,
         on_window=on_window,

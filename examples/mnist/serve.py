@@ -666,7 +666,7 @@ def main(argv=None) -> int:
     drift = gangplank.DriftMonitor(
         common.push_address(args.pushgateway, args.pushgateway_password_file) if args.pushgateway else None,
         args.job,
-        gangplank.DriftReference.load(reference_path),
+        reference=gangplank.DriftReference.load(reference_path),
         agent=args.agent,
         window_size=args.window_size,
         window_seconds=args.window_seconds,

@@ -7,57 +7,35 @@ import keras
 from .drift_monitor import DriftMonitor
 
 
-class ProductionDriftExporter(keras.callbacks.Callback):
+class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     """Watch a deployed classifier's inputs, probabilities and labels; push drift per window.
 
-    A Keras callback that holds a :class:`DriftMonitor` (``self.monitor``,
-    made with the same arguments: ``pgw_addr, job, reference, agent,
-    window_size, window_seconds, grouping_key, handler, ignore_exceptions``,
-    …) and offers all of it (``observe``, ``feedback``, ``flush``, ``close``,
-    ``retire``, ``last_report``, and ``registry.register(exporter)`` for a
-    scrape), plus the Keras path: as a callback of ``model.predict`` it
+    A :class:`DriftMonitor` that is also a Keras callback: the same
+    constructor (everything after ``job`` keyword-only) and the same API
+    (``observe``, ``feedback``, ``flush``, ``close``, which is final,
+    ``retire``, ``last_report``, ``reference``, ``window_size``, …, and
+    ``registry.register(exporter)`` for a scrape), all documented on
+    :class:`DriftMonitor`; plus the Keras path: as a callback of ``model.predict`` it
     observes every batch of outputs, and with :meth:`with_inputs` the
     matching inputs too.
 
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
-        >>> with ProductionDriftExporter("127.0.0.1:9091", "mnist", reference, agent="web") as drift:  # doctest: +SKIP
+        >>> drift = ProductionDriftExporter("127.0.0.1:9091", "mnist", reference=reference)  # doctest: +SKIP
+        >>> with drift:  # doctest: +SKIP
         ...     probabilities = model.predict(drift.with_inputs(images), callbacks=[drift])
         ...     drift.feedback(true_labels, probabilities)  # when labels arrive later
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-        self.monitor = DriftMonitor(*args, **kwargs)
-        self._predict_inputs = None  # what with_inputs() handed over for the next predict
-        self._predict_offset = 0
-
-    def __getattr__(self, name):
-        # Everything else is the monitor's: observe, feedback, flush, close, reference, ...
-        if name == "monitor":
-            raise AttributeError(name)
-        return getattr(self.monitor, name)
+    _predict_inputs = None  # what with_inputs() handed over for the next predict
+    _predict_offset = 0
 
     @property
-    def on_window(self):
-        return self.monitor.on_window
-
-    @on_window.setter
-    def on_window(self, callback):
-        self.monitor.on_window = callback
-
-    def collect(self):
-        return self.monitor.collect()
-
-    def describe(self):
-        return []
-
-    def __enter__(self):
+    def monitor(self) -> DriftMonitor:
+        """The monitor: the exporter itself (kept for code written against gangplank 0.x)."""
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.monitor.close()
-
+    # -- the Keras path ---------------------------------------------------------
     def with_inputs(self, inputs):
         """Return ``inputs`` unchanged and observe them along with the next ``predict``.
 
@@ -85,7 +63,7 @@ class ProductionDriftExporter(keras.callbacks.Callback):
             start = self._predict_offset
             inputs = self._predict_inputs[start : start + probabilities.shape[0]]
             self._predict_offset += probabilities.shape[0]
-        self.monitor.observe(inputs, probabilities)
+        self.observe(inputs, probabilities)
 
     def on_predict_end(self, logs=None):
         self._predict_inputs = None

@@ -1,11 +1,11 @@
 """DriftReference: the training-data profile a production window is compared with.
 
 ``DriftReference.fit(inputs, probabilities, labels)`` profiles the reference
-rows (:mod:`gangplank.profile`), calibrates the thresholds by simulation
-(:mod:`gangplank.calibration`) and keeps the settings it used
+rows (:mod:`gangplank._drift.profile`), calibrates the thresholds by simulation
+(:mod:`gangplank._drift.calibration`) and keeps the settings it used
 (:meth:`get_params`). :meth:`compare` applies them to a window
-(:mod:`gangplank.comparison`). :meth:`save` and :meth:`load` use the
-documented, pickle-free format of :mod:`gangplank.reference_file`. Every
+(:mod:`gangplank._drift.comparison`). :meth:`save` and :meth:`load` use the
+documented, pickle-free format of :mod:`gangplank._drift.reference_file`. Every
 threshold can be overridden with :meth:`with_thresholds`.
 
 Example:
@@ -21,15 +21,16 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
-from . import reference_file
-from .batch import Batch
-from .binning import DEFAULT_GRID
-from .calibration import FitSettings, calibrate
-from .comparison import SIGNALS, Thresholds, WindowReport, compare
-from .profile import Profile
-from .window import Window
+from ._drift import reference_file
+from ._drift.batch import Batch
+from ._drift.binning import DEFAULT_GRID
+from ._drift.calibration import FitSettings, calibrate
+from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
+from ._drift.profile import Profile
+from ._drift.window import Window
 
 __all__ = ["SIGNALS", "DriftReference", "FitSettings", "Thresholds", "WindowReport"]
 
@@ -75,33 +76,36 @@ class DriftReference:
         and the agreement-based estimate. Fit on data neither model trained
         on (e.g. the validation split), so that confidence, accuracy and
         agreement reflect unseen data.
-        ``input_stride=n`` bins the inputs of every n-th row of a window only
-        (``gangplank_predict_input_sampling_rate`` = 1/n), and calibrates the
-        input thresholds for that: less CPU per sample on wide inputs.
+
+        The other keyword arguments are saved with the reference
+        (:meth:`get_params`):
+
+        {settings}
         """
         if inputs is None:
             raise ValueError("inputs are required to fit a reference")
         batch = Batch.of(inputs, probabilities, labels, shadow=shadow)
         settings = FitSettings(
-            int(window_size),
-            false_alarm_rate,
-            feature_alpha,
-            min_feature_psi,
-            n_simulations,
-            width_bins,
-            quantile_bins,
-            confidence_bins,
-            grid,
-            seed,
-            input_stride,
+            window_size=int(window_size),
+            false_alarm_rate=false_alarm_rate,
+            feature_alpha=feature_alpha,
+            min_feature_psi=min_feature_psi,
+            n_simulations=n_simulations,
+            width_bins=width_bins,
+            quantile_bins=quantile_bins,
+            confidence_bins=confidence_bins,
+            grid=grid,
+            seed=seed,
+            input_stride=input_stride,
+            accuracy_tolerance=float(accuracy_tolerance),
         )
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid)
-        thresholds = calibrate(profile, batch, settings).replace(accuracy_tolerance=accuracy_tolerance)
-        return cls(profile, thresholds, settings.window_size, settings)
+        return cls(profile, calibrate(profile, batch, settings), settings.window_size, settings)
 
     def get_params(self) -> dict:
-        """The settings the reference was fitted with (empty for a version-1 file)."""
+        """Every keyword the reference was fitted with, ``accuracy_tolerance`` included (empty for a
+        version-1 file): ``DriftReference.fit(x, p, **reference.get_params())`` fits it again."""
         return {} if self.settings is None else self.settings.as_dict()
 
     def with_thresholds(self, **overrides) -> DriftReference:
@@ -168,10 +172,21 @@ class DriftReference:
 
     # -- files ----------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the reference to ``path`` (see :mod:`gangplank.reference_file`; no pickle)."""
+        """Write the reference to ``path`` (see :mod:`gangplank._drift.reference_file`; no pickle)."""
         reference_file.write(path, self)
 
     @classmethod
     def load(cls, path) -> DriftReference:
         """Read a reference written by :meth:`save`; :class:`ReferenceFormatError` if it is not one."""
         return reference_file.read_reference(path, cls)
+
+
+def _document_fit() -> None:
+    """Write :class:`FitSettings`'s field docs into ``DriftReference.fit``'s docstring: one source for both."""
+    fields = textwrap.indent(textwrap.dedent(FitSettings.field_docs()), " " * 8).strip()
+    function = DriftReference.fit.__func__  # type: ignore[attr-defined]
+    if function.__doc__:  # None under python -OO
+        function.__doc__ = function.__doc__.replace("{settings}", fields)
+
+
+_document_fit()

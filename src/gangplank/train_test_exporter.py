@@ -16,7 +16,7 @@ from . import metric_schema
 from .metrics import ConfusionMatrix
 from .naming import unique_names
 from .process_rank import ProcessRank, current_process
-from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings
+from .transport import Publisher, PushSettings
 from .weights import WeightHistogram
 
 logger = logging.getLogger("gangplank")
@@ -81,7 +81,7 @@ class TrainTestExporter(keras.callbacks.Callback):
             the next epoch.
         grouping_key: extra labels of the group, e.g. ``{"instance": "w0"}``;
             give each concurrent run its own to keep them apart.
-        timeout: seconds one push may take.
+        timeout: seconds one push may take (``None``: the default, 5 s).
         basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth
             (or write them in the address: ``https://user:pw@host:9091``).
         ca_file: CA bundle that signed an ``https://`` gateway's certificate.
@@ -110,7 +110,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         ignore_exceptions: bool = True,
         *,
         grouping_key: Mapping[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | None = None,
         every_process: bool = False,
@@ -128,7 +128,8 @@ class TrainTestExporter(keras.callbacks.Callback):
         group = dict(grouping_key or {})
         if self.every_process and process is not None:
             group.setdefault("instance", f"rank-{process.rank}")
-        self.publisher = Publisher(PushSettings.of(pgw_addr, handler, timeout, basic_auth, ca_file), job, group)
+        push = PushSettings.of(pgw_addr, handler=handler, timeout=timeout, basic_auth=basic_auth, ca_file=ca_file)
+        self.publisher = Publisher(push, job, group)
         if process is not None and not self.exports:
             logger.info("gangplank: process %d of %d exports nothing (rank 0 does)", process.rank, process.world_size)
         self._warned: set[str] = set()
@@ -147,20 +148,21 @@ class TrainTestExporter(keras.callbacks.Callback):
         self._end_interrupted_fit()
         self._phase = None
 
-    @property
-    def sender(self) -> Publisher:
-        """The :class:`~gangplank.transport.Publisher` (``flush``, ``pending``, ``last_error``)."""
-        return self.publisher
-
     def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is pending, waiting at most ``timeout`` seconds (default: the push timeout).
+        """Deliver what is pending, waiting at most ``timeout`` seconds (default: the push timeout). Final.
 
         Optional: at interpreter exit gangplank flushes anyway. A ``fit`` that
         raised is published as not running first. Returns whether everything
-        reached the gateway; the exporter can still be used after.
+        reached the gateway. A closed exporter refuses work: a later ``fit``
+        or ``evaluate`` with it raises ``RuntimeError`` (a scrape still serves
+        the last families); a second ``close`` only waits again.
         """
         self._end_interrupted_fit()
         return self.publisher.close(self.publisher.timeout if timeout is None else timeout)
+
+    def _refuse_if_closed(self) -> None:
+        if self.publisher.closed:
+            raise RuntimeError("this TrainTestExporter is closed: close() is final; make a new one")
 
     # -- scrape -------------------------------------------------------------
     def collect(self) -> list[Metric]:
@@ -172,6 +174,7 @@ class TrainTestExporter(keras.callbacks.Callback):
 
     # -- fit --------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        self._refuse_if_closed()
         self._begin("train")
         _open_fits.add(self)
         self._publish("train", {}, epochs=0, running=True)
@@ -188,6 +191,7 @@ class TrainTestExporter(keras.callbacks.Callback):
     # -- evaluate (validation inside fit calls these too: ignored) --------
     def on_test_begin(self, logs=None):
         if self._phase != "train":
+            self._refuse_if_closed()
             self._begin("test")
 
     def on_test_end(self, logs=None):

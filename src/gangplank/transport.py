@@ -139,6 +139,12 @@ def tls_handler(ca_file: str | None = None) -> Callable:
     return handler
 
 
+def _check_tls(handler: Callable | None, ca_file: str | os.PathLike | None) -> None:
+    """``TypeError`` for ``ca_file`` beside ``handler``: the handler connects, the CA file would go unused."""
+    if handler is not None and ca_file is not None:
+        raise TypeError("give ca_file or handler, not both: a handler makes its own connections (use tls_handler)")
+
+
 def describe_failure(gateway: str, error: BaseException) -> PushError:
     """Turn whatever a push raised into a :class:`PushError`."""
     if isinstance(error, PushError):
@@ -167,6 +173,58 @@ class _Snapshot:
         return self._metrics
 
 
+Families = Iterable[Metric] | Callable[[], Iterable[Metric]]
+
+
+class LatestMetrics:
+    """The latest metric families of each part (``"train"``, ``"test"``, ``"predict"``), and their version.
+
+    The one store an exporter keeps: its :class:`Publisher` serves scrapes from
+    it and its :class:`PushgatewaySender` pushes from it. A part may be a
+    function returning the families: it is called at most once, when a push
+    or a scrape first needs them, so a state replaced before that costs nothing.
+
+    Example:
+        >>> from prometheus_client.core import GaugeMetricFamily
+        >>> store = LatestMetrics()
+        >>> store.put("train", [GaugeMetricFamily("demo_loss", "loss", value=0.5)])
+        >>> store.version, [m.name for m in store.metrics()]
+        (1, ['demo_loss'])
+    """
+
+    def __init__(self):
+        self._parts: dict[str, list[Metric] | _Once] = {}
+        self._version = 0
+        self._lock = threading.Lock()
+
+    def put(self, part: str, metrics: Families) -> None:
+        """Replace the latest state of ``part``."""
+        latest = _Once(metrics) if callable(metrics) else list(metrics)
+        with self._lock:
+            self._parts[part] = latest
+            self._version += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parts.clear()
+            self._version += 1
+
+    @property
+    def version(self) -> int:
+        """How many times a part was replaced (or the store cleared)."""
+        with self._lock:
+            return self._version
+
+    def snapshot(self) -> tuple[int, list[Metric]]:
+        """The version and every part's families, flattened (built now if they were a function)."""
+        with self._lock:
+            version, parts = self._version, list(self._parts.values())
+        return version, [m for part in parts for m in (part() if callable(part) else part)]
+
+    def metrics(self) -> list[Metric]:
+        return self.snapshot()[1]
+
+
 class PushgatewaySender:
     """Delivers the latest metrics of one Pushgateway group, in the background.
 
@@ -184,8 +242,11 @@ class PushgatewaySender:
         retry_initial, retry_max: the first and the largest delay between
             retries, in seconds.
         basic_auth: ``(user, password)`` for a gateway behind HTTP Basic auth.
-        ca_file: a CA bundle to verify an ``https://`` gateway's certificate
-            (ignored when ``handler`` is given).
+        ca_file: a CA bundle to verify an ``https://`` gateway's certificate;
+            not together with ``handler`` (``TypeError``: a handler does its own TLS).
+        store: the :class:`LatestMetrics` to push from (its publisher's); default a store of its own.
+
+    :meth:`close` is final: a closed sender refuses :meth:`submit` with ``RuntimeError``.
     """
 
     def __init__(
@@ -200,7 +261,9 @@ class PushgatewaySender:
         *,
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | os.PathLike | None = None,
+        store: LatestMetrics | None = None,
     ):
+        _check_tls(handler, ca_file)
         if not pgw_addr or not str(pgw_addr).strip():
             raise ValueError("Pushgateway address is empty; expected e.g. '127.0.0.1:9091' (or None for no push)")
         if not job:
@@ -224,9 +287,8 @@ class PushgatewaySender:
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
 
-        self._parts: dict[str, list[Metric] | Callable[[], list[Metric]]] = {}
-        self._version = 0
-        self._delivered = 0
+        self.store = LatestMetrics() if store is None else store
+        self._delivered = self.store.version
         self._last_error: PushError | None = None
         self._failing = False
         self._retry_now = False
@@ -237,19 +299,22 @@ class PushgatewaySender:
         _live_senders.add(self)
 
     # -- what callers use -------------------------------------------------
-    def submit(self, part: str, metrics: Iterable[Metric] | Callable[[], list[Metric]]) -> None:
+    def submit(self, part: str, metrics: Families) -> None:
         """Replace the latest state of ``part``; delivery happens in the background.
 
         ``metrics`` may be a function that returns the families: it is called
         only when a push needs them, so states that a newer one replaces
         before it is sent cost nothing.
         """
-        metrics = metrics if callable(metrics) else list(metrics)
         with self._cond:
-            self._parts[part] = metrics
-            self._version += 1
-            self._closed = False
-            _live_senders.add(self)
+            self._refuse_if_closed()
+        self.store.put(part, metrics)
+        self.changed()
+
+    def changed(self) -> None:
+        """Deliver the store's latest state (it was replaced); ``RuntimeError`` once closed."""
+        with self._cond:
+            self._refuse_if_closed()
             self._ensure_thread()
             self._cond.notify_all()
 
@@ -267,12 +332,12 @@ class PushgatewaySender:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            if self._delivered >= self._version:
-                return True
+            if not self.pending or self._closed:
+                return not self.pending
             self._retry_now = True
             self._ensure_thread()
             self._cond.notify_all()
-            while self._delivered < self._version:
+            while self.pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -280,10 +345,10 @@ class PushgatewaySender:
             return True
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """Flush for at most ``timeout`` seconds, then stop the thread.
+        """Flush for at most ``timeout`` seconds, then stop the thread. Final.
 
-        A closed sender is left out of the flush at interpreter exit; a later
-        :meth:`submit` starts delivering again.
+        Returns whether everything reached the gateway. A closed sender is left
+        out of the flush at interpreter exit and refuses :meth:`submit`.
         """
         delivered = self.flush(timeout)
         with self._cond:
@@ -298,9 +363,9 @@ class PushgatewaySender:
         For a retired deployment: its last values would otherwise stay on the
         gateway, and keep alerts firing, forever. Raises :class:`PushError`.
         """
+        self.store.clear()
         with self._cond:
-            self._parts.clear()
-            self._delivered = self._version
+            self._delivered = self.store.version
             self._closed = True
             self._cond.notify_all()
         _live_senders.discard(self)
@@ -318,22 +383,22 @@ class PushgatewaySender:
     @property
     def pending(self) -> bool:
         """Whether some submitted state has not reached the gateway yet."""
-        return self._delivered < self._version
+        return self._delivered < self.store.version
 
     # -- the work -----------------------------------------------------------
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the sender of job {self.job!r} is closed: close() is final")
+
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._closed = False
             self._thread = threading.Thread(target=self._run, name=f"gangplank-push-{self.job}", daemon=True)
             self._thread.start()
 
     def _attempt(self) -> PushError | None:
         with self._io_lock:
-            with self._cond:
-                version = self._version
-                parts = list(self._parts.values())
             try:
-                metrics = [m for part in parts for m in (part() if callable(part) else part)]
+                version, metrics = self.store.snapshot()
                 self._push_handler(
                     url=self._url,
                     method="POST",
@@ -379,9 +444,9 @@ class PushgatewaySender:
         delay = self.retry_initial
         while True:
             with self._cond:
-                while self._delivered >= self._version and not self._closed:
+                while not self.pending and not self._closed:
                     self._cond.wait()
-                if self._closed and self._delivered >= self._version:
+                if self._closed and not self.pending:
                     return
                 self._retry_now = False
             if self._attempt() is None:
@@ -414,24 +479,47 @@ class PushSettings:
     basic_auth: tuple[str, str] | None = None
     ca_file: str | os.PathLike | None = None
 
+    def __post_init__(self):
+        _check_tls(self.handler, self.ca_file)
+
     @classmethod
-    def of(cls, pgw_addr, handler=None, timeout=DEFAULT_TIMEOUT, basic_auth=None, ca_file=None) -> PushSettings:
+    def of(
+        cls,
+        pgw_addr: str | PushSettings | None,
+        *,
+        handler: Callable | None = None,
+        timeout: float | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | os.PathLike | None = None,
+    ) -> PushSettings:
         """An exporter's ``pgw_addr`` and transport keywords as settings; ``pgw_addr`` may be settings already.
+
+        ``None`` means "not given" for every keyword (``timeout``: the default,
+        :data:`DEFAULT_TIMEOUT` seconds), so that an explicit ``timeout=5.0``
+        beside a :class:`PushSettings` is refused like any other: the settings
+        hold them all (``TypeError``).
 
         >>> PushSettings.of("127.0.0.1:9091", timeout=2).timeout
         2
+        >>> PushSettings.of("127.0.0.1:9091").timeout
+        5.0
         """
-        if not isinstance(pgw_addr, PushSettings):
-            return cls(pgw_addr, handler, timeout, basic_auth, ca_file)
-        if (handler, timeout, basic_auth, ca_file) != (None, DEFAULT_TIMEOUT, None, None):
-            raise TypeError("give handler, timeout, basic_auth and ca_file in the PushSettings, not beside it")
-        return pgw_addr
+        given = {"handler": handler, "timeout": timeout, "basic_auth": basic_auth, "ca_file": ca_file}
+        given = {name: value for name, value in given.items() if value is not None}
+        if isinstance(pgw_addr, PushSettings):
+            if given:
+                raise TypeError(f"give {', '.join(given)} in the PushSettings, not beside it")
+            return pgw_addr
+        return cls(pgw_addr, **given)
 
     @property
     def pushes(self) -> bool:
         return self.pgw_addr is not None
 
-    def sender(self, job: str, grouping_key: Mapping[str, str]) -> PushgatewaySender:
+    def sender(
+        self, job: str, grouping_key: Mapping[str, str], store: LatestMetrics | None = None
+    ) -> PushgatewaySender:
+        """A :class:`PushgatewaySender` of these settings for the group ``job`` + ``grouping_key``."""
         if self.pgw_addr is None:
             raise ValueError("these settings do not push (pgw_addr=None)")
         return PushgatewaySender(
@@ -442,6 +530,7 @@ class PushSettings:
             self.timeout,
             basic_auth=self.basic_auth,
             ca_file=self.ca_file,
+            store=store,
         )
 
 
@@ -471,29 +560,26 @@ class Publisher:
         self.settings = settings
         self.job = str(job)
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
-        self._sender = settings.sender(self.job, self.grouping_key) if settings.pushes else None
+        self.store = LatestMetrics()
+        self._sender = settings.sender(self.job, self.grouping_key, self.store) if settings.pushes else None
         self._scrape_labels = {k: v for k, v in self.grouping_key.items() if k != "instance"}
-        self._parts: dict[str, list[Metric] | Callable[[], list[Metric]]] = {}
-        self._lock = threading.Lock()
+        self._closed = False
 
-    def submit(self, part: str, metrics: Iterable[Metric] | Callable[[], list[Metric]]) -> None:
-        """Replace the latest state of ``part``; never blocks.
+    def submit(self, part: str, metrics: Families) -> None:
+        """Replace the latest state of ``part``; never blocks. ``RuntimeError`` once closed.
 
         ``metrics`` may be a function returning the families: it is called at
         most once, when a push or a scrape first needs them.
         """
-        latest = _Once(metrics) if callable(metrics) else list(metrics)
-        with self._lock:
-            self._parts[part] = latest
+        if self._closed:
+            raise RuntimeError(f"the publisher of job {self.job!r} is closed: close() is final")
+        self.store.put(part, metrics)
         if self._sender is not None:
-            self._sender.submit(part, latest)
+            self._sender.changed()
 
     def collect(self) -> list[Metric]:
         """The latest families of every part, labelled for a scrape."""
-        with self._lock:
-            parts = list(self._parts.values())
-        metrics = [m for part in parts for m in (part() if callable(part) else part)]
-        return [_with_labels(m, self._scrape_labels) for m in metrics]
+        return [_with_labels(m, self._scrape_labels) for m in self.store.metrics()]
 
     def describe(self) -> list[Metric]:
         return []  # registration must not call collect()
@@ -507,7 +593,16 @@ class Publisher:
         return True if self._sender is None else self._sender.flush(timeout)
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Deliver what is pending (at most ``timeout`` seconds), then refuse :meth:`submit`. Final.
+
+        A scrape still serves the last families.
+        """
+        self._closed = True
         return True if self._sender is None else self._sender.close(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def delete(self) -> None:
         """Remove the group from the gateway (see :meth:`PushgatewaySender.delete`)."""

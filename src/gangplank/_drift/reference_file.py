@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ReferenceFormatError
+from ..errors import ReferenceFormatError
 
 FORMAT = "gangplank-drift-reference"
 VERSION = 3
@@ -133,7 +133,9 @@ def read_reference(path, cls):
         quality_floor=float(t.get("quality_floor", 0.80)),
         min_window_samples=int(t["min_window_samples"]),
     )
-    settings = FitSettings(**header["settings"]) if header.get("settings") else None
+    # A file written before accuracy_tolerance was a fit setting: the thresholds held it.
+    fitted = {"accuracy_tolerance": thresholds.accuracy_tolerance, **(header.get("settings") or {})}
+    settings = FitSettings(**fitted) if header.get("settings") else None
     return cls(profile, thresholds, int(header["window_size"]), settings)
 
 

@@ -2,7 +2,7 @@
 
 A :class:`Profile` is learned once from reference rows (inputs, the model's
 probabilities, optionally true labels) by filling one big
-:class:`~gangplank.window.Window` — the same ingestion path as production
+:class:`~gangplank._drift.window.Window` — the same ingestion path as production
 traffic — and keeping its totals: per-feature bin counts, predicted-class
 shares, a confidence histogram and, with labels, the accuracy and the
 confidence → P(correct) map used for the label-free accuracy estimate.
@@ -15,7 +15,7 @@ confidence stays calibrated under the shift (no concept shift).
 
 Example:
     >>> import numpy as np
-    >>> from gangplank.batch import Batch
+    >>> from gangplank._drift.batch import Batch
     >>> rng = np.random.default_rng(0)
     >>> p = rng.dirichlet([1, 1], size=1000); y = (rng.random(1000) > p[:, 0]).astype(int)
     >>> profile = Profile.fit(Batch.of(None, p, y), confidence_bins=5)

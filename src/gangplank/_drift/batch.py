@@ -4,7 +4,7 @@
 probabilities, labels, scoring ids) and raises ``ValueError`` before anything
 is recorded; the arrays it keeps are the batch's own copies, so the caller may
 reuse its buffers at once. Binning and counting happen later, in
-:meth:`gangplank.window.Window.add`.
+:meth:`gangplank._drift.window.Window.add`.
 
 Example:
     >>> import numpy as np
@@ -49,7 +49,7 @@ class Batch:
         n_classes=None,
         normalise: bool = True,
     ) -> Batch:
-        """Validate one call's arguments (see :mod:`gangplank.validation`).
+        """Validate one call's arguments (see :mod:`gangplank._drift.validation`).
 
         ``shadow`` is a second model's output for the same rows (probabilities,
         logits or predicted classes); only its predicted class is kept.

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..metric_schema import family_name, spec
 from .comparison import SIGNALS, WindowReport
-from .metric_schema import family_name, spec
 
 PREFIX = "gangplank_predict_"
 # The worker's steps whose exceptions are counted (``worker_errors_total{stage=...}``): adding a batch or

@@ -4,7 +4,7 @@
 
 * Confidence and prediction read only bin counts (confidence bins,
   predicted classes), so their no-drift distribution is simulated exactly
-  (:mod:`gangplank.count_null`: reference shares from a Dirichlet on the
+  (:mod:`gangplank._drift.count_null`: reference shares from a Dirichlet on the
   reference counts, window counts from a multinomial), with enough draws
   for an empirical ``1 − α`` quantile: it holds for rare classes and
   near-empty bins, where a chi-square or a moment-matched tail leaks.
@@ -27,7 +27,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from gangplank.batch import Batch
+    >>> from gangplank._drift.batch import Batch
     >>> rng = np.random.default_rng(0)
     >>> batch = Batch.of(rng.normal(size=(800, 3)), rng.dirichlet([1, 1], size=800))
     >>> settings = FitSettings(window_size=100, n_simulations=50)
@@ -42,7 +42,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy import special
 
 from . import count_null
@@ -54,7 +53,24 @@ from .profile import Profile
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How a reference was fitted and calibrated; saved with it (``DriftReference.get_params()``)."""
+    """How a reference was fitted and calibrated; saved with it (``DriftReference.get_params()``).
+
+    Fields (``DriftReference.fit``'s keyword arguments, documented here once):
+        window_size: samples per production window the thresholds are calibrated for (200).
+        false_alarm_rate: chance per window that a drift decision fires on data without drift (1e-4).
+        feature_alpha: per-feature false-alarm rate of the PSI cut that counts a feature as drifted (0.01).
+        min_feature_psi: the smallest per-feature PSI cut (0.05).
+        n_simulations: windows simulated to calibrate the input thresholds (1000).
+        width_bins: equal-width bins per feature (10).
+        quantile_bins: quantile bins per feature, on top of the equal-width ones (10).
+        confidence_bins: bins of the top-class probability (the confidence PSI and the estimate's map) (10).
+        grid: resolution of each feature's binning lookup table (256).
+        seed: the random seed of the calibration (0).
+        input_stride: bin the inputs of every n-th row of a window only (1: all rows); the input
+            thresholds are calibrated for it (``gangplank_predict_input_sampling_rate`` = 1/n).
+        accuracy_tolerance: accuracy loss below the reference that is acceptable (0.02); the
+            accuracy charts and the estimate's signals test for more.
+    """
 
     window_size: int = 200
     false_alarm_rate: float = 1e-4
@@ -66,7 +82,14 @@ class FitSettings:
     confidence_bins: int = 10
     grid: int = DEFAULT_GRID
     seed: int = 0
-    input_stride: int = 1  # bin the inputs of every n-th row of a window (1: all)
+    input_stride: int = 1
+    accuracy_tolerance: float = 0.02
+
+    @classmethod
+    def field_docs(cls) -> str:
+        """The ``Fields`` part of this docstring (for ``DriftReference.fit``'s)."""
+        doc = cls.__doc__ or ""
+        return doc[doc.index("Fields") :].split(":", 1)[1].strip("\n")
 
     @property
     def input_rows(self) -> int:
@@ -113,6 +136,7 @@ def calibrate(profile: Profile, batch: Batch, settings: FitSettings) -> Threshol
         confidence_psi=confidence_cut,
         class_p_value=class_p_value,
         estimated_accuracy_p_value=alpha,
+        accuracy_tolerance=settings.accuracy_tolerance,
     )
 
 

@@ -1,22 +1,22 @@
 """A window against the reference profile: every statistic, and the per-window signals.
 
-:func:`compare` is pure: it reads a :class:`~gangplank.window.Window` and a
-:class:`~gangplank.profile.Profile` and returns a :class:`WindowReport` that
+:func:`compare` is pure: it reads a :class:`~gangplank._drift.window.Window` and a
+:class:`~gangplank._drift.profile.Profile` and returns a :class:`WindowReport` that
 also holds the thresholds it applied (scaled to the window's size), so
 nothing downstream re-derives them. Five per-window signals:
 
 * ``input``: share of features whose PSI is over that feature's cut;
 * ``prediction``: chi-square p of the predicted-class counts, against a cut
-  calibrated on the exact no-drift distribution (:mod:`gangplank.count_null`);
+  calibrated on the exact no-drift distribution (:mod:`gangplank._drift.count_null`);
 * ``confidence``: PSI of the top-class probability, likewise calibrated;
 * ``estimated_accuracy``: the label-free estimate (see
-  :class:`~gangplank.profile.Profile`) significantly below the reference
+  :class:`~gangplank._drift.profile.Profile`) significantly below the reference
   accuracy minus ``accuracy_tolerance``: a warning when sustained;
 * ``estimated_floor``: the estimate significantly below the absolute
   ``quality_floor``: a page when sustained.
 
 Labels and a shadow model are not judged per window: their outcomes feed
-sequential charts (:mod:`gangplank.sequential`), which weigh every label and
+sequential charts (:mod:`gangplank._drift.sequential`), which weigh every label and
 every shadowed row as it arrives. The report carries their per-window
 figures (accuracy, agreement, the agreement-based estimate) for display.
 
@@ -26,8 +26,8 @@ are reported but never alarm.
 
 Example:
     >>> import numpy as np
-    >>> from gangplank.batch import Batch
-    >>> from gangplank.profile import Profile
+    >>> from gangplank._drift.batch import Batch
+    >>> from gangplank._drift.profile import Profile
     >>> profile = Profile.fit(Batch.of(None, np.array([[0.9, 0.1], [0.2, 0.8]] * 50)))
     >>> window = profile.new_window(); window.add(Batch.of(None, np.array([[0.9, 0.1]] * 30)))
     >>> compare(profile, Thresholds.never(0), window, window_size=100).signals["prediction"]

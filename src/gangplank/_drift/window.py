@@ -1,7 +1,7 @@
 """The running totals of one drift window: bounded by features × bins, never by samples.
 
 A :class:`Window` is filled through one path: :meth:`Window.add` takes a
-:class:`~gangplank.batch.Batch` (already validated) and adds its input bin
+:class:`~gangplank._drift.batch.Batch` (already validated) and adds its input bin
 counts, summary sums, predicted-class counts, confidence histogram, entropy
 and agreement with a shadow model;
 :meth:`Window.add_feedback` adds labels joined to predictions. The reference
@@ -9,7 +9,7 @@ profile, the calibration and the live monitor all build windows this way.
 
 Example:
     >>> import numpy as np
-    >>> from gangplank.batch import Batch
+    >>> from gangplank._drift.batch import Batch
     >>> window = Window(binner=None, confidence_edges=np.array([0.5]), n_classes=2)
     >>> window.add(Batch.of(None, np.array([[0.9, 0.1], [0.2, 0.8]])))
     >>> window.samples, window.class_counts.tolist(), window.confidence_counts.tolist()

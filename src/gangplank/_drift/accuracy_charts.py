@@ -1,7 +1,7 @@
 """The sequential charts a monitor keeps: is the model still as accurate as its reference?
 
 Two kinds of evidence, each weighed outcome by outcome by two Bernoulli
-CUSUM charts (:mod:`gangplank.sequential`):
+CUSUM charts (:mod:`gangplank._drift.sequential`):
 
 * ``labels``: was each labelled prediction right? In control a margin under
   the reference accuracy; out of control at the reference accuracy minus

@@ -11,6 +11,7 @@ process that imported gangplank (see :mod:`gangplank.keras_registration`).
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from .errors import GangplankError, PushError, ReferenceFormatError
 from .keras_registration import register_with_keras
@@ -28,6 +29,15 @@ _LAZY = {
     "PushSettings": ".transport",
 }
 _SUBMODULES = {"metrics"}
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (never imported at run time here)
+    from . import metrics as metrics
+    from .drift_monitor import DriftMonitor
+    from .metrics import ConfusionMatrix
+    from .production_drift_exporter import ProductionDriftExporter
+    from .reference import DriftReference, WindowReport
+    from .train_test_exporter import TrainTestExporter
+    from .transport import PushSettings
 
 __all__ = [
     "ConfusionMatrix",

@@ -504,13 +504,13 @@ class PushSettings:
         >>> PushSettings.of("127.0.0.1:9091").timeout
         5.0
         """
-        given = {"handler": handler, "timeout": timeout, "basic_auth": basic_auth, "ca_file": ca_file}
-        given = {name: value for name, value in given.items() if value is not None}
         if isinstance(pgw_addr, PushSettings):
-            if given:
-                raise TypeError(f"give {', '.join(given)} in the PushSettings, not beside it")
+            given = {"handler": handler, "timeout": timeout, "basic_auth": basic_auth, "ca_file": ca_file}
+            named = [name for name, value in given.items() if value is not None]
+            if named:
+                raise TypeError(f"give {', '.join(named)} in the PushSettings, not beside it")
             return pgw_addr
-        return cls(pgw_addr, **given)
+        return cls(pgw_addr, handler, DEFAULT_TIMEOUT if timeout is None else timeout, basic_auth, ca_file)
 
     @property
     def pushes(self) -> bool:

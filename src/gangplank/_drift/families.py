@@ -9,6 +9,8 @@ Example:
     >>> totals = Totals(n_classes=2)
     >>> [m.name for m in families(totals)][:2]
     ['gangplank_predict_samples', 'gangplank_predict_samples_dropped']
+    >>> len(families(totals)) < len(PREDICT)  # the last window's gauges come with a report
+    True
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
-from ..metric_schema import family_name, spec
+from ..metric_schema import PREDICT, MetricSpec, family_name
 from .comparison import SIGNALS, WindowReport
 
 PREFIX = "gangplank_predict_"
@@ -96,98 +99,115 @@ class Status:
 
 
 def families(totals: Totals, report: WindowReport | None = None, status: Status = Status()) -> list:
-    """Every metric family for the current totals, the last window ``report`` and ``status``."""
+    """Every metric family for the current totals, the last window ``report`` and ``status``.
+
+    Names, types, help and labels come from the schema
+    (:data:`gangplank.metric_schema.PREDICT`), in its order; this module
+    only says where each value comes from.
+    """
+    values = {**_cumulative(totals, status), **_settings(status)}
+    if report is not None:
+        values.update(_last_window(report, status, totals.n_classes))
+    unknown = set(values) - {entry.name for entry in PREDICT}
+    assert not unknown, f"not in the schema: {sorted(unknown)}"
+    return [_family(entry, values[entry.name]) for entry in PREDICT if entry.name in values]
+
+
+def _cumulative(totals: Totals, status: Status) -> dict:
     k = totals.n_classes
-    pairs = {(str(t), str(p)): float(totals.confusion[t, p]) for t in range(k) for p in range(k)}
-    out = [
-        _counter("samples_total", totals.samples),
-        _counter("samples_dropped_total", totals.dropped),
-        _counter("windows_total", totals.windows),
-        _counter("drift_detected_total", totals.drifted_windows),
-        _labelled("drift_signal_windows_total", totals.signal_windows),
-        _counter("feedback_samples_total", totals.feedback_samples),
-        _counter("feedback_correct_total", totals.feedback_correct),
-        _counter("feedback_unmatched_total", totals.feedback_unmatched),
-        _counter("feedback_dropped_total", totals.feedback_dropped),
-        _labelled("feedback_confusion_total", pairs),
-        _counter("input_nonfinite_total", totals.input_nonfinite),
-        _counter("probabilities_normalised_total", totals.probabilities_normalised),
-        _counter("shadow_samples_total", totals.shadow_samples),
-        _counter("shadow_agreed_total", totals.shadow_agreed),
-        _labelled("cusum", {key: state.statistic for key, state in status.charts.items()}),
-        _labelled("cusum_threshold", {key: state.threshold for key, state in status.charts.items()}),
-        _labelled("cusum_alarms_total", {key: state.alarms for key, state in status.charts.items()}),
-        _labelled("worker_errors_total", totals.worker_errors),
-        _gauge("accuracy_tolerance", status.accuracy_tolerance),
-        _gauge("quality_floor", status.quality_floor),
-        _gauge("min_feedback", status.min_feedback),
-        _gauge("sustained_windows", status.sustained_windows),
-        _gauge("input_sampling_rate", status.input_sampling_rate),
-    ]
-    if report is None:
-        return out
-    confusion = {(str(t), str(p)): float(report.confusion[t, p]) for t in range(k) for p in range(k)}
+    charts = status.charts
+    return _named(
+        samples_total=totals.samples,
+        samples_dropped_total=totals.dropped,
+        windows_total=totals.windows,
+        drift_detected_total=totals.drifted_windows,
+        drift_signal_windows_total=totals.signal_windows,
+        feedback_samples_total=totals.feedback_samples,
+        feedback_correct_total=totals.feedback_correct,
+        feedback_unmatched_total=totals.feedback_unmatched,
+        feedback_dropped_total=totals.feedback_dropped,
+        feedback_confusion_total={(str(t), str(p)): totals.confusion[t, p] for t in range(k) for p in range(k)},
+        input_nonfinite_total=totals.input_nonfinite,
+        probabilities_normalised_total=totals.probabilities_normalised,
+        shadow_samples_total=totals.shadow_samples,
+        shadow_agreed_total=totals.shadow_agreed,
+        cusum={key: state.statistic for key, state in charts.items()},
+        cusum_threshold={key: state.threshold for key, state in charts.items()},
+        cusum_alarms_total={key: state.alarms for key, state in charts.items()},
+        worker_errors_total=totals.worker_errors,
+    )
+
+
+def _settings(status: Status) -> dict:
+    return _named(
+        accuracy_tolerance=status.accuracy_tolerance,
+        quality_floor=status.quality_floor,
+        min_feedback=status.min_feedback,
+        sustained_windows=status.sustained_windows,
+        input_sampling_rate=status.input_sampling_rate,
+    )
+
+
+def _last_window(report: WindowReport, status: Status, k: int) -> dict:
     recent_labels, recent_accuracy = status.recent_feedback
-    out += [
-        _gauge("drift_detected", float(report.drift_detected)),
-        _labelled("drift_signal", {name: float(fired) for name, fired in report.signals.items()}),
-        _labelled("drift_signal_recent", status.recent_signals),
-        _gauge("recent_windows", status.recent_windows),
-        _gauge("window_samples", report.samples),
-        _gauge("window_end_timestamp_seconds", status.closed_at),
-        _gauge("window_interval_seconds", status.interval),
-        _gauge("input_psi_max", _max(report.input_psi)),
-        _gauge("input_psi_mean", _mean(report.input_psi)),
-        _gauge("input_js_max", _max(report.input_js)),
-        _gauge("input_js_mean", _mean(report.input_js)),
-        _gauge("input_ks_max", _max(report.input_ks)),
-        _gauge("input_drifted_features_ratio", report.drifted_features_ratio),
-        _gauge("input_mean", report.input_mean),
-        _gauge("input_std", report.input_std),
-        _labelled("class_share", dict(enumerate(report.class_shares.tolist()))),
-        _gauge("class_chi2_p_value", report.class_p_value),
-        _gauge("confidence_mean", report.confidence_mean),
-        _gauge("confidence_psi", report.confidence_psi),
-        _gauge("entropy_mean", report.entropy_mean),
-        _gauge("estimated_accuracy", report.estimated_accuracy),
-        _gauge("estimated_accuracy_error", report.estimated_accuracy_error),
-        _gauge("reference_accuracy", report.reference_accuracy),
-        _gauge("feedback_samples", report.labelled),
-        _gauge("feedback_accuracy", report.accuracy),
-        _gauge("recent_feedback_samples", recent_labels),
-        _gauge("recent_feedback_accuracy", recent_accuracy),
-        _labelled("feedback_confusion_matrix", confusion),
-        _labelled("feedback_precision", dict(enumerate(report.precision.tolist()))),
-        _labelled("feedback_recall", dict(enumerate(report.recall.tolist()))),
-        _labelled("feedback_f1", dict(enumerate(report.f1.tolist()))),
-        _labelled("threshold", report.thresholds),
-    ]
+    values = _named(
+        drift_detected=float(report.drift_detected),
+        drift_signal={name: float(fired) for name, fired in report.signals.items()},
+        drift_signal_recent=status.recent_signals,
+        recent_windows=status.recent_windows,
+        window_samples=report.samples,
+        window_end_timestamp_seconds=status.closed_at,
+        window_interval_seconds=status.interval,
+        input_psi_max=_max(report.input_psi),
+        input_psi_mean=_mean(report.input_psi),
+        input_js_max=_max(report.input_js),
+        input_js_mean=_mean(report.input_js),
+        input_ks_max=_max(report.input_ks),
+        input_drifted_features_ratio=report.drifted_features_ratio,
+        input_mean=report.input_mean,
+        input_std=report.input_std,
+        class_share=dict(enumerate(report.class_shares.tolist())),
+        class_chi2_p_value=report.class_p_value,
+        confidence_mean=report.confidence_mean,
+        confidence_psi=report.confidence_psi,
+        entropy_mean=report.entropy_mean,
+        estimated_accuracy=report.estimated_accuracy,
+        estimated_accuracy_error=report.estimated_accuracy_error,
+        reference_accuracy=report.reference_accuracy,
+        feedback_samples=report.labelled,
+        feedback_accuracy=report.accuracy,
+        recent_feedback_samples=recent_labels,
+        recent_feedback_accuracy=recent_accuracy,
+        feedback_confusion_matrix={(str(t), str(p)): report.confusion[t, p] for t in range(k) for p in range(k)},
+        feedback_precision=dict(enumerate(report.precision.tolist())),
+        feedback_recall=dict(enumerate(report.recall.tolist())),
+        feedback_f1=dict(enumerate(report.f1.tolist())),
+        threshold=report.thresholds,
+    )
     if np.isfinite(report.reference_shadow_agreement):  # only for a monitor with a shadow model
-        out += [
-            _gauge("shadow_agreement", report.shadow_agreement),
-            _gauge("reference_shadow_agreement", report.reference_shadow_agreement),
-            _gauge("shadow_estimated_accuracy", report.shadow_estimated_accuracy),
-        ]
-    return out
+        values.update(
+            _named(
+                shadow_agreement=report.shadow_agreement,
+                reference_shadow_agreement=report.reference_shadow_agreement,
+                shadow_estimated_accuracy=report.shadow_estimated_accuracy,
+            )
+        )
+    return values
 
 
-def _counter(name, value):
-    entry = spec(PREFIX + name)
-    return CounterMetricFamily(family_name(entry), entry.help, value=value)
+def _named(**values) -> dict:
+    """Values keyed by their schema name (``samples_total`` is ``gangplank_predict_samples_total``)."""
+    return {PREFIX + name: value for name, value in values.items()}
 
 
-def _gauge(name, value):
-    entry = spec(PREFIX + name)
-    return GaugeMetricFamily(entry.name, entry.help, value=float(value))
-
-
-def _labelled(name, values: dict):
-    """A family whose samples carry the schema's labels; keys are label values (a tuple for several)."""
-    entry = spec(PREFIX + name)
+def _family(entry: MetricSpec, value) -> Metric:
+    """The family of one schema entry: one value, or a dict keyed by label values (a tuple for several labels)."""
     kind = CounterMetricFamily if entry.type == "counter" else GaugeMetricFamily
+    if not entry.labels:
+        return kind(family_name(entry), entry.help, value=float(value))
     family = kind(family_name(entry), entry.help, labels=list(entry.labels))
-    for key, value in values.items():
-        family.add_metric([str(k) for k in key] if isinstance(key, tuple) else [str(key)], float(value))
+    for key, sample in value.items():
+        family.add_metric([str(k) for k in key] if isinstance(key, tuple) else [str(key)], float(sample))
     return family
 
 

@@ -42,7 +42,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy import special
 
 from . import count_null

@@ -9,8 +9,8 @@ ModelCheckpoint), a shadow model ``<out>/mnist_shadow.keras`` (a small MLP
 trained on the same rows with another seed: an independent second opinion,
 whose agreement with the convnet estimates its accuracy without labels;
 ``--no-shadow`` skips it) and the drift reference ``<out>/mnist.drift.npz``,
-fitted on the held-out validation rows (the last 10 %, which neither model
-trained on) with both models' outputs, which the production scenarios and the
+fitted on the held-out validation rows (the last 10 %, or two windows' worth
+on small data, which neither model trained on) with both models' outputs, which the production scenarios and the
 server load. ``--wrong`` writes ``mnist_wrong.keras`` / ``mnist_wrong.drift.npz``
 instead, trained on every odd digit and about 3 % of the even ones (under 5 %
 even digits in all), without a shadow.
@@ -19,6 +19,7 @@ even digits in all), without a shadow.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / model_file
     x = common.to_model_input(x_train)
+    # Keras's validation_split holds out the last rows: 10 %, or enough for two drift windows on small data.
+    held_out_share = max(0.1, min(0.5, 2 * common.REFERENCE_WINDOW / x.shape[0]))
     model = common.build_model()
     print(f"{model.name}: {model.count_params():,} parameters; pushing job {job!r} to {args.pgw}")
 
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
         y_train,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        validation_split=0.1,
+        validation_split=held_out_share,
         verbose=2,
         callbacks=[
             gangplank.TrainTestExporter(common.push_address(args.pgw, args.pgw_password_file), job),
@@ -94,8 +97,8 @@ def main(argv=None) -> int:
         f"(val_accuracy {history.history['val_accuracy'][best]:.4f}) at epoch {best + 1}, saved to {model_path}"
     )
 
-    # Keras's validation_split holds out the last 10 %: neither model trains on them.
-    trained_on = int(x.shape[0] * 0.9)
+    # Neither model trains on the held-out rows: Keras takes them off the end.
+    trained_on = math.ceil(x.shape[0] * (1 - held_out_share))  # where Keras splits
     shadow = None
     if not (args.wrong or args.no_shadow):
         started = time.monotonic()

@@ -76,13 +76,19 @@ class DriftMonitor:
         on_window: called (on the worker thread) with each closed window's
             :class:`WindowReport`.
         accuracy_tolerance: accuracy loss below the reference that is
-            acceptable; default the reference's (0.02).
-        min_feedback: labels needed before accuracy on feedback is judged (10).
-        quality_floor: absolute accuracy floor on labelled feedback (0.80).
+            acceptable; default the reference's (0.02). The sequential charts
+            on labels and on a shadow model detect this drop (and a larger one).
+        min_feedback: labels needed before the pooled accuracy on feedback is judged (10).
+        quality_floor: absolute accuracy floor on labelled feedback and on the label-free estimate (0.80).
         recent_windows, sustained_windows: a signal is sustained when it fired
             in ``sustained_windows`` of the last ``recent_windows`` windows (3 of 5).
         feedback_max_ids, feedback_max_age_seconds: bounds of the scoring
             ids remembered for :meth:`feedback` (100,000 ids, 24 h).
+        labels_per_window, windows_per_month: how many labels a window will
+            get at most (default ``window_size``: every row) and how many
+            windows a month brings (default 43,200, one a minute); the
+            sequential accuracy charts set their thresholds so that a model at
+            its reference accuracy pages less than once a month at that volume.
         max_pending_samples, max_wait_seconds: the worker queue's bound
             (default 2 windows, at least 1,024 samples) and how long a
             caller waits for room (1 s; a server that prefers dropping to

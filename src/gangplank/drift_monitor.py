@@ -590,6 +590,7 @@ class DriftMonitor:
         self._totals.add_window(report)
         rows = (self._window_first_row, self._window_first_row + report.samples)
         self._recent.add(report.signals, report.labelled, report.correct, rows)
+        self._window_first_row = rows[1]  # the next window starts there, whenever its first sample comes
         self._closed_at = time.time()
         self._status = self._make_status()
         self.last_report = report

@@ -43,6 +43,12 @@ Benchmarks (issue 5), one module each:
                on 100/50/10/0 % of rows, with and without a shadow model: the
                window of the first page and warning, and page/warning onsets
                over many clean windows; NannyML CBPE's alerts on the same windows.
+``decisions``  (bench_decisions.py) the decisions on a healthy model against
+               what they promise: the sequential charts' false pages a month
+               (exact, and simulated months with a 95 % upper bound), the
+               count signals' per-window rate at the configured α (balanced,
+               rare-class and saturated-confidence references), and the MNIST
+               test set in file order against shuffled, rules replayed.
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -72,6 +78,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # ``benchmarks`` as a package when run as a script
 
 from benchmarks.bench_alerts import bench_alerts, report_alerts  # noqa: E402
+from benchmarks.bench_decisions import bench_decisions, report_decisions  # noqa: E402
 from benchmarks.bench_detection import bench_detection, report_detection  # noqa: E402
 from benchmarks.bench_drift import bench_drift, report_drift  # noqa: E402
 from benchmarks.bench_estimate import bench_estimate, report_estimate  # noqa: E402
@@ -91,6 +98,7 @@ RUNNERS = {
     "serving": (bench_serving, report_serving),
     "estimate": (bench_estimate, report_estimate),
     "alerts": (bench_alerts, report_alerts),
+    "decisions": (bench_decisions, report_decisions),
 }
 BENCHMARKS = tuple(RUNNERS)
 

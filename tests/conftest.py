@@ -11,6 +11,8 @@ import pytest
 from gangplank_devtools import read_gateway, start_pushgateway
 from gangplank_devtools.localstack import LocalStack
 
+from tests.mnist_streams import mnist_streams  # noqa: F401  (the session fixture of the MNIST scenarios)
+
 
 @pytest.fixture
 def pushgateway(tmp_path):

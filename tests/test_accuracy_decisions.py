@@ -123,7 +123,7 @@ def test_the_shadow_model_pages_without_labels_when_the_models_part(reference):
     last = reports[-1]
     assert last.shadow_rows == 0 and np.isnan(last.shadow_agreement)
     parted_window = reports[4]
-    assert parted_window.shadow_agreement == pytest.approx(np.mean(parted[:100] == 0) * 0 + parted_window.shadow_agreed / 100)
+    assert parted_window.shadow_agreement == np.mean(parted[:100] == p[:100].argmax(axis=1))  # p: the parted batch
     expected = reference.accuracy - (reference.shadow_agreement - parted_window.shadow_agreement)
     assert parted_window.shadow_estimated_accuracy == pytest.approx(expected)
 
@@ -159,3 +159,19 @@ def test_labels_for_the_open_window_stay_with_it(reference):
         monitor.observe(x[50:], p[50:])
         assert monitor.flush()
     assert reports[0].labelled == 50 and reports[0].correct == 50
+
+
+def test_labels_between_two_windows_go_to_the_closed_one(reference):
+    rng = np.random.default_rng(6)
+    reports = []
+    pooled_at_once = {"min_feedback": 1, "quality_floor": 0.0}
+    with DriftMonitor(None, "j", reference=reference, agent="a", on_window=reports.append, **pooled_at_once) as monitor:
+        x, p, y = generate(rng, 100)
+        monitor.observe(x, p, ids=list(range(100)))
+        assert monitor.flush()  # window 1 closed; window 2 has no sample yet
+        monitor.feedback((y[:30] + 1) % K, ids=list(range(30)))
+        monitor.observe(*generate(rng, 100)[:2])
+        assert monitor.flush()
+        values = exported(monitor)
+    assert [r.labelled for r in reports] == [0, 0]
+    assert values[("gangplank_predict_recent_feedback_samples", ())] == 30

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 
 from gangplank import DriftMonitor, DriftReference
-from tests.mnist_streams import mnist_streams  # noqa: F401  (session fixture)
 from tests.rule_replay import alert_names, monitor_snapshots, replay, severities
 
 pytestmark = pytest.mark.slow
@@ -25,7 +24,7 @@ WARNINGS = [name for name in PRODUCTION if severities()[name] == "warning"]
 
 
 @pytest.fixture(scope="module")
-def reference(mnist_streams):  # noqa: F811
+def reference(mnist_streams):
     pool = mnist_streams.reference
     return DriftReference.fit(pool.inputs, pool.probabilities, pool.labels, shadow=pool.shadow, window_size=WINDOW)
 
@@ -52,7 +51,7 @@ def onsets(fired, alerts) -> int:
 
 
 @pytest.mark.parametrize("label_share", [1.0, 0.0])
-def test_a_correct_model_never_pages_and_warns_at_most_once_in_240_windows(reference, mnist_streams, label_share):  # noqa: F811
+def test_a_correct_model_never_pages_and_warns_at_most_once_in_240_windows(reference, mnist_streams, label_share):
     fired = firing(reference, mnist_streams, "clean", 240, label_share=label_share, shadow=True, seed=1)
     assert onsets(fired, PAGES) == 0, [f for f in fired if f]
     assert onsets(fired, WARNINGS) <= 1, [f for f in fired if f]
@@ -68,15 +67,19 @@ def test_a_correct_model_never_pages_and_warns_at_most_once_in_240_windows(refer
         (0.1, 20, {"labels_per_window": 20}),
     ],
 )
-def test_a_silently_wrong_model_pages_on_labels_and_keeps_paging(reference, mnist_streams, label_share, by_window, monitor_args):  # noqa: F811
+def test_a_silently_wrong_model_pages_on_labels_and_keeps_paging(
+    reference, mnist_streams, label_share, by_window, monitor_args
+):
     for seed in (2, 3, 4):
-        fired = firing(reference, mnist_streams, "silently_wrong", by_window + 4, label_share, seed=seed, **monitor_args)
+        fired = firing(
+            reference, mnist_streams, "silently_wrong", by_window + 4, label_share, seed=seed, **monitor_args
+        )
         first = first_window(fired, ["GangplankModelDegraded"])
         assert first is not None and first <= by_window, (seed, fired)
         assert all("GangplankModelDegraded" in names for names in fired[first - 1 :]), (seed, fired)  # no flapping
 
 
-def test_a_silently_wrong_model_pages_without_labels_when_a_shadow_model_watches(reference, mnist_streams):  # noqa: F811
+def test_a_silently_wrong_model_pages_without_labels_when_a_shadow_model_watches(reference, mnist_streams):
     for seed in (5, 6, 7):
         fired = firing(reference, mnist_streams, "silently_wrong", 8, shadow=True, seed=seed)
         first = first_window(fired, ["GangplankModelDegraded"])
@@ -86,12 +89,12 @@ def test_a_silently_wrong_model_pages_without_labels_when_a_shadow_model_watches
 
 
 @pytest.mark.parametrize("label_share, shadow", [(1.0, False), (0.0, False), (0.0, True), (0.1, True)])
-def test_halved_intensity_never_pages(reference, mnist_streams, label_share, shadow):  # noqa: F811
+def test_halved_intensity_never_pages(reference, mnist_streams, label_share, shadow):
     fired = firing(reference, mnist_streams, "halved", 30, label_share=label_share, shadow=shadow, seed=8)
     assert first_window(fired, PAGES) is None, fired
 
 
-def test_inverted_pixels_warn_without_labels_and_page_with_a_shadow_model(reference, mnist_streams):  # noqa: F811
+def test_inverted_pixels_warn_without_labels_and_page_with_a_shadow_model(reference, mnist_streams):
     fired = firing(reference, mnist_streams, "inverted", 8, seed=9)
     assert first_window(fired, WARNINGS) <= 5, fired
     shadowed = firing(reference, mnist_streams, "inverted", 8, shadow=True, seed=9)

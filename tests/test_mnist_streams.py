@@ -9,13 +9,12 @@ from tests.mnist_streams import (
     SILENT_SHARE,
     STREAMS,
     agreement_estimate,
-    mnist_streams,  # noqa: F401  (session fixture)
 )
 
 pytestmark = pytest.mark.slow  # trains two small MLPs (a few seconds on two cores)
 
 
-def test_silently_wrong_keeps_every_confidence_and_is_wrong_on_its_rows(mnist_streams):  # noqa: F811
+def test_silently_wrong_keeps_every_confidence_and_is_wrong_on_its_rows(mnist_streams):
     clean, wrong = mnist_streams.streams["clean"], mnist_streams.streams["silently_wrong"]
     changed = np.nonzero((wrong.probabilities != clean.probabilities).any(axis=1))[0]
     assert changed.tolist() == mnist_streams.silent_rows.tolist()
@@ -28,7 +27,7 @@ def test_silently_wrong_keeps_every_confidence_and_is_wrong_on_its_rows(mnist_st
     assert wrong.accuracy() == pytest.approx(clean.accuracy() - was_right.sum() / clean.labels.size)
 
 
-def test_halved_keeps_accuracy_and_lowers_confidence_inverted_loses_it(mnist_streams):  # noqa: F811
+def test_halved_keeps_accuracy_and_lowers_confidence_inverted_loses_it(mnist_streams):
     clean, halved, inverted = (mnist_streams.streams[s] for s in ("clean", "halved", "inverted"))
     assert clean.accuracy() > 0.9 and mnist_streams.reference.accuracy() > 0.9
     assert abs(halved.accuracy() - clean.accuracy()) < 0.01
@@ -36,7 +35,7 @@ def test_halved_keeps_accuracy_and_lowers_confidence_inverted_loses_it(mnist_str
     assert inverted.accuracy() < 0.3
 
 
-def test_agreement_tells_the_silently_wrong_model_from_the_halved_images(mnist_streams):  # noqa: F811
+def test_agreement_tells_the_silently_wrong_model_from_the_halved_images(mnist_streams):
     ref = mnist_streams.reference
     for name in ("clean", "halved", "silently_wrong"):
         pool = mnist_streams.streams[name]
@@ -45,7 +44,7 @@ def test_agreement_tells_the_silently_wrong_model_from_the_halved_images(mnist_s
 
 
 @pytest.mark.parametrize("share, labelled", [(1.0, 200), (0.5, 100), (0.1, 20), (0.0, 0)])
-def test_windows_label_the_share_asked(mnist_streams, share, labelled):  # noqa: F811
+def test_windows_label_the_share_asked(mnist_streams, share, labelled):
     got = list(mnist_streams.windows("clean", 3, label_share=share, seed=5))
     assert len(got) == 3 and sorted(STREAMS) == sorted(mnist_streams.streams)
     for w in got:

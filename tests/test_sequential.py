@@ -24,8 +24,10 @@ def loop_cusum(design: CusumDesign, outcomes) -> tuple[list[float], list[bool]]:
     alarm = False
     statistics, alarms = [], []
     for success in outcomes:
-        step = np.log(design.out_of_control / design.in_control) if success else np.log(
-            (1 - design.out_of_control) / (1 - design.in_control)
+        step = (
+            np.log(design.out_of_control / design.in_control)
+            if success
+            else np.log((1 - design.out_of_control) / (1 - design.in_control))
         )
         s = max(0.0, s + step)
         if alarm:
@@ -130,7 +132,9 @@ def test_the_vectorised_statistics_equal_the_monitors_own():
     reference[3] = 2
     windows = rng.integers(0, 40, (6, 12))
     shares = (reference + 0.5) / (reference.sum() + 6)
-    assert np.allclose(count_null.psi_statistic(windows, reference), [psi(w[None], reference[None])[0] for w in windows])
+    assert np.allclose(
+        count_null.psi_statistic(windows, reference), [psi(w[None], reference[None])[0] for w in windows]
+    )
     chi2 = count_null.chi_square_statistic(windows, shares)
     assert np.allclose(special.chdtrc(11, chi2), [chi_square_p_value(w, shares) for w in windows])
 

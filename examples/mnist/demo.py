@@ -44,7 +44,13 @@ GOOD = "MNIST_Multiclass"
 BAD = ("MNIST_Multiclass_wrong_inputs", "MNIST_Multiclass_wrong_model")
 SCENARIOS = {"correct": GOOD, "wrong_inputs": BAD[0], "wrong_model": BAD[1]}
 DRIFT_ALERT = "GangplankDataDrift"
-PRODUCTION_ALERTS = ("GangplankDataDrift", "GangplankModelDegraded", "GangplankAgentSilent")
+PAGE_ALERT = "GangplankModelDegraded"
+PRODUCTION_ALERTS = (
+    "GangplankDataDrift",
+    "GangplankModelDegraded",
+    "GangplankAccuracyEstimateLow",
+    "GangplankAgentSilent",
+)
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence.
 NOISE = re.compile(
     r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
@@ -138,7 +144,8 @@ def firing(alerts, names=(DRIFT_ALERT,)) -> set[str]:
 
 
 def wait_for_alerts(prometheus: str, windows: int, since: float, timeout: float) -> list[dict]:
-    """Prometheus has scraped every agent's last window (of this run), then the drift alerts of both bad agents fire."""
+    """Prometheus has scraped every agent's last window (of this run), then the drift alerts of both bad agents
+    fire, and the wrong model's page."""
     deadline = time.monotonic() + timeout
     expr = (
         f'gangplank_predict_windows_total{{job="{JOB}"}} >= {windows} and on (job, agent, instance) '
@@ -151,7 +158,8 @@ def wait_for_alerts(prometheus: str, windows: int, since: float, timeout: float)
     time.sleep(2.5)  # at least one rule evaluation (1 s interval locally) on those final values
     while True:
         alerts = gangplank_alerts(prometheus)
-        if set(BAD) <= firing(alerts) or time.monotonic() > deadline:
+        expected = set(BAD) <= firing(alerts) and BAD[1] in firing(alerts, (PAGE_ALERT,))
+        if expected or time.monotonic() > deadline:
             return alerts
         time.sleep(0.5)
 
@@ -230,8 +238,11 @@ def main(argv=None) -> int:
 
     def scenarios():
         processes = []
+        shadow = Path(args.out) / mnist_common.SHADOW_MODEL_FILE
         for scenario in SCENARIOS:
             extra = ["--invert-from", str(min(args.invert_from, args.windows))] if scenario == "wrong_inputs" else []
+            if scenario != "wrong_model" and shadow.exists():  # the convnet's deployments have a shadow model
+                extra += ["--shadow-model", str(shadow)]
             processes.append(
                 start(
                     [
@@ -274,13 +285,18 @@ def main(argv=None) -> int:
     print_alerts(alerts)
 
     drifting, alarmed = firing(alerts), firing(alerts, PRODUCTION_ALERTS)
-    ok = set(BAD) <= drifting and GOOD not in alarmed
+    paged = firing(alerts, (PAGE_ALERT,))
+    ok = set(BAD) <= drifting and BAD[1] in paged and GOOD not in alarmed
     if ok:
-        print(f"\nOK: {DRIFT_ALERT} is firing for {' and '.join(BAD)}, and no production alert for {GOOD}.")
+        print(
+            f"\nOK: {DRIFT_ALERT} is firing for {' and '.join(BAD)}, {PAGE_ALERT} pages for {BAD[1]} (its late "
+            f"labels), and no production alert for {GOOD}."
+        )
     else:
         print(
-            f"\nNOT OK: {DRIFT_ALERT} firing for {sorted(a or '?' for a in drifting)}, production alerts for "
-            f"{sorted(a or '?' for a in alarmed)}; expected {DRIFT_ALERT} for {list(BAD)} and nothing for {GOOD}."
+            f"\nNOT OK: {DRIFT_ALERT} firing for {sorted(a or '?' for a in drifting)}, {PAGE_ALERT} for "
+            f"{sorted(a or '?' for a in paged)}, production alerts for {sorted(a or '?' for a in alarmed)}; expected "
+            f"{DRIFT_ALERT} for {list(BAD)}, {PAGE_ALERT} for {BAD[1]} and nothing for {GOOD}."
         )
 
     banner("6/6 The picture (from Prometheus's query_range)")
@@ -289,6 +305,12 @@ def main(argv=None) -> int:
     t = time.monotonic()
     time.sleep(2)  # two more scrapes and rule evaluations: the alerts' spans show
     story = demo_plot.read(url_of(args.prometheus), started_at, time.time(), JOB)
+    page_spans = story.alert_spans(PAGE_ALERT, BAD[1])
+    if len(page_spans) != 1:
+        ok = False
+        print(f"NOT OK: {PAGE_ALERT} for {BAD[1]} fired in {len(page_spans)} spans, not one episode: {page_spans}")
+    else:
+        print(f"{PAGE_ALERT} for {BAD[1]}: one episode, paging for {page_spans[0][1]:.0f} s to the end")
     plot = os.path.abspath(demo_plot.draw(story, args.plot or str(Path(args.out) / "demo.png")))
     steps["plot"] = round(time.monotonic() - t, 1)
     print(f"picture: {plot}")

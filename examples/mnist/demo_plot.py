@@ -25,10 +25,11 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
-SIGNALS = ("input", "prediction", "confidence", "accuracy", "estimated_accuracy")
+SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
 ACCURACIES = (  # metric, legend, style
     ("gangplank_predict_feedback_accuracy", "realised (late labels)", {"marker": "o", "color": "tab:blue"}),
-    ("gangplank_predict_estimated_accuracy", "estimated (no labels)", {"marker": "s", "color": "tab:orange"}),
+    ("gangplank_predict_estimated_accuracy", "estimated (confidence)", {"marker": "s", "color": "tab:orange"}),
+    ("gangplank_predict_shadow_estimated_accuracy", "estimated (shadow)", {"marker": "^", "color": "tab:green"}),
     ("gangplank_predict_reference_accuracy", "reference", {"linestyle": "--", "color": "tab:gray"}),
 )
 
@@ -93,6 +94,16 @@ class Story:
     counts: dict  # agent -> {timestamp: windows_total}
     fired: dict  # agent -> {window: {signal, ...}}
     alerts: dict  # frozenset of ALERTS labels -> [(timestamp, 1.0), ...]
+
+    def alert_spans(self, alertname: str, agent: str) -> list[tuple[float, float]]:
+        """The (start, duration) runs in which ``alertname`` fired for ``agent``."""
+        values = sorted(
+            t
+            for k, v in self.alerts.items()
+            if _label(k, "alertname") == alertname and _label(k, "agent") == agent
+            for t, _ in v
+        )
+        return spans([(t, 1.0) for t in values], self.step)
 
     def summary(self) -> dict:
         return {

@@ -22,6 +22,7 @@ JOB = "mnist"
 WRONG_JOB = "mnist_wrong"
 MODEL_FILE = "mnist.keras"
 WRONG_MODEL_FILE = "mnist_wrong.keras"
+SHADOW_MODEL_FILE = "mnist_shadow.keras"  # a second, independently trained model: its agreement estimates accuracy
 PGW_USER = "gangplank"  # the user of the stack's Pushgateway basic auth (gangplank_devtools.pushgateway_auth)
 REFERENCE_WINDOW = 200  # samples per drift window (MLWatcher's max_buffer_size is of this order)
 
@@ -66,6 +67,24 @@ def build_model():
             layers.Dense(10, activation="softmax"),
         ],
         name="mnist_convnet",
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def build_shadow_model():
+    """The shadow model: a small MLP (784-64-10), unlike the convnet, so that the two err independently."""
+    import keras
+    from keras import layers
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="mnist_shadow_mlp",
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

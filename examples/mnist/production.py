@@ -18,6 +18,12 @@ Pushgateway under ``job="mnist", agent=...``; each closed window is printed.
   on under 5 % even digits) with its own reference: the predicted classes,
   the inputs and the accuracy on feedback all drift.
 
+With ``--shadow-model`` (``train.py`` writes ``mnist_shadow.keras``) a second,
+independently trained model also classifies every batch, and the exporter
+compares the two (``observe(..., shadow=...)``): a sustained drop in their
+agreement pages without any label. The batches then go through
+``predict_on_batch`` and ``exporter.observe``, the serving-code path.
+
 The three can run at the same time as separate processes (the demo does).
 MLWatcher's example waits 1 to 10 s between batches: ``--delay-min 1 --delay-max 10``.
 """
@@ -50,6 +56,10 @@ def parse_args(argv=None):
         "--model", help="a .keras model (default: the scenario's model in --out); its reference is <model>.drift.npz"
     )
     parser.add_argument("--data", help="an mnist.npz in Keras's format (default: keras.datasets.mnist.load_data())")
+    parser.add_argument(
+        "--shadow-model",
+        help="a second, independently trained .keras model (train.py's mnist_shadow.keras) watched beside the model",
+    )
     common.add_pushgateway_arguments(parser)
     parser.add_argument("--job", default=common.JOB, help=f"job label (default {common.JOB})")
     parser.add_argument("--agent", help="agent label (default: the scenario's MLWatcher agent name)")
@@ -110,6 +120,7 @@ def main(argv=None) -> int:
             hint = " --wrong" if args.scenario == "wrong_model" else ""
             sys.exit(f"{path} not found: run examples/mnist/train.py{hint} first (with the same --out)")
     model = keras.models.load_model(model_path)
+    shadow = keras.models.load_model(args.shadow_model) if args.shadow_model else None
     reference = gangplank.DriftReference.load(reference_path)
     _, (x_test, y_test) = common.load_mnist(args.data)
     invert_to = args.invert_to if args.invert_to is not None else args.windows
@@ -153,8 +164,13 @@ def main(argv=None) -> int:
             x = common.to_model_input(x_test[rows])
             if args.scenario == "wrong_inputs" and args.invert_from <= window_number <= invert_to:
                 x = 1.0 - x
-            # The Keras path: the exporter sees the inputs and the probabilities of this predict.
-            probabilities = model.predict(exporter.with_inputs(x), callbacks=[exporter], verbose=0)
+            if shadow is None:
+                # The Keras path: the exporter sees the inputs and the probabilities of this predict.
+                probabilities = model.predict(exporter.with_inputs(x), callbacks=[exporter], verbose=0)
+            else:
+                # The serving-code path, with the shadow model's opinion on the same rows.
+                probabilities = np.asarray(model.predict_on_batch(x))
+                exporter.observe(x, probabilities, shadow=np.asarray(shadow.predict_on_batch(x)))
             sent += size
             pending.append((y_test[rows], probabilities))
             if len(pending) > args.feedback_lag and sent < total:

@@ -166,30 +166,35 @@ def parse_feedback(payload, n_classes: int) -> tuple[list[str], list[int]]:
 class MnistService:
     """The model, a lock around it, the drift monitor watching every request, and its metrics registry."""
 
-    def __init__(self, model, drift, model_path, instance: str | None = None):
+    def __init__(self, model, drift, model_path, instance: str | None = None, shadow=None, shadow_share: float = 1.0):
         import numpy as np
 
         self.model = model
+        self.shadow = shadow  # a second, independently trained model: its agreement estimates accuracy
+        self.shadow_share = shadow_share  # of the requests it also answers (its inference is the cost)
+        self._shadow_rng = np.random.default_rng()
         self.drift = drift
         self.model_path = Path(model_path)
         self.instance = instance
         self.registry = CollectorRegistry()
         self.registry.register(drift)  # /metrics serves the families the monitor would push
         self._model_lock = threading.Lock()
-        model.predict_on_batch(
-            np.zeros((1, 28, 28, 1), np.float32)
-        )  # build the predict function before the first request
+        for built in (model, shadow):  # build the predict functions before the first request
+            if built is not None:
+                built.predict_on_batch(np.zeros((1, 28, 28, 1), np.float32))
 
     @property
     def n_classes(self) -> int:
         return self.drift.reference.n_classes
 
     def predict(self, images) -> dict:
+        shadowed = self.shadow is not None and self._shadow_rng.random() < self.shadow_share
         with self._model_lock:  # one model call at a time; the drift bookkeeping below runs in parallel
             probabilities = self.model.predict_on_batch(images)
+            second = self.shadow.predict_on_batch(images) if shadowed else None
         request_id = uuid.uuid4().hex
         ids = [request_id] if len(images) == 1 else [f"{request_id}-{i}" for i in range(len(images))]
-        self.drift.observe(images, probabilities, ids=ids)
+        self.drift.observe(images, probabilities, ids=ids, shadow=second)
         best = probabilities.argmax(axis=1)
         predictions = [
             {"prediction": int(c), "probability": round(float(p[c]), 4), "id": i}
@@ -633,6 +638,18 @@ def parse_args(argv=None):
         "--feedback-max-hours", type=float, default=24.0, help="hours a scoring id is remembered (default 24)"
     )
     parser.add_argument(
+        "--shadow-model",
+        metavar="FILE",
+        help="a second, independently trained .keras model (train.py's mnist_shadow.keras): its agreement with "
+        "the model pages a drop in accuracy without labels (the reference must have been fitted with it)",
+    )
+    parser.add_argument(
+        "--shadow-share",
+        type=float,
+        default=1.0,
+        help="share of requests the shadow model also answers (default 1; its inference is the cost)",
+    )
+    parser.add_argument(
         "--feedback-token-file",
         metavar="FILE",
         help="a file holding the bearer token /model/feedback requires (default: feedback off, 403)",
@@ -675,7 +692,14 @@ def main(argv=None) -> int:
         feedback_max_ids=args.feedback_max_ids,
         feedback_max_age_seconds=args.feedback_max_hours * 3600,
     )
-    service = MnistService(keras.models.load_model(model_path), drift, model_path, args.instance)
+    shadow = keras.models.load_model(args.shadow_model) if args.shadow_model else None
+    if shadow is not None and drift.reference.profile.shadow_rows == 0:
+        raise SystemExit(f"{reference_path} was fitted without a shadow model: refit it (train.py does) to use one")
+    if not 0 < args.shadow_share <= 1:
+        raise SystemExit(f"--shadow-share must be in (0, 1], got {args.shadow_share}")
+    service = MnistService(
+        keras.models.load_model(model_path), drift, model_path, args.instance, shadow, args.shadow_share
+    )
     server = make_server(
         service, args.host, args.port, args.max_connections, args.request_timeout, hosts, feedback_token=token
     )

@@ -4,7 +4,6 @@ estimate, k-of-m signals, pooled labels for the floor, scrape = push, retiring a
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -101,13 +100,26 @@ def test_feedback_needs_ids_or_predictions_and_checks_labels(monitor):
         drift.observe(np.zeros((2, D)), np.full((2, K), 1 / K), ids=["a"])
 
 
+class FakeClock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_scoring_ids_are_bounded_by_count_and_age():
-    store = ScoringIds(max_ids=3, max_age_seconds=0.2)
+    clock = FakeClock()
+    store = ScoringIds(max_ids=3, max_age_seconds=0.2, clock=clock)
     store.remember(["a", "b", "c", "d"], [0, 1, 2, 0])
     assert len(store) == 3
     assert store.join(["a", "d"]) == ([None, 0], 1)  # "a" was the oldest, pushed out
-    time.sleep(0.3)
-    assert store.join(["b", "c"]) == ([None, None], 2) and len(store) == 0
+    clock.now += 0.19
+    assert store.join(["b"]) == ([1], 0)  # not yet expired
+    clock.now += 0.02
+    assert store.join(["c"]) == ([None], 1) and len(store) == 0
 
 
 # -- per-class quality --------------------------------------------------------------------

@@ -9,6 +9,7 @@ The monitor is glue: its settings are a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -131,7 +132,7 @@ class DriftMonitor:
         ignore_exceptions: bool = True,
         timeout: float | None = None,
         basic_auth: tuple[str, str] | None = None,
-        ca_file: str | Path | None = None,
+        ca_file: str | os.PathLike | None = None,
         on_window: Callable[[WindowReport], None] | None = None,
         accuracy_tolerance: float | None = None,
         min_feedback: int = 10,

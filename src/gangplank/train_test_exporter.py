@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import numbers
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -112,7 +113,7 @@ class TrainTestExporter(keras.callbacks.Callback):
         grouping_key: Mapping[str, str] | None = None,
         timeout: float | None = None,
         basic_auth: tuple[str, str] | None = None,
-        ca_file: str | None = None,
+        ca_file: str | os.PathLike | None = None,
         every_process: bool = False,
     ):
         super().__init__()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 DROPPED = -1  # the "predicted class" of an id whose batch was dropped
 
@@ -29,17 +29,24 @@ DROPPED = -1  # the "predicted class" of an id whose batch was dropped
 class ScoringIds:
     """Thread-safe map of scoring id → predicted class, bounded by count and age."""
 
-    def __init__(self, max_ids: int = 100_000, max_age_seconds: float = 24 * 3600.0):
+    def __init__(
+        self,
+        max_ids: int = 100_000,
+        max_age_seconds: float = 24 * 3600.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if max_ids < 1 or not max_age_seconds > 0:
             raise ValueError("feedback_max_ids must be at least 1 and feedback_max_age_seconds positive")
         self.max_ids = int(max_ids)
         self.max_age_seconds = float(max_age_seconds)
+        self.clock = clock  # monotonic seconds (a test passes its own)
         self._predicted: OrderedDict = OrderedDict()  # id -> (monotonic time, predicted class, stream row)
         self._lock = threading.Lock()
 
     def remember(self, ids: Sequence, predicted: Sequence[int], first_row: int = -1) -> None:
         """Remember each id's predicted class, and its row in the monitor's stream (``first_row``, the next, …)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             for row, (scoring_id, cls) in enumerate(zip(ids, predicted, strict=True), start=first_row):
                 self._predicted.pop(scoring_id, None)
@@ -56,7 +63,7 @@ class ScoringIds:
 
     def join_rows(self, ids: Sequence) -> tuple[list, list, int]:
         """Like :meth:`join`, with each id's stream row too (``None`` where the class is)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._expire(now)
             entries = [self._predicted.pop(scoring_id, (None, None, None)) for scoring_id in ids]

@@ -39,14 +39,19 @@ def _short_timeout_handler(seconds):
 
 def bench_hook(ctx):
     import keras
+    from gangplank_devtools import SilentServer, StatusServer, closed_port_address
 
     from gangplank import TrainTestExporter
-    from gangplank_devtools import SilentServer, StatusServer, closed_port_address
 
     gp05 = ctx.gp05
     keras.utils.set_random_seed(2)
     model = mnist_convnet()
-    logs = {"accuracy": 0.9448703527450562, "loss": 0.18397289514541626, "val_accuracy": 0.9835000038146973, "val_loss": 0.05415859818458557}
+    logs = {
+        "accuracy": 0.9448703527450562,
+        "loss": 0.18397289514541626,
+        "val_accuracy": 0.9835000038146973,
+        "val_loss": 0.05415859818458557,
+    }
     repeats = 3 if ctx.quick else ctx.repeats(15)
     silent_timeout_05 = 0.2 if ctx.quick else 2.0
     pause = 0.05  # untimed gap after every call: epochs are never back to back
@@ -91,9 +96,16 @@ def bench_hook(ctx):
                 cases["gp05"] = run_old
             times = interleaved(cases, n, pause=pause)
             logger.removeHandler(counter)
-            row = {"scenario": scenario, "repeats": n, "ours": {**summary(times["ours"]), "process_cpu_median_ms": float(np.median(interleaved.cpu["ours"]) * 1e3)},
-                   "ours_log_lines": counter.lines,
-                   "ours_pending": bool(ours.publisher.pending)}
+            row = {
+                "scenario": scenario,
+                "repeats": n,
+                "ours": {
+                    **summary(times["ours"]),
+                    "process_cpu_median_ms": float(np.median(interleaved.cpu["ours"]) * 1e3),
+                },
+                "ours_log_lines": counter.lines,
+                "ours_pending": bool(ours.publisher.pending),
+            }
             if gp05 is not None:
                 row["gp05"] = summary(times["gp05"])
                 row["gp05_stderr_lines_per_epoch"] = len(stderr.getvalue().splitlines()) / n
@@ -116,9 +128,15 @@ def bench_hook(ctx):
     finally:
         for server in servers:
             server.close()
-    return {"status": "ok", "rows": rows, "gp05_silent_default_timeout_call": one_call, "pause_s": pause,
-            "gp05": None if gp05 is None else GP05_VERSION, "gp05_skipped": ctx.gp05_reason,
-            "ours_timeout_s": 5.0}
+    return {
+        "status": "ok",
+        "rows": rows,
+        "gp05_silent_default_timeout_call": one_call,
+        "pause_s": pause,
+        "gp05": None if gp05 is None else GP05_VERSION,
+        "gp05_skipped": ctx.gp05_reason,
+        "ours_timeout_s": 5.0,
+    }
 
 
 def report_hook(result):
@@ -127,15 +145,42 @@ def report_hook(result):
         note = ""
         if "gp05_timeout_s" in r:
             note = f"0.5 with a {r['gp05_timeout_s']:g} s socket timeout (its default is 30 s)"
-        rows.append([r["scenario"], fmt_ms(r.get("gp05", {}).get("median_ms")), fmt_ms(r["ours"]["median_ms"]),
-                     fmt_ms(r["ours"]["max_ms"]), fmt_x(r.get("ratio")),
-                     "–" if "gp05" not in r else f"{r['gp05_stderr_lines_per_epoch']:.0f}", r["ours_log_lines"], note])
-    out = [f"### 2. One epoch-end hook (median of {result['rows'][0]['repeats']} alternating calls; silent: {result['rows'][2]['repeats']})", "",
-           table(["gateway", "0.5.0 ms", "ours ms", "ours max ms", "0.5 / ours", "0.5 stderr lines per epoch", "ours log lines (whole run)", "note"], rows)]
+        rows.append(
+            [
+                r["scenario"],
+                fmt_ms(r.get("gp05", {}).get("median_ms")),
+                fmt_ms(r["ours"]["median_ms"]),
+                fmt_ms(r["ours"]["max_ms"]),
+                fmt_x(r.get("ratio")),
+                "–" if "gp05" not in r else f"{r['gp05_stderr_lines_per_epoch']:.0f}",
+                r["ours_log_lines"],
+                note,
+            ]
+        )
+    out = [
+        f"### 2. One epoch-end hook (median of {result['rows'][0]['repeats']} alternating calls; silent: "
+        f"{result['rows'][2]['repeats']})",
+        "",
+        table(
+            [
+                "gateway",
+                "0.5.0 ms",
+                "ours ms",
+                "ours max ms",
+                "0.5 / ours",
+                "0.5 stderr lines per epoch",
+                "ours log lines (whole run)",
+                "note",
+            ],
+            rows,
+        ),
+    ]
     one = result.get("gp05_silent_default_timeout_call")
     if one:
-        out.append(f"- 0.5.0, silent gateway, its real default timeout, one epoch end: {one['seconds']:.2f} s "
-                   f"({one['stderr_lines']} traceback lines).")
+        out.append(
+            f"- 0.5.0, silent gateway, its real default timeout, one epoch end: {one['seconds']:.2f} s "
+            f"({one['stderr_lines']} traceback lines)."
+        )
     if result.get("gp05_skipped"):
         out.append(f"- 0.5 side skipped: {result['gp05_skipped']}")
     return "\n".join(out)

@@ -28,6 +28,7 @@ def memory_child(args):
     is reset (``/proc/self/clear_refs``), so the peak at each checkpoint is the
     peak *while observing*, not the import spike of TensorFlow.
     """
+
     def status_mb(field):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -57,7 +58,9 @@ def memory_child(args):
     reference = DriftReference.load(args.reference)
     with np.load(args.pool) as f:
         x, p = f["x"], f["p"]
-    exporter = ProductionDriftExporter(args.gateway, "bench-memory", reference=reference, agent=f"memory-{args.samples}")
+    exporter = ProductionDriftExporter(
+        args.gateway, "bench-memory", reference=reference, agent=f"memory-{args.samples}"
+    )
     stages["+ reference, 2,000-row batch pool, exporter"] = current_mb()
     setup_peak = peak_mb()
     setup_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -72,17 +75,35 @@ def memory_child(args):
     while observed < args.samples:
         at = observed % x.shape[0]
         take = min(rows, args.samples - observed, x.shape[0] - at)
-        exporter.observe(x[at:at + take], p[at:at + take])
+        exporter.observe(x[at : at + take], p[at : at + take])
         observed += take
         if checkpoints and observed >= checkpoints[0]:
             checkpoints.pop(0)
-            marks.append({"samples": observed, "peak_mb": peak_mb(), "rss_mb": current_mb(),
-                          "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
+            marks.append(
+                {
+                    "samples": observed,
+                    "peak_mb": peak_mb(),
+                    "rss_mb": current_mb(),
+                    "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                }
+            )
     seconds = time.perf_counter() - start
     exporter.close()
     totals = exporter.totals
-    print(json.dumps({"stages_rss_mb": stages, "setup_peak_mb": setup_peak, "setup_ru_maxrss_mb": setup_maxrss, "peak_reset": reset, "marks": marks,
-                      "seconds": seconds, "windows": totals.windows, "samples_in_windows": totals.samples}))
+    print(
+        json.dumps(
+            {
+                "stages_rss_mb": stages,
+                "setup_peak_mb": setup_peak,
+                "setup_ru_maxrss_mb": setup_maxrss,
+                "peak_reset": reset,
+                "marks": marks,
+                "seconds": seconds,
+                "windows": totals.windows,
+                "samples_in_windows": totals.samples,
+            }
+        )
+    )
 
 
 def bench_memory(ctx):
@@ -97,8 +118,19 @@ def bench_memory(ctx):
     for run in range(runs):
         for n in sizes if run % 2 == 0 else sizes[::-1]:
             ctx.log(f"memory: child process observing {n:,} samples (run {run + 1}/{runs})")
-            command = [sys.executable, str(RUNNER), "memory-child", "--samples", str(n),
-                       "--reference", str(data.reference_path), "--pool", str(pool), "--gateway", ctx.gateway.address]
+            command = [
+                sys.executable,
+                str(RUNNER),
+                "memory-child",
+                "--samples",
+                str(n),
+                "--reference",
+                str(data.reference_path),
+                "--pool",
+                str(pool),
+                "--gateway",
+                ctx.gateway.address,
+            ]
             done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
             if done.returncode:
                 raise RuntimeError(f"memory child failed: {done.stderr[-2000:]}")
@@ -112,8 +144,18 @@ def report_memory(result):
     for r in result["rows"]:
         base = r["marks"][0]
         for mark in r["marks"][1:]:
-            rows.append([f"{r['samples']:,}", r["run"], f"{r['setup_peak_mb']:.1f}", f"{base['rss_mb']:.1f}", f"{mark['samples']:,}",
-                         f"{mark['peak_mb']:.1f}", f"{mark['peak_mb'] - base['rss_mb']:+.1f}", f"{mark['rss_mb']:.1f}"])
+            rows.append(
+                [
+                    f"{r['samples']:,}",
+                    r["run"],
+                    f"{r['setup_peak_mb']:.1f}",
+                    f"{base['rss_mb']:.1f}",
+                    f"{mark['samples']:,}",
+                    f"{mark['peak_mb']:.1f}",
+                    f"{mark['peak_mb'] - base['rss_mb']:+.1f}",
+                    f"{mark['rss_mb']:.1f}",
+                ]
+            )
     by_size = {}
     for r in result["rows"]:
         by_size.setdefault(r["samples"], []).append(r["marks"][-1]["peak_mb"])
@@ -122,12 +164,30 @@ def report_memory(result):
     speed = [r["samples"] / r["seconds"] for r in result["rows"] if r["samples"] == sizes[-1]]
     stages = result["rows"][0]["stages_rss_mb"]
     reset = all(r["peak_reset"] for r in result["rows"])
-    return "\n".join([
-        f"### 4. Memory of an exporter process (batches of {result['batch_rows']}, window 200, live gateway; peak = VmHWM, reset after setup)", "",
-        table(["child observes", "run", "setup peak MB", "RSS after setup MB", "at samples", "peak MB while observing", "peak − setup RSS MB", "RSS MB here"], rows), "",
-        f"- peak RSS while observing, median: " + ", ".join(f"after {n:,} samples {peak[n]:.1f} MB" for n in sizes) +
-        f"; {sizes[-1]:,} minus {sizes[0]:,}: {peak[sizes[-1]] - peak[sizes[0]]:+.1f} MB." +
-        ("" if reset else " (the peak could not be reset after setup: peaks include the import spike)"),
-        "- RSS during setup (first child): " + "; ".join(f"{k} {v:.0f} MB" for k, v in stages.items()) + ".",
-        f"- the largest child observed {np.median(speed):,.0f} samples/s (window statistics and pushes included).",
-    ])
+    return "\n".join(
+        [
+            f"### 4. Memory of an exporter process (batches of {result['batch_rows']}, window 200, live "
+            f"gateway; peak = VmHWM, reset after setup)",
+            "",
+            table(
+                [
+                    "child observes",
+                    "run",
+                    "setup peak MB",
+                    "RSS after setup MB",
+                    "at samples",
+                    "peak MB while observing",
+                    "peak − setup RSS MB",
+                    "RSS MB here",
+                ],
+                rows,
+            ),
+            "",
+            "- peak RSS while observing, median: "
+            + ", ".join(f"after {n:,} samples {peak[n]:.1f} MB" for n in sizes)
+            + f"; {sizes[-1]:,} minus {sizes[0]:,}: {peak[sizes[-1]] - peak[sizes[0]]:+.1f} MB."
+            + ("" if reset else " (the peak could not be reset after setup: peaks include the import spike)"),
+            "- RSS during setup (first child): " + "; ".join(f"{k} {v:.0f} MB" for k, v in stages.items()) + ".",
+            f"- the largest child observed {np.median(speed):,.0f} samples/s (window statistics and pushes included).",
+        ]
+    )

@@ -28,8 +28,14 @@ import numpy as np
 
 from benchmarks.common import table
 
-GOALS = {"latency_pct": 5.0, "cpu_pct": 5.0, "caller_p50_pct": 2.0, "caller_p99_pct": 5.0, "batch200_ms": 0.25,
-         "throughput": 50_000}
+GOALS = {
+    "latency_pct": 5.0,
+    "cpu_pct": 5.0,
+    "caller_p50_pct": 2.0,
+    "caller_p99_pct": 5.0,
+    "batch200_ms": 0.25,
+    "throughput": 50_000,
+}
 
 
 def bench_serving(ctx):
@@ -44,9 +50,12 @@ def bench_serving(ctx):
     results = {"blocks": blocks, "requests_per_block": per_block, "strides": {}}
     for stride in (1, 4):
         ctx.log(f"serving: fitting the reference with input_stride={stride}")
-        reference = DriftReference.fit(data.flat_ref, data.p_ref, data.y_ref, input_stride=stride,
-                                       n_simulations=50 if ctx.quick else 400)
-        monitor = DriftMonitor(None, "bench-serving", reference=reference, agent=f"stride-{stride}", max_wait_seconds=30)
+        reference = DriftReference.fit(
+            data.flat_ref, data.p_ref, data.y_ref, input_stride=stride, n_simulations=50 if ctx.quick else 400
+        )
+        monitor = DriftMonitor(
+            None, "bench-serving", reference=reference, agent=f"stride-{stride}", max_wait_seconds=30
+        )
         out = {}
         for rows in (1, 32):
             ctx.log(f"serving: stride {stride}, {rows}-image requests, {blocks} blocks of {per_block[rows]} each way")
@@ -73,7 +82,7 @@ def _alternate(model, monitor, images, flat, rows, blocks, requests):
             cpu_start, worker_start = time.process_time(), time.clock_gettime(worker_clock)
             for r in range(requests):
                 i = (block * requests + r) % n
-                x, x_flat = images[i * rows:(i + 1) * rows], flat[i * rows:(i + 1) * rows]
+                x, x_flat = images[i * rows : (i + 1) * rows], flat[i * rows : (i + 1) * rows]
                 start = time.perf_counter()
                 p = model.predict_on_batch(x)
                 predicted = time.perf_counter()
@@ -95,10 +104,14 @@ def _alternate(model, monitor, images, flat, rows, blocks, requests):
     cpu_off = cpu["off"] / samples["off"]
     cpu_on = cpu["on"] / samples["on"]
     return {
-        "p50_off_ms": ms(latency["off"], 50), "p50_on_ms": ms(latency["on"], 50),
-        "p99_off_ms": ms(latency["off"], 99), "p99_on_ms": ms(latency["on"], 99),
-        "predict_p50_ms": ms(predict_only, 50), "predict_p99_ms": ms(predict_only, 99),
-        "observe_p50_ms": ms(observe_only, 50), "observe_p99_ms": ms(observe_only, 99),
+        "p50_off_ms": ms(latency["off"], 50),
+        "p50_on_ms": ms(latency["on"], 50),
+        "p99_off_ms": ms(latency["off"], 99),
+        "p99_on_ms": ms(latency["on"], 99),
+        "predict_p50_ms": ms(predict_only, 50),
+        "predict_p99_ms": ms(predict_only, 99),
+        "observe_p50_ms": ms(observe_only, 50),
+        "observe_p99_ms": ms(observe_only, 99),
         "inference_cpu_us_per_sample": cpu_off * 1e6,
         "pipeline_cpu_us_per_sample": pipeline_cpu / samples["on"] * 1e6,
         "process_cpu_on_minus_off_us_per_sample": (cpu_on - cpu_off) * 1e6,
@@ -106,7 +119,7 @@ def _alternate(model, monitor, images, flat, rows, blocks, requests):
 
 
 def _observe_200(monitor, flat, repeats):
-    batches = [np.ascontiguousarray(flat[i * 200:(i + 1) * 200]) for i in range(flat.shape[0] // 200)]
+    batches = [np.ascontiguousarray(flat[i * 200 : (i + 1) * 200]) for i in range(flat.shape[0] // 200)]
     p = np.full((200, 10), 0.1)
     times = []
     for i in range(repeats):
@@ -125,7 +138,7 @@ def _throughput(monitor, flat, probabilities, total):
     start = time.perf_counter()
     for i in range(total // rows):
         j = i % n
-        monitor.observe(flat[j * rows:(j + 1) * rows], probabilities[j * rows:(j + 1) * rows])
+        monitor.observe(flat[j * rows : (j + 1) * rows], probabilities[j * rows : (j + 1) * rows])
     monitor.flush(120)
     elapsed = time.perf_counter() - start
     return {"samples_per_s": total // rows * rows / elapsed, "dropped": monitor.dropped - dropped_before}
@@ -137,28 +150,47 @@ def report_serving(result):
     for stride, out in result["strides"].items():
         for size in (1, 32):
             r = out[size] if size in out else out[str(size)]
-            rows.append([
-                stride, size,
-                f"{r['p50_off_ms']:.3f} → {r['p50_on_ms']:.3f} ({_pct(r['p50_on_ms'], r['p50_off_ms'])})",
-                f"{r['p99_off_ms']:.3f} → {r['p99_on_ms']:.3f} ({_pct(r['p99_on_ms'], r['p99_off_ms'])})",
-                f"{r['observe_p50_ms'] * 1e3:.1f} µs ({100 * r['observe_p50_ms'] / r['predict_p50_ms']:.1f} %)",
-                f"{r['observe_p99_ms'] * 1e3:.1f} µs ({100 * r['observe_p99_ms'] / r['predict_p50_ms']:.1f} %)",
-                f"{r['pipeline_cpu_us_per_sample']:.2f} / {r['inference_cpu_us_per_sample']:.1f} µs "
-                f"({100 * r['pipeline_cpu_us_per_sample'] / r['inference_cpu_us_per_sample']:.1f} %)",
-                f"{r['process_cpu_on_minus_off_us_per_sample']:.2f} µs",
-            ])
-    lines.append(table(["input stride", "images per request", "latency p50 off → on, ms", "latency p99 off → on, ms",
-                        "observe p50 (of predict p50)", "observe p99 (of predict p50)",
-                        "pipeline / inference CPU per sample", "process CPU on − off per sample"], rows))
+            rows.append(
+                [
+                    stride,
+                    size,
+                    f"{r['p50_off_ms']:.3f} → {r['p50_on_ms']:.3f} ({_pct(r['p50_on_ms'], r['p50_off_ms'])})",
+                    f"{r['p99_off_ms']:.3f} → {r['p99_on_ms']:.3f} ({_pct(r['p99_on_ms'], r['p99_off_ms'])})",
+                    f"{r['observe_p50_ms'] * 1e3:.1f} µs ({100 * r['observe_p50_ms'] / r['predict_p50_ms']:.1f} %)",
+                    f"{r['observe_p99_ms'] * 1e3:.1f} µs ({100 * r['observe_p99_ms'] / r['predict_p50_ms']:.1f} %)",
+                    f"{r['pipeline_cpu_us_per_sample']:.2f} / {r['inference_cpu_us_per_sample']:.1f} µs "
+                    f"({100 * r['pipeline_cpu_us_per_sample'] / r['inference_cpu_us_per_sample']:.1f} %)",
+                    f"{r['process_cpu_on_minus_off_us_per_sample']:.2f} µs",
+                ]
+            )
+    lines.append(
+        table(
+            [
+                "input stride",
+                "images per request",
+                "latency p50 off → on, ms",
+                "latency p99 off → on, ms",
+                "observe p50 (of predict p50)",
+                "observe p99 (of predict p50)",
+                "pipeline / inference CPU per sample",
+                "process CPU on − off per sample",
+            ],
+            rows,
+        )
+    )
     lines.append("")
     for stride, out in result["strides"].items():
         t = out["throughput"]
-        lines.append(f"- stride {stride}: `observe` of a 200x784 batch {out['batch200_observe_ms']:.3f} ms (goal ≤ 0.25 ms); "
-                     f"throughput {t['samples_per_s']:,.0f} samples/s from one producer, {t['dropped']} dropped "
-                     f"(goal ≥ 50,000/s).")
-    lines.append(f"- {result['blocks']} alternating blocks each way; requests per block {result['requests_per_block']}. "
-                 "Goals: latency within 5 % at p50 and p99; pipeline CPU ≤ 5 % of inference CPU at 32 images; "
-                 "observe ≤ 2 % (p50) and ≤ 5 % (p99) of predict_on_batch.")
+        lines.append(
+            f"- stride {stride}: `observe` of a 200x784 batch {out['batch200_observe_ms']:.3f} ms (goal ≤ 0.25 ms); "
+            f"throughput {t['samples_per_s']:,.0f} samples/s from one producer, {t['dropped']} dropped "
+            f"(goal ≥ 50,000/s)."
+        )
+    lines.append(
+        f"- {result['blocks']} alternating blocks each way; requests per block {result['requests_per_block']}. "
+        "Goals: latency within 5 % at p50 and p99; pipeline CPU ≤ 5 % of inference CPU at 32 images; "
+        "observe ≤ 2 % (p50) and ≤ 5 % (p99) of predict_on_batch."
+    )
     return "\n".join(lines)
 
 

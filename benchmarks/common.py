@@ -120,7 +120,9 @@ def machine_info():
                 cpu = line.split(":", 1)[1].strip()
                 break
     try:
-        pgw = subprocess.run(["/usr/bin/prometheus-pushgateway", "--version"], capture_output=True, text=True, timeout=10)
+        pgw = subprocess.run(
+            ["/usr/bin/prometheus-pushgateway", "--version"], capture_output=True, text=True, timeout=10
+        )
         pushgateway = (pgw.stdout or pgw.stderr).splitlines()[0].strip()
     except (OSError, IndexError, subprocess.SubprocessError):
         pushgateway = "?"
@@ -189,9 +191,11 @@ class BlasThreads:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for setter, getter in (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                                   ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                                   ("openblas_set_num_threads", "openblas_get_num_threads")):
+            for setter, getter in (
+                ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                ("openblas_set_num_threads", "openblas_get_num_threads"),
+            ):
                 if hasattr(lib, setter) and hasattr(lib, getter):
                     cls._lib, cls._set, cls._get = lib, getattr(lib, setter), getattr(lib, getter)
                     cls._set.argtypes, cls._get.restype = [ctypes.c_int], ctypes.c_int
@@ -232,8 +236,20 @@ def load_gp05(vendor_dir: Path):
     init = target / "gangplank" / "__init__.py"
     metadata = target / f"gangplank-{GP05_VERSION}.dist-info" / "METADATA"
     if not (init.exists() and metadata.exists()):
-        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--disable-pip-version-check",
-                   "--quiet", "--upgrade", "--target", str(target), f"gangplank=={GP05_VERSION}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--upgrade",
+            "--target",
+            str(target),
+            f"gangplank=={GP05_VERSION}",
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -253,4 +269,3 @@ def load_gp05(vendor_dir: Path):
         return None, f"gangplank {GP05_VERSION} did not import: {type(exc).__name__}: {exc}"
     module.VERSION = GP05_VERSION
     return module, None
-

@@ -40,15 +40,17 @@ def big_model():
     import keras
     from keras import layers
 
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -68,8 +70,8 @@ class Data:
         scale = lambda a: (a.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)  # noqa: E731
         self.n_train = n_train
         self.train_labels = y_train[:n_train]
-        self.x_ref = scale(x_train[n_train:n_train + n_ref])  # held out: the models never see it
-        self.y_ref = y_train[n_train:n_train + n_ref].astype(np.int64)
+        self.x_ref = scale(x_train[n_train : n_train + n_ref])  # held out: the models never see it
+        self.y_ref = y_train[n_train : n_train + n_ref].astype(np.int64)
         self.x_test = scale(x_test[:n_test])
         self.y_test = y_test[:n_test].astype(np.int64)
 
@@ -81,7 +83,10 @@ class Data:
         keep = (y % 2 == 1) | (rng.random(n_train) < 0.03)  # all odd digits, each even one with p = 0.03
         self.wrong_even_share = float(np.mean(y[keep] % 2 == 0))
         self.train_seconds = {}
-        for path, rows, name in ((self.correct_path, np.arange(n_train), "correct"), (self.wrong_path, np.nonzero(keep)[0], "wrong")):
+        for path, rows, name in (
+            (self.correct_path, np.arange(n_train), "correct"),
+            (self.wrong_path, np.nonzero(keep)[0], "wrong"),
+        ):
             if not path.exists():
                 log(f"training the {name} convnet on {rows.size} images (1 epoch), cached as {path}")
                 keras.utils.set_random_seed(0)
@@ -94,7 +99,9 @@ class Data:
         self.wrong = keras.models.load_model(self.wrong_path)
 
         predictions = cache / f"predictions-{tag}-r{n_ref}-t{n_test}.npz"
-        if predictions.exists() and predictions.stat().st_mtime >= max(self.correct_path.stat().st_mtime, self.wrong_path.stat().st_mtime):
+        if predictions.exists() and predictions.stat().st_mtime >= max(
+            self.correct_path.stat().st_mtime, self.wrong_path.stat().st_mtime
+        ):
             with np.load(predictions) as f:
                 arrays = {k: f[k] for k in f.files}
         else:
@@ -107,7 +114,9 @@ class Data:
                 "p_wrong": predict(self.wrong, self.x_test),
             }
             np.savez(predictions, **arrays)
-        self.p_ref, self.p_test, self.p_inverted, self.p_wrong = (arrays[k] for k in ("p_ref", "p_test", "p_inverted", "p_wrong"))
+        self.p_ref, self.p_test, self.p_inverted, self.p_wrong = (
+            arrays[k] for k in ("p_ref", "p_test", "p_inverted", "p_wrong")
+        )
         self.flat_ref = self.x_ref.reshape(-1, PIXELS)
         self.flat_test = self.x_test.reshape(-1, PIXELS)
         self.accuracy = {
@@ -123,10 +132,12 @@ class Data:
         from gangplank import DriftReference
 
         if self._reference is None:
-            if self.reference_path.exists() and self.reference_path.stat().st_mtime >= self.correct_path.stat().st_mtime:
+            if (
+                self.reference_path.exists()
+                and self.reference_path.stat().st_mtime >= self.correct_path.stat().st_mtime
+            ):
                 self._reference = DriftReference.load(self.reference_path)
             else:
                 self._reference = DriftReference.fit(self.flat_ref, self.p_ref, self.y_ref)
                 self._reference.save(self.reference_path)
         return self._reference
-

@@ -11,6 +11,7 @@ import pytest
 from gangplank_devtools import read_gateway, start_pushgateway
 from gangplank_devtools.localstack import LocalStack
 
+from tests.mnist_models import mnist_models  # noqa: F401  (session fixture: two trained MNIST convnets)
 from tests.mnist_streams import mnist_streams  # noqa: F401  (the session fixture of the MNIST scenarios)
 
 

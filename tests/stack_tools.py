@@ -1,4 +1,7 @@
-"""Helpers for the monitoring-stack tests: paths, the metric schema as contract, dashboard checks (the webhook sink: gangplank_devtools)."""
+"""Helpers for the monitoring-stack tests: paths, the metric schema as contract, dashboard checks.
+
+The webhook sink is in gangplank_devtools.
+"""
 
 from __future__ import annotations
 
@@ -125,7 +128,8 @@ def _missing_keys(before, after, path) -> list[str]:
     if isinstance(before, list) and isinstance(after, list):
         if len(before) != len(after):
             return [f"{path} (length {len(before)} -> {len(after)})"]
-        return [m for i, (b, a) in enumerate(zip(before, after)) for m in _missing_keys(b, a, f"{path}/{i}")]
+        pairs = enumerate(zip(before, after, strict=True))
+        return [m for i, (b, a) in pairs for m in _missing_keys(b, a, f"{path}/{i}")]
     return []
 
 
@@ -179,7 +183,8 @@ def resolve_variables(
         if var["name"] in pick:
             values = [v for v in values if v in pick[var["name"]]]
         assert values, (
-            f"variable {var['name']} ({query}) found no value{' among ' + str(pick[var['name']]) if var['name'] in pick else ''}"
+            f"variable {var['name']} ({query}) found no "
+            f"value{' among ' + str(pick[var['name']]) if var['name'] in pick else ''}"
         )
         resolved[var["name"]] = values
     return resolved

@@ -11,14 +11,16 @@ from gangplank._drift.binning import FeatureBinner
 
 def mixed_data(rng, rows):
     """Columns of different shapes: normal, exponential, zero-inflated, small integers, pixels."""
-    return np.column_stack([
-        rng.normal(size=rows),
-        rng.normal(5, 100, size=rows),
-        rng.exponential(size=rows),
-        (rng.random(rows) < 0.1) * rng.random(rows),
-        rng.integers(0, 5, size=rows),
-        np.where(rng.random(rows) < 0.7, 0, rng.integers(1, 256, size=rows)) / 255.0,
-    ]).astype(np.float32)
+    return np.column_stack(
+        [
+            rng.normal(size=rows),
+            rng.normal(5, 100, size=rows),
+            rng.exponential(size=rows),
+            (rng.random(rows) < 0.1) * rng.random(rows),
+            rng.integers(0, 5, size=rows),
+            np.where(rng.random(rows) < 0.7, 0, rng.integers(1, 256, size=rows)) / 255.0,
+        ]
+    ).astype(np.float32)
 
 
 def derived_edges(binner: FeatureBinner, feature: int) -> np.ndarray:
@@ -77,7 +79,9 @@ def test_count_matches_a_slow_per_feature_searchsorted_on_random_data():
         binner = FeatureBinner.fit(mixed_data(rng, 5000), width_bins, quantile_bins)
         window = away_from_edges(binner, mixed_data(rng, 2000) * rng.uniform(0.8, 1.2, size=6).astype(np.float32))
         window[rng.random(window.shape) < 0.01] = np.nan
-        np.testing.assert_array_equal(binner.count(window), slow_count(binner, window), err_msg=f"{width_bins}+{quantile_bins}")
+        np.testing.assert_array_equal(
+            binner.count(window), slow_count(binner, window), err_msg=f"{width_bins}+{quantile_bins}"
+        )
 
 
 def test_bins_are_monotone_in_the_value():
@@ -102,7 +106,7 @@ def test_a_value_on_an_edge_lands_in_the_same_bin_in_reference_and_window():
         np.testing.assert_array_equal(binner.count(window), binner.count(reference[:500]))
     # The same edge value, seen in a large reference and in a window of one row, falls in one bin.
     big = binner.count(on_edges)
-    single = sum(binner.count(on_edges[i:i + 1]) for i in range(on_edges.shape[0]))
+    single = sum(binner.count(on_edges[i : i + 1]) for i in range(on_edges.shape[0]))
     np.testing.assert_array_equal(big, single)
     # A value exactly on an edge starts the upper bin, as searchsorted(side="right") puts it.
     np.testing.assert_array_equal(big, slow_count(binner, on_edges))
@@ -180,7 +184,9 @@ def test_equal_width_bins_keep_zero_inflated_features_informative():
     binner = FeatureBinner.fit(x)
     reference = binner.count(x)
     inverted = binner.count(1 - x[:200])
-    assert np.all(binner.count(np.zeros((1, 5)))[:, :-1].argmax(axis=1) != binner.count(np.ones((1, 5)))[:, :-1].argmax(axis=1))
+    assert np.all(
+        binner.count(np.zeros((1, 5)))[:, :-1].argmax(axis=1) != binner.count(np.ones((1, 5)))[:, :-1].argmax(axis=1)
+    )
     assert np.all(ds.psi(inverted, reference, binner.valid_columns()) > 1.0)
     assert np.all(ds.binned_ks(inverted, reference, binner.valid_columns()) > 0.5)
     # quantile bins alone collapse on the zeros; the equal-width bins are what keep 0 and 1 apart

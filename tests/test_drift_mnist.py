@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gangplank_devtools import read_gateway, start_pushgateway, value, wait_for
 
 from gangplank import DriftReference, ProductionDriftExporter
 from gangplank._drift.families import PREFIX
-from gangplank_devtools import read_gateway, start_pushgateway, value, wait_for
-from tests.mnist_models import mnist_models  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slow  # trains two small convnets (~15-30 s on two cores) and fits two references
 
@@ -66,8 +65,9 @@ def good_reference(mnist_models, stride):
 @pytest.fixture(scope="module")
 def wrong_reference(mnist_models, stride):
     m = mnist_models
-    return DriftReference.fit(m.x_wrong_train, m.predict(m.wrong, m.x_wrong_train), m.y_wrong_train,
-                              window_size=WINDOW, input_stride=stride)
+    return DriftReference.fit(
+        m.x_wrong_train, m.predict(m.wrong, m.x_wrong_train), m.y_wrong_train, window_size=WINDOW, input_stride=stride
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,15 @@ def run_stream(gateway, reference, probabilities, x, y, agent, seed=0):
     rows = (x.shape[0] // WINDOW) * WINDOW
     rng = np.random.default_rng(seed)
     agent = f"{agent}-stride{reference.input_stride}"
-    with ProductionDriftExporter(gateway.address, "mnist-drift", reference=reference, agent=agent, window_size=WINDOW,
-                                 on_window=reports.append, max_wait_seconds=60) as exporter:  # wait, drop nothing
+    with ProductionDriftExporter(
+        gateway.address,
+        "mnist-drift",
+        reference=reference,
+        agent=agent,
+        window_size=WINDOW,
+        on_window=reports.append,
+        max_wait_seconds=60,
+    ) as exporter:  # wait, drop nothing
         start = 0
         while start < rows:
             stop = min(rows, start + int(rng.integers(1, 21)))
@@ -102,10 +109,12 @@ def describe(name, reports):
     accuracy = np.mean([r.accuracy for r in reports])
     estimate = np.mean([r.estimated_accuracy for r in reports])
     stride = reports[0].samples // reports[0].input_rows
-    return (f"{name:<24} stride {stride}: {alarms:>2}/{len(reports)} windows drifted; signals "
-            + ", ".join(f"{s} {n}" for s, n in signals.items())
-            + f"; accuracy {accuracy:.3f}, estimated {estimate:.3f}, "
-            f"max input PSI {np.mean([np.max(r.input_psi) for r in reports]):.2f} (mean over windows)")
+    return (
+        f"{name:<24} stride {stride}: {alarms:>2}/{len(reports)} windows drifted; signals "
+        + ", ".join(f"{s} {n}" for s, n in signals.items())
+        + f"; accuracy {accuracy:.3f}, estimated {estimate:.3f}, "
+        f"max input PSI {np.mean([np.max(r.input_psi) for r in reports]):.2f} (mean over windows)"
+    )
 
 
 def label_free_alarms(reports):
@@ -118,6 +127,7 @@ def pushed(gateway, agent, name):
             return (value(read_gateway(gateway.url), PREFIX + name, agent=agent),)
         except KeyError:
             return None
+
     found = wait_for(look, timeout=15)
     assert found is not None, f"{name} of {agent} not on the gateway"
     return found[0]
@@ -126,7 +136,7 @@ def pushed(gateway, agent, name):
 # -- the correct stream -----------------------------------------------------------------
 def test_correct_stream_raises_no_alarm_in_40_windows(mnist_models, good_reference, test_stream, gateway, summary):
     x, y = test_stream
-    x, y = x[:40 * WINDOW], y[:40 * WINDOW]
+    x, y = x[: 40 * WINDOW], y[: 40 * WINDOW]
     reports = run_stream(gateway, good_reference, mnist_models.predict(mnist_models.good, x), x, y, agent="correct")
     summary.append(describe("correct stream", reports))
     assert len(reports) == 40
@@ -145,7 +155,7 @@ def test_correct_stream_raises_no_alarm_in_40_windows(mnist_models, good_referen
 # -- the two drifts of the issue ---------------------------------------------------------------
 def test_inverted_pixels_are_flagged_in_every_window(mnist_models, good_reference, test_stream, gateway, summary):
     x, y = test_stream
-    x, y = 1.0 - x[:40 * WINDOW], y[:40 * WINDOW]
+    x, y = 1.0 - x[: 40 * WINDOW], y[: 40 * WINDOW]
     reports = run_stream(gateway, good_reference, mnist_models.predict(mnist_models.good, x), x, y, agent="inverted")
     summary.append(describe("inverted pixels 1-x", reports))
     assert len(reports) == 40 and all(label_free_alarms(reports))
@@ -161,7 +171,7 @@ def test_wrong_model_is_flagged_in_every_window(mnist_models, wrong_reference, t
     m = mnist_models
     assert (m.y_wrong_train % 2 == 0).mean() < 0.05
     x, y = test_stream
-    x, y = x[:40 * WINDOW], y[:40 * WINDOW]
+    x, y = x[: 40 * WINDOW], y[: 40 * WINDOW]
     reports = run_stream(gateway, wrong_reference, m.predict(m.wrong, x), x, y, agent="wrong-model")
     summary.append(describe("wrong model (<5% even)", reports))
     assert len(reports) == 40 and all(label_free_alarms(reports))
@@ -194,7 +204,7 @@ OTHER_DRIFTS = {
 def test_other_drifts_are_flagged_in_most_windows(name, mnist_models, good_reference, test_stream, gateway, summary):
     x, y = OTHER_DRIFTS[name](*test_stream)
     windows = min(40, x.shape[0] // WINDOW)
-    x, y = x[:windows * WINDOW], y[:windows * WINDOW]
+    x, y = x[: windows * WINDOW], y[: windows * WINDOW]
     agent = name.split()[0]
     reports = run_stream(gateway, good_reference, mnist_models.predict(mnist_models.good, x), x, y, agent=agent)
     summary.append(describe(name, reports))

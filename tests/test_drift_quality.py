@@ -7,17 +7,17 @@ import threading
 
 import numpy as np
 import pytest
+from gangplank_devtools import read_gateway, value, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 
 from gangplank import DriftMonitor, DriftReference
 from gangplank._drift.families import PREFIX
-from gangplank.metric_schema import SCHEMA
 from gangplank._drift.profile import Profile
 from gangplank._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows, labels_for_floor
 from gangplank._drift.scoring_ids import ScoringIds
-from gangplank_devtools import read_gateway, value, wait_for
+from gangplank.metric_schema import SCHEMA
 
 D, K = 6, 3
 WEIGHTS = np.random.default_rng(7).normal(size=(D, K))
@@ -132,7 +132,7 @@ def test_confusion_matrix_precision_recall_f1_per_window_and_cumulative(monitor,
     drift = monitor(pushgateway.address, window_size=100, on_window=reports.append)
     drift.observe(x, p, labels)
     drift.close()
-    for window, report in zip((slice(0, 100), slice(100, 200)), reports):
+    for window, report in zip((slice(0, 100), slice(100, 200)), reports, strict=False):
         expected = np.zeros((K, K), dtype=int)
         np.add.at(expected, (labels[window], predicted[window]), 1)
         np.testing.assert_array_equal(report.confusion, expected)
@@ -269,7 +269,9 @@ def test_a_scrape_serves_exactly_what_a_push_sends(monitor, pushgateway):
     assert scraped.keys() == on_gateway.keys()
     for key, scraped_value in scraped.items():
         assert scraped_value == pytest.approx(on_gateway[key], nan_ok=True), key
-    shadow_only = {PREFIX + name for name in ("shadow_agreement", "reference_shadow_agreement", "shadow_estimated_accuracy")}
+    shadow_only = {
+        PREFIX + name for name in ("shadow_agreement", "reference_shadow_agreement", "shadow_estimated_accuracy")
+    }
     assert {entry.name for entry in SCHEMA if entry.source == "predict"} - shadow_only <= {name for name, _ in scraped}
 
 
@@ -296,8 +298,13 @@ def test_retire_deletes_the_agents_group(monitor, pushgateway):
 # -- back-pressure ----------------------------------------------------------------------------------
 def test_a_stuck_worker_makes_observe_drop_and_count_rather_than_grow(monitor, pushgateway):
     release = threading.Event()
-    drift = monitor(pushgateway.address, window_size=10, max_pending_samples=50, max_wait_seconds=0.05,
-                    on_window=lambda report: release.wait(30))
+    drift = monitor(
+        pushgateway.address,
+        window_size=10,
+        max_pending_samples=50,
+        max_wait_seconds=0.05,
+        on_window=lambda report: release.wait(30),
+    )
     batch = np.zeros((10, D)), np.full((10, K), 1 / K)
     for _ in range(30):
         drift.observe(*batch)

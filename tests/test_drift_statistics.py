@@ -27,7 +27,7 @@ def hand_psi(window_row, reference_row, epsilon=1e-4):
     bins = len(window_row)
     w_total, r_total = sum(window_row), sum(reference_row)
     value = 0.0
-    for w, r in zip(window_row, reference_row):
+    for w, r in zip(window_row, reference_row, strict=False):
         p = (w / w_total + epsilon) / (1 + bins * epsilon)
         q = (r / r_total + epsilon) / (1 + bins * epsilon)
         value += (p - q) * math.log(p / q)
@@ -39,7 +39,7 @@ def test_js_distance_matches_scipy_jensenshannon_base_2():
     rng = np.random.default_rng(1)
     window, reference = random_counts(rng), random_counts(rng)
     got = ds.js_distance(window, reference)
-    want = [jensenshannon(w, r, base=2) for w, r in zip(window, reference)]
+    want = [jensenshannon(w, r, base=2) for w, r in zip(window, reference, strict=False)]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -49,7 +49,7 @@ def test_js_distance_with_valid_mask_matches_scipy_on_the_valid_bins():
     valid = np.ones(window.shape, dtype=bool)
     valid[:, 4:7] = False  # bins these features do not have
     got = ds.js_distance(window, reference, valid)
-    want = [jensenshannon(w[v], r[v], base=2) for w, r, v in zip(window, reference, valid)]
+    want = [jensenshannon(w[v], r[v], base=2) for w, r, v in zip(window, reference, valid, strict=False)]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -62,7 +62,7 @@ def test_binned_ks_matches_ks_2samp_on_the_bin_indices():
     window, reference = random_counts(rng, high=20), random_counts(rng, high=200)
     got = ds.binned_ks(window, reference)
     bins = np.arange(window.shape[1])
-    for feature, (w, r) in enumerate(zip(window, reference)):
+    for feature, (w, r) in enumerate(zip(window, reference, strict=False)):
         want = stats.ks_2samp(np.repeat(bins, w), np.repeat(bins, r)).statistic
         assert got[feature] == pytest.approx(want, abs=1e-12), feature
 
@@ -85,7 +85,7 @@ def test_psi_matches_a_hand_computed_psi_with_the_documented_smoothing():
     rng = np.random.default_rng(5)
     window, reference = random_counts(rng), random_counts(rng, high=500)
     got = ds.psi(window, reference)
-    want = [hand_psi(w.tolist(), r.tolist()) for w, r in zip(window, reference)]
+    want = [hand_psi(w.tolist(), r.tolist()) for w, r in zip(window, reference, strict=False)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert ds.SMOOTHING == 1e-4
 
@@ -97,7 +97,7 @@ def test_psi_with_valid_mask_uses_only_the_feature_s_bins():
     valid[0, 3:] = False
     valid[1, 5:8] = False
     got = ds.psi(window, reference, valid)
-    want = [hand_psi(w[v].tolist(), r[v].tolist()) for w, r, v in zip(window, reference, valid)]
+    want = [hand_psi(w[v].tolist(), r[v].tolist()) for w, r, v in zip(window, reference, valid, strict=False)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

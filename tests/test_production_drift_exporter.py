@@ -7,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
+from gangplank_devtools import read_gateway, value, wait_for
 
 from gangplank import DriftReference, ProductionDriftExporter
 from gangplank._drift.families import PREFIX
 from gangplank.metric_schema import SCHEMA
-from gangplank_devtools import read_gateway, value, wait_for
 
 D, K = 8, 3
 WEIGHTS = np.random.default_rng(42).normal(size=(D, K))
@@ -38,7 +38,9 @@ def make_drift(pushgateway, reference):
 
     def make(job="drift", **kwargs):
         kwargs.setdefault("agent", "web")
-        exporter = ProductionDriftExporter(pushgateway.address, job, reference=kwargs.pop("reference", reference), **kwargs)
+        exporter = ProductionDriftExporter(
+            pushgateway.address, job, reference=kwargs.pop("reference", reference), **kwargs
+        )
         made.append(exporter)
         return exporter
 
@@ -57,13 +59,17 @@ def random_batches(rng, rows, largest=20):
 
 def gateway_value(pushgateway, name, **labels):
     """Poll the gateway until ``name{labels}`` is there; its value."""
+
     def look():
         try:
             return (value(read_gateway(pushgateway.url), name, **labels),)
         except KeyError:
             return None
+
     found = wait_for(look, timeout=15)
-    assert found is not None, f"{name}{labels} never reached the gateway: {sorted({n for n, _ in read_gateway(pushgateway.url)})}"
+    assert found is not None, (
+        f"{name}{labels} never reached the gateway: {sorted({n for n, _ in read_gateway(pushgateway.url)})}"
+    )
     return found[0]
 
 
@@ -190,7 +196,10 @@ def test_every_metric_reaches_the_gateway_with_job_and_agent(make_drift, pushgat
     assert value(samples, PREFIX + "drift_detected") in (0.0, 1.0)
     assert value(samples, PREFIX + "input_mean") == pytest.approx(float(x[100:].mean()), rel=1e-5, abs=1e-6)
     assert value(samples, PREFIX + "input_std") == pytest.approx(float(x[100:].std()), rel=1e-5)
-    assert value(samples, PREFIX + "threshold", statistic="class_chi2_p_value") == exporter.reference.thresholds.class_p_value
+    assert (
+        value(samples, PREFIX + "threshold", statistic="class_chi2_p_value")
+        == exporter.reference.thresholds.class_p_value
+    )
 
 
 def test_grouping_key_is_passed_through(make_drift, pushgateway):
@@ -246,7 +255,9 @@ def test_late_feedback_changes_feedback_accuracy(make_drift, pushgateway):
     assert gateway_value(pushgateway, PREFIX + "drift_detected", agent="web") == last  # the last real window's verdict
     # 100 wrong labels of 160: the large-drop chart on labels is in alarm, and says so
     chart = {"agent": "web", "evidence": "labels", "chart": "large"}
-    assert gateway_value(pushgateway, PREFIX + "cusum", **chart) >= gateway_value(pushgateway, PREFIX + "cusum_threshold", **chart)
+    assert gateway_value(pushgateway, PREFIX + "cusum", **chart) >= gateway_value(
+        pushgateway, PREFIX + "cusum_threshold", **chart
+    )
     assert gateway_value(pushgateway, PREFIX + "cusum_alarms_total", **chart) == 1
     assert gateway_value(pushgateway, PREFIX + "feedback_samples_total", agent="web") == 160
     assert gateway_value(pushgateway, PREFIX + "feedback_correct_total", agent="web") == 50
@@ -276,7 +287,7 @@ def test_eight_threads_observe_100k_samples_exactly(make_drift, pushgateway):
             while left:
                 rows = min(left, int(rng.integers(1, 40)))
                 first = int(rng.integers(0, 2000 - rows))
-                exporter.observe(x[first:first + rows], p[first:first + rows])
+                exporter.observe(x[first : first + rows], p[first : first + rows])
                 left -= rows
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -330,7 +341,9 @@ def tiny_classifier():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(K, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((D,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(K, activation="softmax")]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x, _, y = generate(np.random.default_rng(11), 256)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
@@ -503,7 +516,8 @@ def test_drift_monitor_works_without_importing_keras(pushgateway):
         "rng = np.random.default_rng(0)\n"
         "x, p = rng.normal(size=(600, 4)), rng.dirichlet([1, 1], size=600)\n"
         "reference = gangplank.DriftReference.fit(x, p, window_size=100, n_simulations=50)\n"
-        f"with gangplank.DriftMonitor({pushgateway.address!r}, 'no-keras', reference=reference, agent='bare', ignore_exceptions=False) as drift:\n"
+        f"with gangplank.DriftMonitor({pushgateway.address!r}, 'no-keras', reference=reference, agent='bare', "
+        f"ignore_exceptions=False) as drift:\n"
         "    drift.observe(x[:250], p[:250])\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras was imported'\n"
     )

@@ -13,8 +13,8 @@ import pytest
 
 import gangplank
 from gangplank import DriftReference, ReferenceFormatError
-from gangplank.reference import Thresholds
 from gangplank._drift.reference_file import FORMAT, VERSION
+from gangplank.reference import Thresholds
 
 D, K = 20, 4
 WEIGHTS = np.random.default_rng(99).normal(size=(D, K))
@@ -22,11 +22,13 @@ WEIGHTS = np.random.default_rng(99).normal(size=(D, K))
 
 def generate(rng, rows, shift=0.0, scale=1.0):
     """Tabular data of mixed shapes and a fixed softmax classifier's probabilities on it."""
-    x = np.column_stack([
-        rng.normal(size=(rows, D // 2)),
-        rng.exponential(size=(rows, D // 4)),
-        (rng.random((rows, D - D // 2 - D // 4)) < 0.2) * rng.random((rows, D - D // 2 - D // 4)),
-    ])
+    x = np.column_stack(
+        [
+            rng.normal(size=(rows, D // 2)),
+            rng.exponential(size=(rows, D // 4)),
+            (rng.random((rows, D - D // 2 - D // 4)) < 0.2) * rng.random((rows, D - D // 2 - D // 4)),
+        ]
+    )
     x = x * scale + shift
     logits = x @ WEIGHTS
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -150,7 +152,7 @@ def test_corrupted_compressed_bytes(saved, tmp_path):
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             start = info.header_offset
-            name_length, extra_length = np.frombuffer(data[start + 26:start + 30], dtype="<u2")
+            name_length, extra_length = np.frombuffer(data[start + 26 : start + 30], dtype="<u2")
             spots.append(start + 30 + int(name_length) + int(extra_length) + info.compress_size // 2)
     for i, spot in enumerate(spots + [len(data) - 40]):
         damaged = bytearray(data)
@@ -182,7 +184,11 @@ def test_other_version_and_other_format(saved, tmp_path):
 def test_a_version_1_file_still_loads(saved, fitted, tmp_path):
     path, header = saved
     # A version-1 header, as gangplank wrote it then: the accuracy test's own p-value and label minimum.
-    thresholds = {k: v for k, v in header["thresholds"].items() if k not in ("estimated_accuracy_p_value", "accuracy_tolerance", "quality_floor")}
+    thresholds = {
+        k: v
+        for k, v in header["thresholds"].items()
+        if k not in ("estimated_accuracy_p_value", "accuracy_tolerance", "quality_floor")
+    }
     thresholds |= {"accuracy_p_value": 2e-5, "min_labelled": 10}
     old_header = {k: v for k, v in header.items() if k not in ("settings", "shadow_agreement", "shadow_rows")}
     old_header |= {"version": 1, "thresholds": thresholds}
@@ -225,31 +231,41 @@ def test_a_single_npy_array_is_not_a_reference(tmp_path):
     assert_format_error(bad, "npz")
 
 
-@pytest.mark.parametrize("change", [
-    {"input_counts": np.zeros((3, 4), dtype=np.int64)},
-    {"scale": np.ones(D + 1, dtype=np.float32)},
-    {"feature_psi": np.ones(2)},
-    {"confidence_counts": np.ones(3, dtype=np.int64)},
-    {"class_shares": np.array([1.0])},
-    {"class_shares": np.ones((2, 2))},
-    {"low": np.float32(0.0)},
-    {"low": np.zeros((D, 2), dtype=np.float32)},
-    {"lookup": np.zeros(D, dtype=np.uint8)},
-    {"lookup": np.zeros((D, 0), dtype=np.uint8)},
-    {"lookup": np.full((D, 256), 250, dtype=np.uint8)},
-    {"lookup": np.zeros((D, 256), dtype=np.int64)},
-    {"confidence_edges": np.array(["a", "b"])},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_counts": np.zeros((3, 4), dtype=np.int64)},
+        {"scale": np.ones(D + 1, dtype=np.float32)},
+        {"feature_psi": np.ones(2)},
+        {"confidence_counts": np.ones(3, dtype=np.int64)},
+        {"class_shares": np.array([1.0])},
+        {"class_shares": np.ones((2, 2))},
+        {"low": np.float32(0.0)},
+        {"low": np.zeros((D, 2), dtype=np.float32)},
+        {"lookup": np.zeros(D, dtype=np.uint8)},
+        {"lookup": np.zeros((D, 0), dtype=np.uint8)},
+        {"lookup": np.full((D, 256), 250, dtype=np.uint8)},
+        {"lookup": np.zeros((D, 256), dtype=np.int64)},
+        {"confidence_edges": np.array(["a", "b"])},
+    ],
+)
 def test_wrong_array_shapes_and_types(saved, tmp_path, change):
     path, _ = saved
     bad = rewrite(path, tmp_path / "bad.npz", **change)
     assert_format_error(bad, "damaged")
 
 
-@pytest.mark.parametrize("header_change", [
-    {"n_columns": None}, {"n_columns": 1}, {"n_columns": 1000}, {"thresholds": "high"},
-    {"window_size": "two hundred"}, {"thresholds": {"class_p_value": 0.1}},
-])
+@pytest.mark.parametrize(
+    "header_change",
+    [
+        {"n_columns": None},
+        {"n_columns": 1},
+        {"n_columns": 1000},
+        {"thresholds": "high"},
+        {"window_size": "two hundred"},
+        {"thresholds": {"class_p_value": 0.1}},
+    ],
+)
 def test_damaged_header_values(saved, tmp_path, header_change):
     path, header = saved
     bad = rewrite(path, tmp_path / "bad.npz", {**header, **header_change})
@@ -372,7 +388,9 @@ def test_with_thresholds_overrides_and_leaves_the_original_alone(fitted, tmp_pat
     assert strict.thresholds.confidence_psi == fitted.thresholds.confidence_psi
     strict.save(tmp_path / "strict.npz")
     assert DriftReference.load(tmp_path / "strict.npz").thresholds.class_p_value == 1.0
-    deaf = fitted.with_thresholds(feature_psi=np.full(D, np.inf), confidence_psi=np.inf, class_p_value=0.0, estimated_accuracy_p_value=0.0)
+    deaf = fitted.with_thresholds(
+        feature_psi=np.full(D, np.inf), confidence_psi=np.inf, class_p_value=0.0, estimated_accuracy_p_value=0.0
+    )
     x, p, y = generate(rng, 100, shift=3.0)
     assert not deaf.compare(deaf.window_of(x, p, y)).drift_detected
     with pytest.raises(TypeError):

@@ -13,14 +13,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+from gangplank_devtools import SilentServer, read_gateway, run_with_timeout, start_pushgateway, value
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily
 
 import gangplank
-from gangplank_devtools import start_pushgateway
 from gangplank.transport import PushgatewaySender
-from gangplank_devtools import SilentServer, read_gateway, run_with_timeout, value, wait_for
 from tests.gateway_tools import ROOT
 
 
@@ -47,7 +46,9 @@ def groups(url):
 
 def test_drift_stream_survives_a_gateway_restart(reference, tmp_path):
     with start_pushgateway(workdir=tmp_path) as gateway:
-        exporter = gangplank.ProductionDriftExporter(gateway.address, "restart", reference=reference, agent="r1", window_size=50)
+        exporter = gangplank.ProductionDriftExporter(
+            gateway.address, "restart", reference=reference, agent="r1", window_size=50
+        )
         stream(exporter, 300)
         gateway.stop()
         stream(exporter, 400, seed=2)  # windows close while nobody listens
@@ -61,7 +62,9 @@ def test_drift_stream_survives_a_gateway_restart(reference, tmp_path):
 
 def test_observe_keeps_going_against_a_silent_gateway(reference):
     with SilentServer() as silent:
-        exporter = gangplank.ProductionDriftExporter(silent.address, "silent", reference=reference, agent="s1", window_size=50, timeout=30)
+        exporter = gangplank.ProductionDriftExporter(
+            silent.address, "silent", reference=reference, agent="s1", window_size=50, timeout=30
+        )
         reports = []
         exporter.on_window = reports.append
         run_with_timeout(lambda: stream(exporter, 1000), timeout=120, what="observe against a silent gateway")
@@ -77,13 +80,20 @@ PRODUCER = textwrap.dedent("""
     rng = np.random.default_rng(zlib.crc32(agent.encode()))
     x, p = rng.normal(size=(1000, 8)), rng.dirichlet([1, 1, 1], size=1000)
     reference = gangplank.DriftReference.fit(x, p, window_size=50, n_simulations=50)
-    with gangplank.ProductionDriftExporter(address, job, reference=reference, agent=agent, ignore_exceptions=False) as drift:
+    exporter = gangplank.ProductionDriftExporter(
+        address, job, reference=reference, agent=agent, ignore_exceptions=False
+    )
+    with exporter as drift:
         stream(drift, rows, seed=zlib.crc32(job.encode()))
 """)
 
 
 def test_three_producer_processes_share_one_gateway(pushgateway):
-    agents = [("prod-a", "MNIST_Multiclass", 1000), ("prod-b", "MNIST_Multiclass_wrong_inputs", 1200), ("prod-c", "MNIST_Multiclass_wrong_model", 1400)]
+    agents = [
+        ("prod-a", "MNIST_Multiclass", 1000),
+        ("prod-b", "MNIST_Multiclass_wrong_inputs", 1200),
+        ("prod-c", "MNIST_Multiclass_wrong_model", 1400),
+    ]
     processes = [
         subprocess.Popen([sys.executable, "-c", PRODUCER, pushgateway.address, job, agent, str(rows)], cwd=ROOT)
         for job, agent, rows in agents

@@ -10,11 +10,11 @@ import urllib.request
 
 import numpy as np
 import pytest
+from gangplank_devtools import start_pushgateway
+from prometheus_client.parser import text_string_to_metric_families
 
 import gangplank
 from gangplank import PushError
-from gangplank_devtools import start_pushgateway
-from prometheus_client.parser import text_string_to_metric_families
 
 USER, PASSWORD = "alice", "correct-horse-battery"
 # bcrypt of PASSWORD (cost 10), as the Pushgateway's web config wants it; a test-only secret.
@@ -30,11 +30,40 @@ def certificates(tmp_path_factory):
     """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
     d = tmp_path_factory.mktemp("tls")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=gangplank test CA", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gangplank test CA",
+        cwd=d,
+    )
     _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=d,
+    )
     return d
 
 
@@ -57,7 +86,12 @@ def read_secure(url, ca_file):
     request.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
     with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=ca_file), timeout=5) as response:
         text = response.read().decode()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name.startswith("gangplank_")}
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name.startswith("gangplank_")
+    }
 
 
 def tiny_model():
@@ -72,7 +106,9 @@ def tiny_model():
 def test_fit_pushes_through_tls_and_basic_auth(secure_gateway):
     url, ca_file = secure_gateway
     model, x, y = tiny_model()
-    exporter = gangplank.TrainTestExporter(url, "secure", basic_auth=(USER, PASSWORD), ca_file=ca_file, ignore_exceptions=False)
+    exporter = gangplank.TrainTestExporter(
+        url, "secure", basic_auth=(USER, PASSWORD), ca_file=ca_file, ignore_exceptions=False
+    )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[exporter])
     assert read_secure(url, ca_file)["gangplank_train_epochs_count"] == 2
 
@@ -81,7 +117,12 @@ def test_credentials_in_the_address_work_and_stay_secret(secure_gateway, caplog)
     url, ca_file = secure_gateway
     address = url.replace("https://", f"https://{USER}:{PASSWORD}@")
     model, x, y = tiny_model()
-    model.evaluate(x, y, verbose=0, callbacks=[gangplank.TrainTestExporter(address, "secure-url", ca_file=ca_file, ignore_exceptions=False)])
+    model.evaluate(
+        x,
+        y,
+        verbose=0,
+        callbacks=[gangplank.TrainTestExporter(address, "secure-url", ca_file=ca_file, ignore_exceptions=False)],
+    )
     assert "gangplank_test_loss" in read_secure(url, ca_file)
     assert PASSWORD not in caplog.text
 
@@ -91,7 +132,15 @@ def test_drift_exporter_pushes_through_tls(secure_gateway):
     rng = np.random.default_rng(1)
     x, p = rng.normal(size=(400, 3)), rng.dirichlet([1, 1], size=400)
     reference = gangplank.DriftReference.fit(x, p, window_size=50, n_simulations=50)
-    with gangplank.ProductionDriftExporter(url, "secure-drift", reference=reference, agent="tls", basic_auth=(USER, PASSWORD), ca_file=ca_file, ignore_exceptions=False) as drift:
+    with gangplank.ProductionDriftExporter(
+        url,
+        "secure-drift",
+        reference=reference,
+        agent="tls",
+        basic_auth=(USER, PASSWORD),
+        ca_file=ca_file,
+        ignore_exceptions=False,
+    ) as drift:
         drift.observe(x[:120], p[:120])
     pushed = read_secure(url, ca_file)
     assert pushed["gangplank_predict_windows_total"] == 3  # two full windows of 50, then close() ends the last 20
@@ -101,7 +150,9 @@ def test_drift_exporter_pushes_through_tls(secure_gateway):
 def test_wrong_password_is_a_clear_error_without_the_secret(secure_gateway, caplog):
     url, ca_file = secure_gateway
     model, x, y = tiny_model()
-    exporter = gangplank.TrainTestExporter(url, "secure", basic_auth=(USER, "not-" + PASSWORD), ca_file=ca_file, ignore_exceptions=False)
+    exporter = gangplank.TrainTestExporter(
+        url, "secure", basic_auth=(USER, "not-" + PASSWORD), ca_file=ca_file, ignore_exceptions=False
+    )
     with caplog.at_level(logging.WARNING, logger="gangplank"), pytest.raises(PushError) as raised:
         model.evaluate(x, y, verbose=0, callbacks=[exporter])
     exporter.publisher.close(0)

@@ -12,14 +12,20 @@ import threading
 import urllib.error
 
 import pytest
+from gangplank_devtools import (
+    SilentServer,
+    StatusServer,
+    closed_port_address,
+    counting_handler,
+    read_gateway,
+    run_with_timeout,
+    value,
+    wait_for,
+)
 from prometheus_client.core import GaugeMetricFamily
 
-from gangplank import GangplankError, PushError
-from gangplank import transport
+from gangplank import GangplankError, PushError, transport
 from gangplank.transport import address_credentials, describe_failure, redact_address
-from gangplank_devtools import (
-    SilentServer, StatusServer, closed_port_address, counting_handler, read_gateway, run_with_timeout, value, wait_for,
-)
 from tests.gateway_tools import ROOT, failure_lines, recovery_lines
 
 
@@ -94,7 +100,9 @@ def test_two_senders_on_one_group_keep_each_others_metrics(pushgateway, scrape, 
 
 
 def test_grouping_key_with_awkward_values(pushgateway, scrape, make_sender):
-    sender = make_sender(pushgateway.address, "job/with slash", grouping_key={"instance": "w/0", "run": "", "zone": "é"})
+    sender = make_sender(
+        pushgateway.address, "job/with slash", grouping_key={"instance": "w/0", "run": "", "zone": "é"}
+    )
     sender.submit("train", [gauge("gangplank_train_loss", 1.0)])
     assert sender.flush(15)
     samples = scrape()
@@ -212,14 +220,17 @@ def test_credentials_in_the_address_become_basic_auth_and_stay_secret(make_sende
     assert info.value.gateway == f"http://{server.address}"
 
 
-@pytest.mark.parametrize("address, redacted", [
-    ("127.0.0.1:9091", "127.0.0.1:9091"),
-    ("http://127.0.0.1:9091", "http://127.0.0.1:9091"),
-    ("https://alice:s3cret@gw.example:9091/", "https://gw.example:9091/"),
-    ("alice:s3cret@gw.example:9091", "http://gw.example:9091"),
-    ("http://alice@gw.example", "http://gw.example"),
-    ("http://alice:pw@[::1]:9091", "http://[::1]:9091"),
-])
+@pytest.mark.parametrize(
+    "address, redacted",
+    [
+        ("127.0.0.1:9091", "127.0.0.1:9091"),
+        ("http://127.0.0.1:9091", "http://127.0.0.1:9091"),
+        ("https://alice:s3cret@gw.example:9091/", "https://gw.example:9091/"),
+        ("alice:s3cret@gw.example:9091", "http://gw.example:9091"),
+        ("http://alice@gw.example", "http://gw.example"),
+        ("http://alice:pw@[::1]:9091", "http://[::1]:9091"),
+    ],
+)
 def test_redact_address(address, redacted):
     assert redact_address(address) == redacted
 
@@ -233,7 +244,10 @@ def test_address_credentials():
 def test_describe_failure():
     gw = "127.0.0.1:1"
     http_error = urllib.error.HTTPError("http://x", 503, "Service Unavailable", {}, None)
-    assert (describe_failure(gw, http_error).status, describe_failure(gw, http_error).reason) == (503, "Service Unavailable")
+    assert (describe_failure(gw, http_error).status, describe_failure(gw, http_error).reason) == (
+        503,
+        "Service Unavailable",
+    )
     refused = describe_failure(gw, urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")))
     assert (refused.status, refused.reason) == (None, "Connection refused")
     assert describe_failure(gw, TimeoutError("timed out")).reason == "timed out"
@@ -247,15 +261,23 @@ def test_push_error_type():
     assert isinstance(error, GangplankError) and isinstance(error, OSError)
     assert str(error) == "push to Pushgateway 127.0.0.1:9091 failed: Connection refused"
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.gateway, copy.status, copy.reason, str(copy)) == (error.gateway, error.status, error.reason, str(error))
+    assert (copy.gateway, copy.status, copy.reason, str(copy)) == (
+        error.gateway,
+        error.status,
+        error.reason,
+        str(error),
+    )
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"pgw_addr": "", "job": "j"},
-    {"pgw_addr": "  ", "job": "j"},
-    {"pgw_addr": "127.0.0.1:9091", "job": ""},
-    {"pgw_addr": "127.0.0.1:9091", "job": "j", "timeout": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"pgw_addr": "", "job": "j"},
+        {"pgw_addr": "  ", "job": "j"},
+        {"pgw_addr": "127.0.0.1:9091", "job": ""},
+        {"pgw_addr": "127.0.0.1:9091", "job": "j", "timeout": 0},
+    ],
+)
 def test_constructor_rejects_nonsense(kwargs):
     with pytest.raises(ValueError):
         transport.PushgatewaySender(**kwargs)
@@ -273,8 +295,14 @@ sender.submit("train", [GaugeMetricFamily("gangplank_train_loss", "loss", value=
 
 def run_exit_script(address, timeout="5", flush_seconds="5"):
     env = dict(os.environ, GANGPLANK_EXIT_FLUSH_SECONDS=flush_seconds, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", EXIT_SCRIPT, address, timeout], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, address, timeout],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_exit_flush_delivers_what_is_pending(pushgateway, scrape):

@@ -202,7 +202,8 @@ def test_batchnorm_statistics_excluded_frozen_layers_included(freeze, data):
     )
     histogram = WeightHistogram.from_model(model, HISTOGRAM_WEIGHT_BUCKETS_1_0)
     want = reference(expected, EDGES_1_0)
-    assert dict(zip([go_le(b) for b in EDGES_1_0] + ["+Inf"], histogram.cumulative_counts.tolist())) == want["buckets"]
+    buckets = [go_le(b) for b in EDGES_1_0] + ["+Inf"]
+    assert dict(zip(buckets, histogram.cumulative_counts.tolist(), strict=True)) == want["buckets"]
     assert histogram.count == want["count"]
     assert histogram.sum == pytest.approx(want["sum"], rel=1e-12)
     moving = {id(v) for v in model.layers[1].non_trainable_weights}
@@ -227,7 +228,7 @@ def test_nested_model_weights_included():
 def test_values_on_edges_counted_in_that_edge():
     values = np.array([-0.3, 0.05, 0.0, -0.0, 0.3, -0.05, 0.25], dtype=np.float64)
     h = WeightHistogram.from_arrays([values], HISTOGRAM_WEIGHT_BUCKETS_0_3)
-    got = dict(zip([go_le(b) for b in EDGES_0_3] + ["+Inf"], h.cumulative_counts.tolist()))
+    got = dict(zip([go_le(b) for b in EDGES_0_3] + ["+Inf"], h.cumulative_counts.tolist(), strict=False))
     assert got["-0.3"] == 1
     assert got["-0.05"] == 2
     assert got["0"] == 4  # 0.0 and -0.0
@@ -246,7 +247,7 @@ def test_float32_weights_compared_exactly():
     """
     values = np.array([0.05, -0.3, 0.25, -0.25, 0.0, 0.1, 0.3, 1.5], dtype=np.float32)
     h = WeightHistogram.from_arrays([values], HISTOGRAM_WEIGHT_BUCKETS_0_3)
-    got = dict(zip([go_le(b) for b in EDGES_0_3] + ["+Inf"], h.cumulative_counts.tolist()))
+    got = dict(zip([go_le(b) for b in EDGES_0_3] + ["+Inf"], h.cumulative_counts.tolist(), strict=False))
     assert got == reference([values], EDGES_0_3)["buckets"]
     assert got["-0.3"] == 1 and got["-0.25"] == 2 and got["0"] == 3
     assert got["0.05"] == 3  # float32(0.05) > 0.05

@@ -20,9 +20,9 @@ import queue
 import shutil
 import signal
 import subprocess
-import threading
 import sys
 import tempfile
+import threading
 import urllib.request
 import weakref
 from pathlib import Path
@@ -103,10 +103,15 @@ def _spawner() -> None:
         args, log_path, done = _spawn_requests.get()
         try:
             with open(log_path, "ab") as log:
-                done.put(subprocess.Popen(
-                    args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_child_setup(os.getpid()),
-                ))
+                done.put(
+                    subprocess.Popen(
+                        args,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        preexec_fn=_child_setup(os.getpid()),
+                    )
+                )
         except BaseException as exc:  # handed to the caller of spawn()
             done.put(exc)
 

@@ -24,7 +24,18 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 EXTRAS=${GANGPLANK_EXTRAS:-tensorflow}
-if ! .venv/bin/python -c "import gangplank, keras, tensorflow" >/dev/null 2>&1 || [ "$EXTRAS" != tensorflow ]; then
+# What each extra brings, as the modules it makes importable (pyproject.toml's optional dependencies).
+declare -A BRINGS=(
+  [tensorflow]="tensorflow"
+  [test]="pytest hypothesis schemathesis compose grafana_foundation_sdk ruff mypy"
+  [examples]="PIL matplotlib fastapi uvicorn python_multipart"
+)
+modules="gangplank keras prometheus_client numpy scipy"
+for extra in ${EXTRAS//,/ }; do
+  modules="$modules ${BRINGS[$extra]:?unknown extra $extra}"
+done
+# Installs only when something is missing; a present package is not installed again.
+if ! .venv/bin/python -c "import ${modules// /, }" >/dev/null 2>&1; then
   echo "setup: pip install -e .[$EXTRAS]"
   .venv/bin/pip install -q -e ".[$EXTRAS]"
 fi

@@ -27,6 +27,7 @@ from ._drift.settings import MonitorSettings
 from ._drift.tracker import WindowTracker
 from ._drift.validation import as_labels, as_predicted_classes
 from ._drift.window import Window
+from ._drift.process_worker import ProcessWorker
 from ._drift.worker import DriftWorker, Feedback
 from .reference import DriftReference
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
@@ -145,6 +146,7 @@ class DriftMonitor:
         max_wait_seconds: float = 1.0,
         labels_per_window: int | None = None,
         windows_per_month: float = WINDOWS_PER_MONTH,
+        worker: str = "thread",
     ):
         super().__init__()  # a ProductionDriftExporter's keras Callback
         if not isinstance(reference, DriftReference):
@@ -176,19 +178,38 @@ class DriftMonitor:
         if settings.accuracy_tolerance is not None:
             reference = reference.with_thresholds(accuracy_tolerance=settings.accuracy_tolerance)
         reference = reference.with_thresholds(quality_floor=settings.quality_floor)
+        if worker not in ("thread", "process"):
+            raise ValueError(f"worker must be 'thread' or 'process', got {worker!r}")
+        if worker == "process" and on_window is not None:
+            raise ValueError("on_window runs with this process's objects: it needs worker='thread'")
         self.settings = settings
         self.ignore_exceptions = ignore_exceptions
+        self.worker_kind = worker
         push = PushSettings.of(pgw_addr, handler=handler, timeout=timeout, basic_auth=basic_auth, ca_file=ca_file)
-        self.publisher = Publisher(push, job, {**(grouping_key or {}), "agent": settings.agent})
+        group = {**(grouping_key or {}), "agent": settings.agent}
+        self._push = push
         self.scoring_ids = ScoringIds(settings.feedback_max_ids, settings.feedback_max_age_seconds)
         self._tracker = WindowTracker(reference, settings)
-        self._worker = DriftWorker(
-            self._tracker,
-            self.publisher,
-            max_pending_samples=self.max_pending_samples,
-            max_wait_seconds=settings.max_wait_seconds,
-            on_window=on_window,
-        )
+        if worker == "process":  # the child pushes; this process serves its families to scrapes
+            self.publisher = Publisher(PushSettings(None, timeout=push.timeout), job, group)
+            self._worker = ProcessWorker(
+                self._tracker,
+                push,
+                job,
+                group,
+                scrape=self.publisher,
+                max_pending_samples=self.max_pending_samples,
+                max_wait_seconds=settings.max_wait_seconds,
+            )
+        else:
+            self.publisher = Publisher(push, job, group)
+            self._worker = DriftWorker(
+                self._tracker,
+                self.publisher,
+                max_pending_samples=self.max_pending_samples,
+                max_wait_seconds=settings.max_wait_seconds,
+                on_window=on_window,
+            )
 
     # -- settings, read-only ---------------------------------------------------
     @property
@@ -235,12 +256,17 @@ class DriftMonitor:
 
     @on_window.setter
     def on_window(self, callback: Callable[[WindowReport], None] | None) -> None:
+        if callback is not None and self.worker_kind == "process":
+            raise ValueError("on_window runs with this process's objects: it needs worker='thread'")
         self._worker.on_window = callback
 
     # -- state, read-only (the worker thread changes it: read after flush() or close()) --
     @property
     def last_report(self) -> WindowReport | None:
-        """The report of the last closed window, ``None`` before the first."""
+        """The report of the last closed window, ``None`` before the first (with ``worker="process"``: as last
+        published by the worker process)."""
+        if self.worker_kind == "process":
+            return self._worker.last_report
         return self._tracker.last_report
 
     @property
@@ -250,28 +276,38 @@ class DriftMonitor:
 
     @property
     def tracker(self) -> WindowTracker:
-        """The windows: :attr:`~WindowTracker.window`, :attr:`~WindowTracker.totals`, charts, recent windows."""
+        """The windows: :attr:`~WindowTracker.window`, :attr:`~WindowTracker.totals`, charts, recent windows.
+
+        With ``worker="process"`` they live in the worker process: ``RuntimeError``.
+        """
+        if self.worker_kind == "process":
+            raise RuntimeError(
+                "with worker='process' the windows live in the worker process: read last_report, totals or a scrape"
+            )
         return self._tracker
 
     @property
     def window(self) -> Window:
         """The open window."""
-        return self._tracker.window
+        return self.tracker.window
 
     @property
     def totals(self) -> Totals:
-        """Cumulative counts of the closed windows (samples, windows, labels, confusion)."""
+        """Cumulative counts of the closed windows (samples, windows, labels, confusion); with
+        ``worker="process"`` as last published (after :meth:`flush`: current)."""
+        if self.worker_kind == "process":
+            return self._worker.totals or Totals(self.reference.n_classes)
         return self._tracker.totals
 
     @property
     def charts(self) -> AccuracyCharts:
         """The sequential accuracy charts (``charts.states()``)."""
-        return self._tracker.charts
+        return self.tracker.charts
 
     @property
     def recent(self) -> RecentWindows:
         """The recent windows' signal counts and pooled labels."""
-        return self._tracker.recent
+        return self.tracker.recent
 
     @property
     def dropped(self) -> int:
@@ -279,8 +315,9 @@ class DriftMonitor:
         return self._worker.dropped
 
     @property
-    def worker(self) -> DriftWorker:
-        """The queue and thread (``worker.thread``, ``worker.alive``, ``worker.errors``)."""
+    def worker(self) -> DriftWorker | ProcessWorker:
+        """The queue and thread (``worker.thread``, ``worker.alive``, ``worker.errors``), or with
+        ``worker="process"`` the ring and child (``worker.pid``, ``worker.threads``, ``worker.alive``)."""
         return self._worker
 
     # -- what callers use ---------------------------------------------------
@@ -375,14 +412,20 @@ class DriftMonitor:
         stand and the death is logged (``ignore_exceptions=True``) or raised
         as ``RuntimeError``.
         """
-        died = self._worker.stop()
-        if not self.ignore_exceptions:
-            try:
-                self.publisher.push_now()
-            finally:
-                self.publisher.close(0)
+        if isinstance(self._worker, ProcessWorker):
+            died, push_error = self._worker.stop(self.ignore_exceptions)
+            self.publisher.close(0)
+            if push_error is not None and not self.ignore_exceptions:
+                raise push_error
         else:
-            self.publisher.close(self.publisher.timeout)
+            died = self._worker.stop()
+            if not self.ignore_exceptions:
+                try:
+                    self.publisher.push_now()
+                finally:
+                    self.publisher.close(0)
+            else:
+                self.publisher.close(self.publisher.timeout)
         if died:
             message = f"gangplank: the drift worker of agent {self.agent!r} had died ({self.last_error!r})"
             if not self.ignore_exceptions:
@@ -396,7 +439,10 @@ class DriftMonitor:
         firing, forever. Raises :class:`PushError` if the gateway refuses.
         """
         self.close()
-        self.publisher.delete()
+        if self.worker_kind == "process":  # the child pushed; a publisher of the same group deletes it
+            Publisher(self._push, self.publisher.job, self.publisher.grouping_key).delete()
+        else:
+            self.publisher.delete()
 
     def collect(self) -> list[Metric]:
         """The families a scrape serves (``registry.register(monitor)``): those a push sends."""
@@ -412,5 +458,8 @@ class DriftMonitor:
         self.close()
 
     def _raise_known_failure(self) -> None:
-        if not self.ignore_exceptions and self.publisher.last_error is not None:
-            raise self.publisher.last_error
+        if self.ignore_exceptions:
+            return
+        error = self._worker.push_error if isinstance(self._worker, ProcessWorker) else self.publisher.last_error
+        if error is not None:
+            raise error

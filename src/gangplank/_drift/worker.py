@@ -68,6 +68,7 @@ class DriftWorker:
         self.max_pending_samples = max_pending_samples
         self.max_wait_seconds = max_wait_seconds
         self.on_window = on_window
+        self.on_publish: Callable[[Totals, WindowReport | None], None] | None = None  # before each hand-over
         self.last_error: BaseException | None = None  # the latest exception caught (or ended on)
         tracker.on_close = self._window_closed
         tracker.caught = self._caught
@@ -154,6 +155,12 @@ class DriftWorker:
             self._accepted_rows += samples
             return first_row
 
+    def count_dropped(self, samples: int, labels: int) -> None:
+        """Count samples (and their labels) that were dropped before reaching this worker."""
+        with self._cond:
+            self._dropped += samples
+            self._feedback_dropped += labels
+
     def count_feedback(self, unmatched: int, of_dropped: int) -> None:
         """Count labels that reach no window: unknown ids, and ids of dropped samples."""
         with self._cond:
@@ -200,6 +207,8 @@ class DriftWorker:
         report = self.tracker.last_report
         report = None if report is self._unpublishable else report
         try:
+            if self.on_publish is not None:
+                self.on_publish(totals, report)
             self.publisher.submit("predict", functools.partial(self._families, totals, report, self.tracker.status))
         except Exception as error:
             self._caught("publish", error)

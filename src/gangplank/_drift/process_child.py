@@ -1,0 +1,176 @@
+"""What the drift worker process runs: the ring in, an ordinary :class:`DriftWorker` inside, families out.
+
+The child is forked by :class:`~gangplank._drift.process_worker.ProcessWorker`.
+It lowers its priority to ``SCHED_IDLE`` (nice 19 where that is refused)
+before it starts a thread, so every thread it has runs only on CPU the
+serving process leaves idle. It ignores ``SIGINT`` (the serving process
+decides when monitoring ends) and ends when its parent does: its pipe to the
+parent reads end-of-file then, and its parent id changes.
+
+Every ``WAKE_SECONDS`` (or on a message) it takes the new rows of the ring,
+hands them to its :class:`~gangplank._drift.worker.DriftWorker` (a
+:class:`~gangplank._drift.tracker.WindowTracker` on a thread, as in the
+serving process with ``worker="thread"``), and copies the serving process's
+drop counters into it. It pushes itself (with a push address), and sends
+every published state to the parent (the pickled families, for scrapes, and
+a snapshot of the totals and the last report).
+
+Messages from the parent (tuples): ``("feedback", upto, labels, predicted, rows)``,
+``("flush", token, upto, timeout)``, ``("stop", upto, ignore_exceptions)``;
+``upto`` is the ring's row count when the message was sent, so that labels
+and flushes come after the rows observed before them. To the parent:
+``("state", families, snapshot)``, ``("ready",)``, ``("failed", text)``,
+``("flushed", token, ok)``, ``("stopped", died, push_error)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Mapping
+
+from ..transport import Publisher, PushSettings, logger
+from .families import Totals
+from .ring import DROPPED, LABELS_DROPPED, UNMATCHED, SampleRing
+from .settings import MonitorSettings
+from .tracker import WindowTracker
+from .worker import WAKE_SECONDS, DriftWorker, Feedback
+
+NO_WAIT_LIMIT = 365 * 24 * 3600.0  # the child's own queue never drops: the ring is where drops happen
+
+
+def lower_priority() -> str:
+    """Put the calling thread (and the threads it starts) at ``SCHED_IDLE``, else nice 19; says which."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "SCHED_IDLE"
+    except (AttributeError, OSError):
+        os.nice(max(0, 19 - os.nice(0)))
+        return "nice 19"
+
+
+def run_child(
+    conn,
+    ring: SampleRing,
+    tracker: WindowTracker,
+    push: PushSettings,
+    job: str,
+    grouping_key: Mapping[str, str],
+    parent: int,
+) -> None:
+    """The child's whole life (``conn`` is its end of a duplex pipe); never returns normally."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send_lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            conn.send(message)
+
+    try:
+        lower_priority()
+        child = _Child(ring, tracker, Publisher(push, job, grouping_key), send)
+    except Exception as error:
+        send(("failed", f"{type(error).__name__}: {error}"))
+        os._exit(1)
+    send(("ready",))
+    child.serve(conn, parent)
+    os._exit(0)
+
+
+class _Child:
+    def __init__(self, ring: SampleRing, tracker: WindowTracker, publisher: Publisher, send):
+        self.ring = ring
+        self.send = send
+        self.publisher = publisher
+        self._synced = {DROPPED: 0, LABELS_DROPPED: 0, UNMATCHED: 0}
+        self._snapshot = b""
+        settings: MonitorSettings = tracker.settings
+        self.worker = DriftWorker(
+            tracker,
+            _Forwarding(publisher, self),
+            max_pending_samples=max(ring.capacity, settings.max_pending_samples or 0),
+            max_wait_seconds=NO_WAIT_LIMIT,
+        )
+        self.worker.on_publish = self._remember
+        self.worker.publish()  # the first state, with the snapshot this time
+
+    def serve(self, conn, parent: int) -> None:
+        while True:
+            try:
+                message = conn.recv() if conn.poll(WAKE_SECONDS) else None
+            except (EOFError, OSError):
+                message = None
+                parent = -1
+            if parent != os.getppid():
+                logger.error("gangplank: the drift worker process lost its parent; it ends")
+                os._exit(1)
+            self._take(None if message is None else message[2 if message[0] == "flush" else 1])
+            if message is None:
+                continue
+            kind = message[0]
+            if kind == "feedback":
+                _, _, labels, predicted, rows = message
+                self.worker.enqueue(Feedback(labels, predicted, rows), 0)
+            elif kind == "flush":
+                _, token, _, timeout = message
+                deadline = time.monotonic() + timeout
+                ok = self.worker.flush(timeout) and self.publisher.flush(max(0.0, deadline - time.monotonic()))
+                self.send(("flushed", token, ok))
+            elif kind == "stop":
+                self.send(("stopped", *self._stop(ignore_exceptions=message[2])))
+                return
+
+    def _take(self, upto: int | None) -> None:
+        for batch in self.ring.take(upto):
+            self.worker.enqueue(batch, batch.rows)
+        counts = {word: self.ring.counter(word) for word in self._synced}
+        new = {word: counts[word] - self._synced[word] for word in counts}
+        if any(new.values()):
+            self.worker.count_dropped(new[DROPPED], new[LABELS_DROPPED])
+            self.worker.count_feedback(new[UNMATCHED], 0)
+            self._synced = counts
+
+    def _stop(self, ignore_exceptions: bool) -> tuple:
+        died = self.worker.stop()
+        push_error = None
+        try:
+            if ignore_exceptions:
+                self.publisher.close(self.publisher.timeout)
+            else:
+                try:
+                    self.publisher.push_now()
+                finally:
+                    self.publisher.close(0)
+        except Exception as error:
+            push_error = error
+        last = self.worker.last_error
+        return died, push_error, None if last is None else f"{type(last).__name__}: {last}"
+
+    def _remember(self, totals: Totals, report) -> None:
+        """The state being published (called by the worker just before it hands the families over)."""
+        worker = self.worker
+        snapshot = {
+            "totals": totals,
+            "report": report,
+            "lost_samples": worker.tracker.lost_samples,
+            "errors": totals.worker_errors,
+            "push_error": self.publisher.last_error,
+            "last_error": None if worker.last_error is None else repr(worker.last_error),
+        }
+        self._snapshot = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Forwarding:
+    """The child worker's publisher: builds each state's families once, pushes them and sends them to the parent."""
+
+    def __init__(self, publisher: Publisher, child: _Child):
+        self._publisher = publisher
+        self._child = child
+
+    def submit(self, part: str, metrics) -> None:
+        built = list(metrics() if callable(metrics) else metrics)
+        self._publisher.submit(part, built)
+        self._child.send(("state", pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL), self._child._snapshot))

@@ -21,13 +21,13 @@ from ._drift.accuracy_charts import AccuracyCharts
 from ._drift.batch import as_ids
 from ._drift.comparison import WindowReport
 from ._drift.families import Totals
+from ._drift.process_worker import ProcessWorker
 from ._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows
 from ._drift.scoring_ids import DROPPED, ScoringIds
 from ._drift.settings import MonitorSettings
 from ._drift.tracker import WindowTracker
 from ._drift.validation import as_labels, as_predicted_classes
 from ._drift.window import Window
-from ._drift.process_worker import ProcessWorker
 from ._drift.worker import DriftWorker, Feedback
 from .reference import DriftReference
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger

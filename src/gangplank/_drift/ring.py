@@ -91,7 +91,8 @@ class SampleRing:
             return None
         start = written % self.capacity
         first = min(rows, self.capacity - start)
-        flags = (inputs is not None) * HAS_INPUTS | (labels is not None) * HAS_LABELS | (shadow is not None) * HAS_SHADOW
+        flags = (inputs is not None) * HAS_INPUTS | (labels is not None) * HAS_LABELS
+        flags |= (shadow is not None) * HAS_SHADOW
         for begin, stop, offset in ((start, start + first, 0), (0, rows - first, first)):
             if stop <= begin:
                 continue

@@ -36,8 +36,9 @@ from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 class DriftMonitor:
     """Watch a deployed classifier's inputs, probabilities and labels; export drift per window.
 
-    :meth:`observe` only validates a batch and hands it to a worker thread, so
-    the request path pays for a few checks and a copy; the worker takes what
+    :meth:`observe` only validates a batch and hands it to a worker thread (or,
+    with ``worker="process"``, copies it into memory shared with a worker
+    process), so the request path pays for a few checks and a copy; the worker takes what
     has queued up (every 256 samples or 50 ms), joins it into one batch and fills
     windows of ``window_size`` samples (a batch that crosses the boundary is
     split) or of ``window_seconds``, whichever closes first, compares each with
@@ -111,6 +112,18 @@ class DriftMonitor:
             (default 2 windows, at least 1,024 samples) and how long a
             caller waits for room (1 s; a server that prefers dropping to
             waiting passes less).
+        worker: ``"thread"`` (default) runs the windows on a thread of this
+            process; ``"process"`` forks a worker process at idle priority
+            (:class:`~gangplank._drift.process_worker.ProcessWorker`): ``observe``
+            then only validates and copies the rows into a shared ring of
+            ``max_pending_samples`` rows, the child pushes, and a scrape of
+            this process serves the child's families. Prefer ``"process"``
+            next to a model that serves requests; ``"thread"`` where a fork
+            is not allowed or not wanted, for light traffic, for
+            ``on_window`` (it runs with this process's objects: refused with
+            ``"process"``), and to read :attr:`tracker`, :attr:`window`,
+            :attr:`charts` or :attr:`recent` (in the child with ``"process"``;
+            :attr:`last_report` and :attr:`totals` come back as published).
 
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP

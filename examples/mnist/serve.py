@@ -614,6 +614,13 @@ def parse_args(argv=None):
         help="also close a drift window after this many seconds (default 60)",
     )
     parser.add_argument(
+        "--drift-worker",
+        choices=("process", "thread"),
+        default="process",
+        help="where drift monitoring runs: a worker process at idle priority fed through shared memory, so a "
+        "request only pays for a copy (default), or a thread of this process",
+    )
+    parser.add_argument(
         "--max-connections",
         type=int,
         default=512,
@@ -688,9 +695,11 @@ def main(argv=None) -> int:
         window_size=args.window_size,
         window_seconds=args.window_seconds,
         grouping_key={"instance": args.instance} if args.instance else None,
-        max_wait_seconds=0.05,  # a request never waits long for the drift worker: drop (and count) instead
+        # A request never waits (long) for the drift worker: it drops and counts instead.
+        max_wait_seconds=0.0 if args.drift_worker == "process" else 0.05,
         feedback_max_ids=args.feedback_max_ids,
         feedback_max_age_seconds=args.feedback_max_hours * 3600,
+        worker=args.drift_worker,
     )
     shadow = keras.models.load_model(args.shadow_model) if args.shadow_model else None
     if shadow is not None and drift.reference.profile.shadow_rows == 0:

@@ -279,7 +279,7 @@ class DriftMonitor:
         """The report of the last closed window, ``None`` before the first (with ``worker="process"``: as last
         published by the worker process)."""
         if self.worker_kind == "process":
-            return self._worker.last_report
+            return self._worker.last_report(self.publisher.timeout)
         return self._tracker.last_report
 
     @property
@@ -459,6 +459,8 @@ class DriftMonitor:
 
     def collect(self) -> list[Metric]:
         """The families a scrape serves (``registry.register(monitor)``): those a push sends."""
+        if isinstance(self._worker, ProcessWorker) and self._worker.alive:
+            self._worker.want_families(self.publisher.timeout)
         return self.publisher.collect()
 
     def describe(self) -> list[Metric]:

@@ -16,10 +16,12 @@ every published state to the parent (the pickled families, for scrapes, and
 a snapshot of the totals and the last report).
 
 Messages from the parent (tuples): ``("feedback", upto, labels, predicted, rows)``,
-``("flush", token, upto, timeout)``, ``("stop", upto, ignore_exceptions)``;
+``("flush", token, upto, timeout)``, ``("report", token)``,
+``("stop", upto, ignore_exceptions)``;
 ``upto`` is the ring's row count when the message was sent, so that labels
 and flushes come after the rows observed before them. To the parent:
-``("state", families, snapshot)``, ``("ready",)``, ``("failed", text)``,
+``("state", snapshot)``, ``("families", families)``, ``("reported", token, report)``,
+``("ready",)``, ``("failed", text)``,
 ``("flushed", token, ok)``, ``("stopped", died, push_error)``.
 """
 
@@ -34,11 +36,13 @@ from collections.abc import Mapping
 
 from ..transport import Publisher, PushSettings, logger
 from .families import Totals
-from .ring import DROPPED, LABELS_DROPPED, UNMATCHED, SampleRing
+from .ring import DROPPED, LABELS_DROPPED, SCRAPED, UNMATCHED, SampleRing
 from .settings import MonitorSettings
 from .tracker import WindowTracker
 from .worker import WAKE_SECONDS, DriftWorker, Feedback
 
+FAMILIES_SECONDS = 1.0  # a scrape of the serving process sees the worker's state at most this late (flush: at once)
+BUSY_SECONDS = 0.005  # while rows keep coming, the ring is looked at this often (few, larger batches)
 NO_WAIT_LIMIT = 365 * 24 * 3600.0  # the child's own queue never drops: the ring is where drops happen
 
 
@@ -86,8 +90,13 @@ class _Child:
         self.send = send
         self.publisher = publisher
         self._synced = {DROPPED: 0, LABELS_DROPPED: 0, UNMATCHED: 0}
-        self._snapshot = b""
+        self._snapshot: dict = {}
+        self.pushes = publisher.settings.pushes
+        self.scraped = False
         settings: MonitorSettings = tracker.settings
+        tracker.let_callers_in = _nothing  # no request thread shares this process's GIL
+        self._families_due = False  # a state was published that the parent has not been sent
+        self._families_sent = 0.0  # monotonic
         self.worker = DriftWorker(
             tracker,
             _Forwarding(publisher, self),
@@ -96,19 +105,26 @@ class _Child:
         )
         self.worker.on_publish = self._remember
         self.worker.publish()  # the first state, with the snapshot this time
+        self._send_families(hurry=True)  # a scrape right after the start sees the empty state
 
     def serve(self, conn, parent: int) -> None:
+        taken = 0
         while True:
-            try:
-                message = conn.recv() if conn.poll(WAKE_SECONDS) else None
+            try:  # a full ring is taken at once; a trickle every BUSY_SECONDS; nothing: a message or WAKE_SECONDS
+                wait = 0 if taken >= self.ring.capacity // 4 else BUSY_SECONDS if taken else WAKE_SECONDS
+                message = conn.recv() if conn.poll(wait) else None
             except (EOFError, OSError):
                 message = None
                 parent = -1
             if parent != os.getppid():
                 logger.error("gangplank: the drift worker process lost its parent; it ends")
                 os._exit(1)
-            self._take(None if message is None else message[2 if message[0] == "flush" else 1])
+            if self.pushes and self.ring.counter(SCRAPED) and not self.scraped:
+                self.scraped = True
+                self._families_due = True  # the first scrape: the families from now on
+            taken = self._take(None if message is None else _UPTO[message[0]](message))
             if message is None:
+                self._send_families(hurry=False)
                 continue
             kind = message[0]
             if kind == "feedback":
@@ -118,13 +134,25 @@ class _Child:
                 _, token, _, timeout = message
                 deadline = time.monotonic() + timeout
                 ok = self.worker.flush(timeout) and self.publisher.flush(max(0.0, deadline - time.monotonic()))
+                self._send_families(hurry=True)
                 self.send(("flushed", token, ok))
+            elif kind == "report":
+                self.send(("reported", message[1], pickle.dumps(self._report())))
             elif kind == "stop":
-                self.send(("stopped", *self._stop(ignore_exceptions=message[2])))
+                stopped = self._stop(ignore_exceptions=message[2])
+                self._send_families(hurry=True)
+                self.send(("stopped", *stopped, pickle.dumps(self._report())))
                 return
 
-    def _take(self, upto: int | None) -> None:
-        for batch in self.ring.take(upto):
+    @property
+    def sends_families(self) -> bool:
+        """Whether the parent needs the families: it serves scrapes only, or it was scraped."""
+        return not self.pushes or self.scraped
+
+    def _take(self, upto: int | None) -> int:
+        """Hand the new rows to the worker, copy the drop counters; how many rows there were."""
+        batches = self.ring.take(upto)
+        for batch in batches:
             self.worker.enqueue(batch, batch.rows)
         counts = {word: self.ring.counter(word) for word in self._synced}
         new = {word: counts[word] - self._synced[word] for word in counts}
@@ -132,6 +160,7 @@ class _Child:
             self.worker.count_dropped(new[DROPPED], new[LABELS_DROPPED])
             self.worker.count_feedback(new[UNMATCHED], 0)
             self._synced = counts
+        return sum(batch.rows for batch in batches)
 
     def _stop(self, ignore_exceptions: bool) -> tuple:
         died = self.worker.stop()
@@ -149,18 +178,48 @@ class _Child:
         last = self.worker.last_error
         return died, push_error, None if last is None else f"{type(last).__name__}: {last}"
 
+    def families_published(self) -> None:
+        """The worker published a new state (its families are built when pushed, or when sent here)."""
+        self._families_due = self.sends_families
+
+    def _send_families(self, hurry: bool) -> None:
+        """Send the latest families to the parent: at once for a flush or the stop, else at most every FAMILIES_SECONDS.
+
+        Built once for the push and this; never for each window when nobody reads them.
+        """
+        now = time.monotonic()
+        if not self._families_due or not hurry and now - self._families_sent < FAMILIES_SECONDS:
+            return
+        self._families_due = False
+        self._families_sent = now
+        families = self.publisher.store.metrics()
+        self.send(("families", pickle.dumps(families, protocol=pickle.HIGHEST_PROTOCOL)))
+
+    def _report(self):
+        return self.worker.tracker.last_report
+
     def _remember(self, totals: Totals, report) -> None:
         """The state being published (called by the worker just before it hands the families over)."""
         worker = self.worker
-        snapshot = {
+        self._snapshot = {  # small: the report (per-feature arrays, about 1 MB for MNIST) is sent when asked
             "totals": totals,
-            "report": report,
             "lost_samples": worker.tracker.lost_samples,
             "errors": totals.worker_errors,
             "push_error": self.publisher.last_error,
             "last_error": None if worker.last_error is None else repr(worker.last_error),
         }
-        self._snapshot = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_UPTO = {  # the ring's row count a message was sent at (the rows to take before it), by kind
+    "feedback": lambda message: message[1],
+    "flush": lambda message: message[2],
+    "stop": lambda message: message[1],
+    "report": lambda message: None,
+}
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Forwarding:
@@ -171,6 +230,6 @@ class _Forwarding:
         self._child = child
 
     def submit(self, part: str, metrics) -> None:
-        built = list(metrics() if callable(metrics) else metrics)
-        self._publisher.submit(part, built)
-        self._child.send(("state", pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL), self._child._snapshot))
+        self._publisher.submit(part, metrics)  # a function: built once, when pushed or sent to the parent
+        self._child.families_published()
+        self._child.send(("state", self._child._snapshot))

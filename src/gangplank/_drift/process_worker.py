@@ -48,7 +48,7 @@ from .batch import Batch
 from .comparison import WindowReport
 from .families import Totals
 from .process_child import run_child
-from .ring import DROPPED, LABELS_DROPPED, UNMATCHED, SampleRing
+from .ring import DROPPED, LABELS_DROPPED, SCRAPED, UNMATCHED, SampleRing
 from .tracker import WindowTracker
 from .worker import Feedback
 
@@ -88,6 +88,7 @@ class ProcessWorker:
         self._agent = tracker.settings.agent
         self._cond = threading.Condition()
         self._snapshot: dict = {}
+        self._final_report: WindowReport | None = None
         self._replies: dict = {}
         self._tokens = itertools.count()
         self._outbox: deque = deque()
@@ -140,10 +141,24 @@ class ProcessWorker:
         with self._cond:
             return self._snapshot.get("totals")
 
-    @property
-    def last_report(self) -> WindowReport | None:
+    def last_report(self, timeout: float) -> WindowReport | None:
+        """The child's last report (asked for: about 1 MB for MNIST), or after :meth:`stop` its final one."""
         with self._cond:
-            return self._snapshot.get("report")
+            if self._done:
+                return self._final_report
+        token = next(self._tokens)
+        if not self._post(("report", token)):
+            return self._final_report
+        reply = self._reply(token, timeout)
+        return self._final_report if reply is None else pickle.loads(reply)
+
+    def want_families(self, timeout: float) -> None:
+        """A scrape came: a pushing child starts sending its families, beginning now (within ``timeout``)."""
+        with self.ring.lock:
+            first = not self.ring.counter(SCRAPED)
+            self.ring.count(SCRAPED, 1 if first else 0)
+        if first:
+            self.flush(timeout)
 
     @property
     def push_error(self):
@@ -221,7 +236,8 @@ class ProcessWorker:
         self._finish()
         if reply is None:
             return True, None
-        died, push_error, _ = reply
+        died, push_error, _, report = reply
+        self._final_report = pickle.loads(report)
         return bool(died), push_error
 
     # -- the hand-over ------------------------------------------------------------------------
@@ -286,12 +302,11 @@ class ProcessWorker:
             ) from error
 
     def _take_state(self, message: tuple) -> None:
-        _, families, snapshot = message
-        if snapshot:
-            state = pickle.loads(snapshot)
+        if message[0] == "state":
             with self._cond:
-                self._snapshot = state
-        if not self._scrape.closed:
+                self._snapshot = message[1]
+        elif message[0] == "families" and not self._scrape.closed:
+            families = message[1]
             self._scrape.submit("predict", lambda: pickle.loads(families))  # unpickled by a scrape, if one comes
 
     # -- the threads --------------------------------------------------------------------------
@@ -299,9 +314,9 @@ class ProcessWorker:
         try:
             while True:
                 message = self._conn.recv()
-                if message[0] == "state":
+                if message[0] in ("state", "families"):
                     self._take_state(message)
-                elif message[0] == "flushed":
+                elif message[0] in ("flushed", "reported"):
                     with self._cond:
                         self._replies[message[1]] = message[2]
                         self._cond.notify_all()

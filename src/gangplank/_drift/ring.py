@@ -39,6 +39,7 @@ READ = 1  # rows the worker process has taken (written by the worker)
 DROPPED = 2  # samples dropped by the serving process (ring full, closing)
 LABELS_DROPPED = 3  # labels of dropped samples and of dropped feedback
 UNMATCHED = 4  # feedback labels whose id was unknown
+SCRAPED = 5  # 1 once this process was scraped: the worker then sends its families back on every publish
 HEADER_WORDS = 8
 
 HAS_INPUTS, HAS_LABELS, HAS_SHADOW = 1, 2, 4

@@ -21,6 +21,7 @@ from ._drift.accuracy_charts import AccuracyCharts
 from ._drift.batch import as_ids
 from ._drift.comparison import WindowReport
 from ._drift.families import Totals
+from ._drift.intake import plain_rows
 from ._drift.process_worker import ProcessWorker
 from ._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows
 from ._drift.scoring_ids import DROPPED, ScoringIds
@@ -214,7 +215,9 @@ class DriftMonitor:
                 max_pending_samples=self.max_pending_samples,
                 max_wait_seconds=settings.max_wait_seconds,
             )
+            self._plain_shape: tuple[int, int] | None = (reference.n_features, reference.n_classes)
         else:
+            self._plain_shape = None
             self.publisher = Publisher(push, job, group)
             self._worker = DriftWorker(
                 self._tracker,
@@ -351,13 +354,22 @@ class DriftMonitor:
         A closed monitor raises ``RuntimeError``.
         """
         self._raise_known_failure()
-        batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False, shadow=shadow)
-        first_row = self._worker.enqueue(batch, batch.rows)
-        if batch.ids is not None:
+        plain = None
+        if self._plain_shape is not None and labels is None and shadow is None:  # worker="process": one copy
+            plain = plain_rows(inputs, probabilities, n_features=self._plain_shape[0], n_classes=self._plain_shape[1])
+        if plain is not None:
+            probabilities = plain[1]
+            ids = as_ids(ids, probabilities.shape[0])
+            first_row = self._worker.write(plain[0], probabilities, None, None)
+        else:
+            batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False, shadow=shadow)
+            first_row = self._worker.enqueue(batch, batch.rows)
+            probabilities, ids = batch.probabilities, batch.ids
+        if ids is not None:
             # Ids of a dropped batch are remembered as such: their labels are counted apart.
             accepted = first_row is not None
-            predicted = batch.probabilities.argmax(axis=1) if accepted else [DROPPED] * batch.rows
-            self.scoring_ids.remember(batch.ids, predicted, first_row if first_row is not None else -1)
+            predicted = probabilities.argmax(axis=1) if accepted else [DROPPED] * len(ids)
+            self.scoring_ids.remember(ids, predicted, first_row if first_row is not None else -1)
 
     def feedback(self, labels, predictions=None, ids=None) -> int:
         """Add true labels that arrived later; returns how many were matched to a prediction.

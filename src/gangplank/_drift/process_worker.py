@@ -176,15 +176,20 @@ class ProcessWorker:
         """Copy a batch into the ring (its first stream row), or hand labels to the courier; ``None``: dropped."""
         if isinstance(item, Feedback):
             return self._send_feedback(item)
+        return self.write(item.inputs, item.probabilities, item.labels, item.shadow)
+
+    def write(self, inputs, probabilities, labels, shadow) -> int | None:
+        """Copy checked rows into the ring: their first stream row, or ``None`` if dropped (and counted)."""
         ring = self.ring
+        rows = probabilities.shape[0]
         with ring.lock:
             self._refuse_if_stopping()
             if not self._done:
-                first = ring.write(item.inputs, item.probabilities, item.labels, item.shadow)
+                first = ring.write(inputs, probabilities, labels, shadow)
                 if first is not None:
                     return first
-            if self._done or samples > ring.capacity or not self.max_wait_seconds:
-                return self._drop(item)
+            if self._done or rows > ring.capacity or not self.max_wait_seconds:
+                return self._drop(rows, labels is not None)
             self._waiting += 1
         try:
             deadline = time.monotonic() + self.max_wait_seconds
@@ -193,11 +198,11 @@ class ProcessWorker:
                 with ring.lock:
                     if self._stopping or self._done:
                         break
-                    first = ring.write(item.inputs, item.probabilities, item.labels, item.shadow)
+                    first = ring.write(inputs, probabilities, labels, shadow)
                     if first is not None:
                         return first
             with ring.lock:
-                return self._drop(item)
+                return self._drop(rows, labels is not None)
         finally:
             with ring.lock:
                 self._waiting -= 1
@@ -245,10 +250,10 @@ class ProcessWorker:
         if self._stopping:
             raise RuntimeError("this DriftMonitor is closed: close() is final; make a new one")
 
-    def _drop(self, batch: Batch) -> None:
-        """Count a batch that never reaches the child (hold the ring's lock)."""
-        self.ring.count(DROPPED, batch.rows)
-        self.ring.count(LABELS_DROPPED, 0 if batch.labels is None else batch.rows)
+    def _drop(self, rows: int, labelled: bool) -> None:
+        """Count rows that never reach the child (hold the ring's lock)."""
+        self.ring.count(DROPPED, rows)
+        self.ring.count(LABELS_DROPPED, rows if labelled else 0)
         return None
 
     def _send_feedback(self, item: Feedback) -> int | None:

@@ -1,0 +1,40 @@
+"""The request path's fast check: the common batch (numeric arrays of the right shapes, finite probabilities).
+
+With ``worker="process"`` a request costs what this check and one copy into
+the shared ring cost. :func:`plain_rows` accepts only what
+:meth:`~gangplank._drift.batch.Batch.of` surely accepts in the same way (a
+numeric ``(rows, …)`` input array of the reference's features, float
+``(rows, classes)`` probabilities, all finite), and returns views of the
+caller's arrays, not copies. Anything else (lists, one row given as 1-D,
+NaN probabilities, tensors, labels or a shadow model) returns ``None``: the
+caller then takes the full path, which raises ``ValueError`` on bad input
+with the usual message.
+
+Example:
+    >>> import numpy as np
+    >>> x, p = plain_rows(np.zeros((2, 28, 28), np.uint8), np.full((2, 2), 0.5), n_features=784, n_classes=2)
+    >>> x.shape, p.shape
+    ((2, 784), (2, 2))
+    >>> plain_rows(np.zeros((2, 3)), np.array([[np.nan, 1.0]] * 2), n_features=3, n_classes=2) is None
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def plain_rows(inputs, probabilities, *, n_features: int, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(inputs as (rows, n_features), probabilities)`` as views, if the batch is the plain kind; else ``None``."""
+    if type(inputs) is not np.ndarray or type(probabilities) is not np.ndarray:
+        return None
+    if probabilities.ndim != 2 or probabilities.shape[1] != n_classes or probabilities.dtype.kind != "f":
+        return None
+    rows = probabilities.shape[0]
+    if inputs.ndim < 2 or inputs.shape[0] != rows or inputs.dtype.kind not in "fiu" or not rows:
+        return None
+    if inputs.size != rows * n_features:
+        return None
+    if not np.isfinite(probabilities).all():
+        return None  # the full path says what is wrong
+    return inputs.reshape(rows, n_features), probabilities

@@ -366,6 +366,7 @@ def test_fit_checks_its_arguments():
         DriftReference.fit(x, p, window_size=50, false_alarm_rate=0)
 
 
+@pytest.mark.slow  # fits several references (>5 s on two cores)
 def test_fit_is_deterministic_for_a_seed():
     rng = np.random.default_rng(17)
     x, p, y = generate(rng, 1000)

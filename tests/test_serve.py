@@ -40,6 +40,8 @@ sys.path.append(str(EXAMPLES))  # appended so that nothing else is shadowed
 import mnist_common  # noqa: E402
 import serve  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts examples/mnist/serve.py processes
+
 MNIST = Path("/work/shared/data/mnist.npz")
 if not MNIST.exists():
     MNIST = ROOT.parent / "shared/data/mnist.npz"

@@ -260,9 +260,9 @@ def main(argv=None) -> int:
                         "--windows",
                         str(args.windows),
                         "--delay-min",
-                        str(args.batch_delay / 2),
+                        f"{args.batch_delay / 2:g}",
                         "--delay-max",
-                        str(args.batch_delay * 1.5),
+                        f"{args.batch_delay * 1.5:g}",
                     ]
                     + common
                     + extra

@@ -50,6 +50,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # -- the model, once per session ---------------------------------------------------------------
+def training_rows():
+    """The first 3,000 MNIST training images as the model takes them, and their labels: 2,000 to train on,
+    1,000 for the reference."""
+    (x_train, y_train), _ = mnist_common.load_mnist(MNIST)
+    return mnist_common.to_model_input(x_train[:3000]), y_train[:3000]
+
+
 def tiny_model(directory: Path) -> Path:
     """``directory/mnist.keras`` (+ ``mnist.drift.npz``): the demo's convnet, one epoch on 2,000 images; made once."""
     model_path = directory / mnist_common.MODEL_FILE
@@ -60,8 +67,7 @@ def tiny_model(directory: Path) -> Path:
     import gangplank
 
     keras.utils.set_random_seed(0)
-    (x_train, y_train), _ = mnist_common.load_mnist(MNIST)
-    x = mnist_common.to_model_input(x_train[:3000])
+    x, y_train = training_rows()
     model = mnist_common.build_model()
     model.fit(x[:2000], y_train[:2000], epochs=1, batch_size=64, verbose=0)
     probabilities = model.predict(x[2000:3000], batch_size=500, verbose=0)
@@ -616,8 +622,7 @@ def shadowed(model, model_path, tmp_path_factory):
     import gangplank
 
     keras.utils.set_random_seed(1)
-    (x_train, y_train), _ = mnist_common.load_mnist(MNIST)
-    x = mnist_common.to_model_input(x_train[:3000])
+    x, y_train = training_rows()
     shadow = mnist_common.build_shadow_model()
     shadow.fit(x[:2000], y_train[:2000], epochs=1, batch_size=64, verbose=0)
     probabilities = model.predict(x[2000:3000], batch_size=500, verbose=0)

@@ -642,7 +642,7 @@ def test_a_shadow_model_answers_beside_the_model_and_its_agreement_is_scraped(mo
 
     shadow, _, reference = shadowed
     x_test, _ = mnist_test
-    drift = gangplank.DriftMonitor(None, "mnist", reference, agent=AGENT, window_size=WINDOW)
+    drift = gangplank.DriftMonitor(None, "mnist", reference=reference, agent=AGENT, window_size=WINDOW)
     service = serve.MnistService(model, drift, model_path, instance="shadowed", shadow=shadow, shadow_share=1.0)
     server = serve.make_server(service, "127.0.0.1", 0, feedback_token=TOKEN)
     threading.Thread(target=server.serve_forever, daemon=True).start()

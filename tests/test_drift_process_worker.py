@@ -141,6 +141,7 @@ def test_bad_input_raises_in_the_caller_and_records_nothing(monitors, stream):
         monitor.observe(x[:1], p[:1])
 
 
+@pytest.mark.slow  # 40,000 samples from 8 threads
 def test_many_threads_observe_exactly(monitors, stream):
     x, p, _ = stream
     threads, per_thread = 8, 5_000
@@ -196,6 +197,7 @@ def test_a_stalled_worker_makes_the_request_path_drop_and_count_exactly(monitors
     assert monitor.totals.samples == accepted
 
 
+@pytest.mark.slow  # Keras inference on every core
 def test_a_saturated_model_counts_add_up():
     """Keras inference on every core and monitoring at once: every observed row is a sample or a drop."""
     from tests.mnist_models import load_mnist, make_model
@@ -257,6 +259,7 @@ CHILD_OF_A_KILLED_PARENT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_worker_process_ends_with_its_parent():
     parent = subprocess.Popen(
         [sys.executable, "-c", CHILD_OF_A_KILLED_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True

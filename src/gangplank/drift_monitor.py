@@ -204,6 +204,7 @@ class DriftMonitor:
         self._push = push
         self.scoring_ids = ScoringIds(settings.feedback_max_ids, settings.feedback_max_age_seconds)
         self._tracker = WindowTracker(reference, settings)
+        self._worker: DriftWorker | ProcessWorker
         if worker == "process":  # the child pushes; this process serves its families to scrapes
             self.publisher = Publisher(PushSettings(None, timeout=push.timeout), job, group)
             self._worker = ProcessWorker(
@@ -281,7 +282,7 @@ class DriftMonitor:
     def last_report(self) -> WindowReport | None:
         """The report of the last closed window, ``None`` before the first (with ``worker="process"``: as last
         published by the worker process)."""
-        if self.worker_kind == "process":
+        if isinstance(self._worker, ProcessWorker):
             return self._worker.last_report(self.publisher.timeout)
         return self._tracker.last_report
 
@@ -311,7 +312,7 @@ class DriftMonitor:
     def totals(self) -> Totals:
         """Cumulative counts of the closed windows (samples, windows, labels, confusion); with
         ``worker="process"`` as last published (after :meth:`flush`: current)."""
-        if self.worker_kind == "process":
+        if isinstance(self._worker, ProcessWorker):
             return self._worker.totals or Totals(self.reference.n_classes)
         return self._tracker.totals
 
@@ -357,7 +358,7 @@ class DriftMonitor:
         plain = None
         if self._plain_shape is not None and labels is None and shadow is None:  # worker="process": one copy
             plain = plain_rows(inputs, probabilities, n_features=self._plain_shape[0], n_classes=self._plain_shape[1])
-        if plain is not None:
+        if plain is not None and isinstance(self._worker, ProcessWorker):
             probabilities = plain[1]
             ids = as_ids(ids, probabilities.shape[0])
             first_row = self._worker.write(plain[0], probabilities, None, None)

@@ -33,6 +33,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
+from typing import cast
 
 from ..transport import Publisher, PushSettings, logger
 from .families import Totals
@@ -99,7 +100,7 @@ class _Child:
         self._families_sent = 0.0  # monotonic
         self.worker = DriftWorker(
             tracker,
-            _Forwarding(publisher, self),
+            cast(Publisher, _Forwarding(publisher, self)),  # what DriftWorker calls of a Publisher: submit
             max_pending_samples=max(ring.capacity, settings.max_pending_samples or 0),
             max_wait_seconds=NO_WAIT_LIMIT,
         )

@@ -41,7 +41,7 @@ import platform
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..transport import Publisher, PushSettings
 from .batch import Batch
@@ -83,7 +83,7 @@ class ProcessWorker:
     ):
         self.max_pending_samples = max_pending_samples
         self.max_wait_seconds = max_wait_seconds
-        self.on_window = None
+        self.on_window: Callable[[WindowReport], None] | None = None  # refused: see DriftMonitor
         self._scrape = scrape
         self._agent = tracker.settings.agent
         self._cond = threading.Condition()
@@ -189,7 +189,8 @@ class ProcessWorker:
                 if first is not None:
                     return first
             if self._done or rows > ring.capacity or not self.max_wait_seconds:
-                return self._drop(rows, labels is not None)
+                self._drop(rows, labels is not None)
+                return None
             self._waiting += 1
         try:
             deadline = time.monotonic() + self.max_wait_seconds
@@ -202,7 +203,8 @@ class ProcessWorker:
                     if first is not None:
                         return first
             with ring.lock:
-                return self._drop(rows, labels is not None)
+                self._drop(rows, labels is not None)
+            return None
         finally:
             with ring.lock:
                 self._waiting -= 1
@@ -254,7 +256,6 @@ class ProcessWorker:
         """Count rows that never reach the child (hold the ring's lock)."""
         self.ring.count(DROPPED, rows)
         self.ring.count(LABELS_DROPPED, rows if labelled else 0)
-        return None
 
     def _send_feedback(self, item: Feedback) -> int | None:
         with self.ring.lock:

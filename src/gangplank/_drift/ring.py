@@ -73,8 +73,11 @@ class SampleRing:
             total += int(np.prod(shape)) * np.dtype(dtype).itemsize
         self.nbytes = max(total, mmap.PAGESIZE)
         self._memory = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_SHARED)
-        for (name, dtype, shape), offset in zip(sizes, offsets, strict=True):
-            setattr(self, "_" + name, np.ndarray(shape, dtype, buffer=self._memory, offset=offset))
+        arrays = [
+            np.ndarray(shape, dtype, buffer=self._memory, offset=offset)
+            for (_, dtype, shape), offset in zip(sizes, offsets, strict=True)
+        ]
+        self._header, self._inputs, self._probabilities, self._labels, self._shadow, self._flags = arrays
         np.frombuffer(self._memory, np.uint8)[:] = 0  # pre-fault every page now, not on a request
         self._lock = threading.Lock()
 

@@ -192,3 +192,22 @@ def test_the_upper_quantile_leaves_at_most_alpha_beyond_it():
     values = np.arange(1000.0)
     assert count_null.upper_quantile(values, 0.01) == 989.0  # 10 values beyond
     assert count_null.draws_for(2e-5) == 1_000_000 and count_null.draws_for(1e-9) == count_null.MAX_DRAWS
+
+
+def test_a_chart_that_cannot_be_designed_is_left_out_with_a_warning_not_a_crash(caplog):
+    # Shadow agreement 0.8335 on 2,000 rows, a 0.02 drop at 8.64e6 outcomes a month: the small chart's
+    # discretised run length cannot reach the budget (found by tests/test_dashboards.py's fleet).
+    with pytest.raises(ValueError, match="no threshold reaches"):
+        design(0.8335, 0.02, 8.64e6, min(estimation_margin(0.8335, 2000), 0.01))
+    with caplog.at_level("WARNING", logger="gangplank"):
+        charts = AccuracyCharts.of(
+            1.0,
+            2000,
+            tolerance=0.02,
+            labels_per_month=2.16e6,
+            shadow_agreement=0.8335,
+            shadow_rows=2000,
+            shadow_per_month=2.16e6,
+        )
+    assert set(charts.states()) == {("labels", "small"), ("labels", "large"), ("shadow", "large")}
+    assert any("no small chart on shadow" in record.getMessage() for record in caplog.records)

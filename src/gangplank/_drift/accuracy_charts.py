@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ import numpy as np
 
 from .recent_windows import WINDOWS_PER_MONTH
 from .sequential import Cusum, design, estimation_margin
+
+logger = logging.getLogger("gangplank")
 
 __all__ = ["WINDOWS_PER_MONTH", "AccuracyCharts", "ChartState", "drops", "outcomes_per_month"]
 EVIDENCE = ("labels", "shadow")
@@ -93,7 +96,17 @@ class AccuracyCharts:
                     continue  # a rate this low has no room for this drop
                 margin = min(estimation_margin(rate, rows), drop / 2)
                 budget = len(CHARTS) * len(present) * max(per_month, 1.0)
-                charts[(evidence, chart)] = Cusum(design(rate, drop, budget, margin))
+                try:
+                    charts[(evidence, chart)] = Cusum(design(rate, drop, budget, margin))
+                except ValueError as error:  # the discretised run length cannot reach the budget
+                    logger.warning(
+                        "gangplank: no %s chart on %s (rate %.4f, drop %.3f): %s; the other charts watch it",
+                        chart,
+                        evidence,
+                        rate,
+                        drop,
+                        error,
+                    )
         return cls(charts)
 
     def add(self, evidence: str, successes: np.ndarray) -> None:

@@ -79,7 +79,8 @@ PREDICT = (
     _predict(
         "worker_errors_total",
         "counter",
-        "Exceptions the drift worker caught and went on after, by step (process, compare, on_window, publish)",
+        "Exceptions the drift monitor caught and went on after, by step (process, compare, on_window, publish; "
+        "callback: a model.predict batch the Keras callback could not observe)",
         "stage",
     ),
     _predict("drift_detected", "gauge", "1 if the last closed window drifted, else 0"),

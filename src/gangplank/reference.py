@@ -30,6 +30,7 @@ from ._drift.binning import DEFAULT_GRID
 from ._drift.calibration import FitSettings, calibrate
 from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
 from ._drift.profile import Profile
+from ._drift.validation import is_single_output
 from ._drift.window import Window
 
 __all__ = ["SIGNALS", "DriftReference", "FitSettings", "Thresholds", "WindowReport"]
@@ -64,11 +65,15 @@ class DriftReference:
         seed: int = 0,
         accuracy_tolerance: float = 0.02,
         input_stride: int = 1,
+        threshold: float | None = None,
     ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
         ``inputs`` are (rows, features) or images (flattened per row);
-        ``probabilities`` the model's (rows, classes) output on them; ``labels``
+        ``probabilities`` the model's (rows, classes) output on them (softmax
+        or logits), or a binary classifier's single output, (rows, 1) or
+        (rows,): P(class 1) from a sigmoid (or its logit), class 1 from
+        ``threshold`` (0.5) up; ``labels``
         the true classes, optional (they enable the accuracy charts and the
         label-free estimate); ``shadow`` a second, independently trained
         model's output on the same rows (probabilities or classes), optional:
@@ -84,7 +89,11 @@ class DriftReference:
         """
         if inputs is None:
             raise ValueError("inputs are required to fit a reference")
-        batch = Batch.of(inputs, probabilities, labels, shadow=shadow)
+        if is_single_output(probabilities):
+            threshold = 0.5 if threshold is None else float(threshold)
+        elif threshold is not None:
+            raise ValueError("threshold is for a binary classifier's single output, (rows,) or (rows, 1)")
+        batch = Batch.of(inputs, probabilities, labels, shadow=shadow, threshold=threshold)
         settings = FitSettings(
             window_size=int(window_size),
             false_alarm_rate=false_alarm_rate,
@@ -98,6 +107,7 @@ class DriftReference:
             seed=seed,
             input_stride=input_stride,
             accuracy_tolerance=float(accuracy_tolerance),
+            threshold=threshold,
         )
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid)
@@ -124,7 +134,13 @@ class DriftReference:
             n_features=self.n_features,
             n_classes=self.n_classes,
             normalise=normalise,
+            threshold=self.threshold,
         )
+
+    @property
+    def threshold(self) -> float | None:
+        """A binary classifier's decision threshold on its single output (``None``: a column per class)."""
+        return None if self.settings is None else self.settings.threshold
 
     @property
     def input_stride(self) -> int:

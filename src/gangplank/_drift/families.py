@@ -28,7 +28,7 @@ from .comparison import SIGNALS, WindowReport
 PREFIX = "gangplank_predict_"
 # The worker's steps whose exceptions are counted (``worker_errors_total{stage=...}``): adding a batch or
 # labels to the window, comparing it, the user's ``on_window``, building and handing over the families.
-WORKER_STAGES = ("process", "compare", "on_window", "publish")
+WORKER_STAGES = ("process", "compare", "on_window", "publish", "callback")
 
 
 @dataclass

@@ -85,6 +85,8 @@ class Totals:
 class Status:
     """What the monitor knows besides the last window: settings, recent windows, timing."""
 
+    started_at: float = float("nan")  # Unix time the monitor started
+    window_seconds: float | None = None  # the monitor's window_seconds setting
     closed_at: float = float("nan")  # Unix time the last window closed
     interval: float = float("nan")  # usual seconds between closes
     recent_signals: dict = field(default_factory=dict)  # signal -> windows fired among the recent ones
@@ -139,7 +141,10 @@ def _cumulative(totals: Totals, status: Status) -> dict:
 
 
 def _settings(status: Status) -> dict:
-    return _named(
+    timing = _named(start_timestamp_seconds=status.started_at)
+    if status.window_seconds is not None:
+        timing.update(_named(window_seconds=status.window_seconds))
+    return timing | _named(
         accuracy_tolerance=status.accuracy_tolerance,
         quality_floor=status.quality_floor,
         min_feedback=status.min_feedback,

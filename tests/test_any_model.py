@@ -152,8 +152,10 @@ def test_the_next_predict_works_after_a_failure(sigmoid_model, make_drift):
                 raise KeyboardInterrupt("the caller stopped predict")
 
     x, _ = binary_data(rng, 96)
+    interrupted = keras.models.clone_model(sigmoid_model)  # on JAX an interrupted predict leaves its model unusable
+    interrupted.set_weights(sigmoid_model.get_weights())
     with pytest.raises(KeyboardInterrupt):
-        sigmoid_model.predict(drift.with_inputs(x), batch_size=16, verbose=0, callbacks=[drift, Interrupt()])
+        interrupted.predict(drift.with_inputs(x), batch_size=16, verbose=0, callbacks=[drift, Interrupt()])
     other, _ = binary_data(rng, 34, shift=1.0)
     sigmoid_model.predict(other, batch_size=16, verbose=0, callbacks=[drift])  # no with_inputs: outputs only
     sigmoid_model.predict(drift.with_inputs(x[:50]), batch_size=16, verbose=0, callbacks=[drift])
@@ -257,3 +259,19 @@ def test_tf_data_input_is_refused_clearly_and_outputs_still_observed(make_drift)
     drift.close()
     assert drift.last_report.samples == 100 and drift.last_report.input_rows == 0
     assert drift.worker.errors["callback"] == 0
+
+
+# -- 7. liveness of an agent that never closes a window -------------------------------------
+def test_a_new_agent_pushes_its_start_and_window_seconds(make_drift, pushgateway):
+    import time
+
+    before = time.time()
+    make_drift(three_class_reference(), agent="new", window_seconds=90)
+    make_drift(three_class_reference(), agent="by-size")
+    after = time.time()
+    assert before <= on_gateway(pushgateway, "start_timestamp_seconds", agent="new") <= after
+    assert on_gateway(pushgateway, "window_seconds", agent="new") == 90
+    assert on_gateway(pushgateway, "windows_total", agent="new") == 0  # nothing closed: the rule reads the start
+    assert before <= on_gateway(pushgateway, "start_timestamp_seconds", agent="by-size") <= after
+    with pytest.raises(KeyError):
+        value(read_gateway(pushgateway.url), PREFIX + "window_seconds", agent="by-size")

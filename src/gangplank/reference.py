@@ -28,6 +28,7 @@ from ._drift import reference_file
 from ._drift.batch import Batch
 from ._drift.binning import DEFAULT_GRID
 from ._drift.calibration import FitSettings, calibrate
+from ._drift.categories import Categories, is_table
 from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
 from ._drift.profile import Profile
 from ._drift.validation import is_single_output
@@ -44,6 +45,7 @@ class DriftReference:
     thresholds: Thresholds
     window_size: int
     settings: FitSettings | None = None  # None for a file written before settings were saved
+    categories: Categories | None = None  # categorical input columns (a table with strings, booleans, categories)
 
     @classmethod
     def fit(
@@ -69,7 +71,12 @@ class DriftReference:
     ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
-        ``inputs`` are (rows, features) or images (flattened per row);
+        ``inputs`` are (rows, features) or images (flattened per row), a
+        dict or list of inputs (side by side), or a table — a pandas
+        DataFrame as it is, or a 2-D array of objects — whose string,
+        boolean and categorical columns become categories (one bin each for
+        the most frequent ``width_bins + quantile_bins - 2``, 18, one for other and unseen values, compared by
+        their shares; see :mod:`gangplank._drift.categories`);
         ``probabilities`` the model's (rows, classes) output on them (softmax
         or logits), or a binary classifier's single output, (rows, 1) or
         (rows,): P(class 1) from a sigmoid (or its logit), class 1 from
@@ -93,6 +100,9 @@ class DriftReference:
             threshold = 0.5 if threshold is None else float(threshold)
         elif threshold is not None:
             raise ValueError("threshold is for a binary classifier's single output, (rows,) or (rows, 1)")
+        categories = Categories.fit(inputs, width_bins + quantile_bins - 2) if is_table(inputs) else None
+        if categories is not None:
+            inputs = categories.encode(inputs)
         batch = Batch.of(inputs, probabilities, labels, shadow=shadow, threshold=threshold)
         settings = FitSettings(
             window_size=int(window_size),
@@ -110,8 +120,8 @@ class DriftReference:
             threshold=threshold,
         )
         settings.check(batch.rows)
-        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid)
-        return cls(profile, calibrate(profile, batch, settings), settings.window_size, settings)
+        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories)
+        return cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
 
     def get_params(self) -> dict:
         """Every keyword the reference was fitted with, ``accuracy_tolerance`` included (empty for a
@@ -120,11 +130,14 @@ class DriftReference:
 
     def with_thresholds(self, **overrides) -> DriftReference:
         """A copy with some thresholds replaced, e.g. ``with_thresholds(class_p_value=1e-4)``."""
-        return DriftReference(self.profile, self.thresholds.replace(**overrides), self.window_size, self.settings)
+        thresholds = self.thresholds.replace(**overrides)
+        return DriftReference(self.profile, thresholds, self.window_size, self.settings, self.categories)
 
     # -- windows --------------------------------------------------------------
     def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True, shadow=None) -> Batch:
         """Validate a batch for this reference (``ValueError`` if it does not fit)."""
+        if self.categories is not None and inputs is not None:
+            inputs = self.categories.encode(inputs)
         return Batch.of(
             inputs,
             probabilities,

@@ -21,10 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from dataclasses import dataclass
 
-from ._drift import reference_file
+from ._drift import reference_file, sensitivity
 from ._drift.batch import Batch
 from ._drift.binning import DEFAULT_GRID
 from ._drift.calibration import FitSettings, calibrate
@@ -33,6 +34,8 @@ from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
 from ._drift.profile import Profile
 from ._drift.validation import is_single_output
 from ._drift.window import Window
+
+logger = logging.getLogger("gangplank")
 
 __all__ = ["SIGNALS", "DriftReference", "FitSettings", "Thresholds", "WindowReport"]
 
@@ -121,7 +124,10 @@ class DriftReference:
         )
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories)
-        return cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
+        reference = cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
+        for sentence in sensitivity.warnings(reference.sensitivity()):
+            logger.warning("gangplank: DriftReference.fit: %s", sentence)
+        return reference
 
     def get_params(self) -> dict:
         """Every keyword the reference was fitted with, ``accuracy_tolerance`` included (empty for a
@@ -172,6 +178,14 @@ class DriftReference:
         """Every statistic of ``window`` against this reference, and the drift decision."""
         rows = -(-self.window_size // self.input_stride)
         return compare(self.profile, self.thresholds, window, self.window_size, rows)
+
+    def sensitivity(self) -> dict:
+        """What this reference can detect: the per-feature PSI cut (median, min, max), the share of
+        features that must pass it, the confidence PSI cut, the class p-value, rows and window size.
+        ``fit`` logs a warning when the reference is too small for its window or its cuts let only
+        gross shifts count (see :mod:`gangplank._drift.sensitivity`)."""
+        limits = self.thresholds.min_window_samples
+        return sensitivity.sensitivity(self.thresholds, self.n_samples, self.window_size, limits)
 
     # -- what it knows -------------------------------------------------------
     @property

@@ -95,7 +95,7 @@ PREDICT = (
         "gauge",
         "Unix time the monitor started (GangplankAgentSilent: an agent that never closed a window)",
     ),
-    _predict("window_seconds", "gauge", "Seconds after which a non-empty window closes (absent: by size only)"),
+    _predict("window_seconds", "gauge", "Seconds after which a non-empty window closes (0: by size only)"),
     _predict("window_interval_seconds", "gauge", "Usual seconds between window closes (moving average)"),
     _predict("input_sampling_rate", "gauge", "Share of rows whose inputs are binned"),
     _predict("input_psi_max", "gauge", "Largest per-feature population stability index of the last window"),

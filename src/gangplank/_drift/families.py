@@ -141,10 +141,9 @@ def _cumulative(totals: Totals, status: Status) -> dict:
 
 
 def _settings(status: Status) -> dict:
-    timing = _named(start_timestamp_seconds=status.started_at)
-    if status.window_seconds is not None:
-        timing.update(_named(window_seconds=status.window_seconds))
-    return timing | _named(
+    return _named(
+        start_timestamp_seconds=status.started_at,
+        window_seconds=0.0 if status.window_seconds is None else status.window_seconds,
         accuracy_tolerance=status.accuracy_tolerance,
         quality_floor=status.quality_floor,
         min_feedback=status.min_feedback,

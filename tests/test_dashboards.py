@@ -25,6 +25,8 @@ from tests.stack_tools import (
     wait_for_series,
 )
 
+pytestmark = pytest.mark.slow  # runs the local monitoring stack
+
 DASHBOARDS = ["training.json", "production.json"]
 HAS_SDK = importlib.util.find_spec("grafana_foundation_sdk") is not None
 TRAINING_METRICS = {

@@ -18,6 +18,8 @@ from gangplank_devtools import read_gateway, value
 from gangplank.process_rank import ProcessRank, current_process
 from tests.gateway_tools import ROOT
 
+pytestmark = pytest.mark.slow  # trains in real torchrun and JAX multi-process runs
+
 # argv: gateway address, "every" or "rank0", epochs. Each process trains its own copy (as torchrun launches them).
 TORCHRUN_WORKER = """
 import sys

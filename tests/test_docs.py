@@ -26,6 +26,7 @@ def test_readme_commands_exist():
         assert (ROOT / script).is_file(), script
 
 
+@pytest.mark.slow  # runs the README example in a fresh interpreter
 def test_the_readme_drift_example_runs_as_printed(pushgateway):
     block = README.split("A self-contained run with made-up data")[1].split("```python\n")[1].split("```")[0]
     code, printed = block.split("\n# ", 1)

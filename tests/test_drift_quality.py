@@ -82,7 +82,11 @@ def test_feedback_joins_labels_to_predictions_by_scoring_id(monitor, pushgateway
     assert drift.feedback([0, 1], ids=["never-seen", "req-3"]) == 0  # unknown, and req-3 already labelled
     drift.observe(x[100:150], p[100:150], ids=ids[100:150])
     drift.close()
-    assert reports[-1].labelled == 100 and reports[-1].correct == 80
+    # The labels are for the first window's predictions, closed before they came: credited to it (the totals,
+    # the pooled recent accuracy), not to the window open when they arrived.
+    assert [r.labelled for r in reports] == [0, 0]
+    assert drift.totals.feedback_samples == 100 and drift.totals.feedback_correct == 80
+    assert drift.recent.pooled_feedback() == (100, 0.8)
     assert pushed(pushgateway, "feedback_unmatched_total", agent="quality") == 2
     assert pushed(pushgateway, "feedback_samples_total", agent="quality") == 100
     assert pushed(pushgateway, "feedback_correct_total", agent="quality") == 80

@@ -36,6 +36,8 @@ sys.path.append(str(EXAMPLES))  # for mnist_common; appended so that nothing els
 
 import mnist_common  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the MNIST example scripts and the local stack
+
 GOOD, BAD = "MNIST_Multiclass", ("MNIST_Multiclass_wrong_inputs", "MNIST_Multiclass_wrong_model")
 WINDOWS = 5
 PRODUCTION_ALERTS = {"GangplankDataDrift", "GangplankModelDegraded", "GangplankAgentSilent"}

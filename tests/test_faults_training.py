@@ -27,6 +27,8 @@ from gangplank_devtools import (
 from gangplank import PushError
 from tests.gateway_tools import failure_lines, gangplank_warnings, recovery_lines
 
+pytestmark = pytest.mark.slow  # fits models against refusing, failing, silent and restarted gateways
+
 HANG_GUARD = 50  # seconds; a fit here takes about one
 
 

@@ -18,6 +18,8 @@ from gangplank_devtools import counting_handler, value
 
 from tests.gateway_tools import ROOT
 
+pytestmark = pytest.mark.slow  # kills and restarts training processes
+
 # argv: gateway address, what raises ("callback" or "data"). Epoch 1 completes; epoch 2 raises at its third batch.
 CRASHING_FIT = """
 import sys

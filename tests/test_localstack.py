@@ -20,6 +20,8 @@ from gangplank_devtools.processes import is_running, process_start, spawn
 
 from tests.gateway_tools import ROOT, RULE_FILES
 
+pytestmark = pytest.mark.slow  # starts and kills the local monitoring stack
+
 DEPLOY_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 ADDRESSES = {"pushgateway": "127.0.0.1:19091", "prometheus": "127.0.0.1:19090", "alertmanager": "127.0.0.1:19093"}
 HANG_GUARD = 90  # seconds; a stack is ready in about 6

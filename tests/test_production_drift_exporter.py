@@ -506,6 +506,7 @@ def test_single_samples_with_plain_number_labels(make_drift):
         exporter.observe(x[:2], p[:2], 1)
 
 
+@pytest.mark.slow  # a fresh interpreter that must not import Keras
 def test_drift_monitor_works_without_importing_keras(pushgateway):
     """Serving code that does not load Keras pays nothing for it."""
     import subprocess

@@ -9,6 +9,8 @@ from gangplank_devtools import value
 
 from tests.gateway_tools import ROOT
 
+pytestmark = pytest.mark.slow  # trains the README's models
+
 README = (ROOT / "README.md").read_text()
 
 

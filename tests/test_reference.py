@@ -366,6 +366,7 @@ def test_fit_checks_its_arguments():
         DriftReference.fit(x, p, window_size=50, false_alarm_rate=0)
 
 
+@pytest.mark.slow  # fits several references (>5 s on two cores)
 def test_fit_is_deterministic_for_a_seed():
     rng = np.random.default_rng(17)
     x, p, y = generate(rng, 1000)
@@ -398,6 +399,7 @@ def test_with_thresholds_overrides_and_leaves_the_original_alone(fitted, tmp_pat
     assert isinstance(fitted.thresholds, Thresholds)
 
 
+@pytest.mark.slow  # calibrates and compares many windows
 @pytest.mark.parametrize("d", [1, 3])
 def test_input_signal_can_fire_with_few_features(d):
     # With a handful of features the share of features over their cut can never
@@ -414,6 +416,7 @@ def test_input_signal_can_fire_with_few_features(d):
     assert reference.compare(reference.window_of(shifted, probabilities(100))).signals["input"]
 
 
+@pytest.mark.slow  # calibrates and compares many windows
 def test_a_small_reference_still_calibrates_windows_that_vary():
     """600 rows and windows of 200: the held-out quarter is one window of rows, drawn with replacement."""
     rng = np.random.default_rng(21)

@@ -88,6 +88,7 @@ PRODUCER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # three producer processes, each importing gangplank and fitting a reference
 def test_three_producer_processes_share_one_gateway(pushgateway):
     agents = [
         ("prod-a", "MNIST_Multiclass", 1000),

@@ -21,7 +21,10 @@ from tests.rule_replay import (
     series_values,
 )
 
-pytestmark = pytest.mark.skipif(not shutil.which(PROMTOOL), reason="promtool missing: apt-get install prometheus")
+pytestmark = [
+    pytest.mark.slow,  # replays streams through promtool
+    pytest.mark.skipif(not shutil.which(PROMTOOL), reason="promtool missing: apt-get install prometheus"),
+]
 
 FEATURES, CLASSES, WINDOW = 5, 3, 200
 WEIGHTS = 5 * np.random.default_rng(7).normal(size=(FEATURES, CLASSES))  # a model right 90 % of the time
@@ -127,8 +130,8 @@ def test_a_broken_threshold_or_a_longer_for_changes_the_answer(reference, tmp_pa
     one_window = broken_copy(
         tmp_path,
         "GangplankDataDrift",
-        "max by (job, agent, instance) (gangplank_predict_sustained_windows)",
-        "max by (job, agent, instance) (gangplank_predict_sustained_windows) - 2",  # 1 of 5 windows
+        "min by (job, agent, instance) (gangplank_predict_sustained_windows)",
+        "min by (job, agent, instance) (gangplank_predict_sustained_windows) - 2",  # 1 of 5 windows
     )
     assert first_minute(replay(drifted, one_window, alerts=["GangplankDataDrift"]), "GangplankDataDrift") == 0
     held = broken_copy(tmp_path, "GangplankDataDrift", "for: 0m", "for: 2m")
@@ -144,12 +147,12 @@ def test_every_alert_is_replayed_and_the_gateway_series_keep_the_gateway_alerts_
 
 def test_a_rule_that_cannot_be_evaluated_is_an_error_naming_it(reference, tmp_path):
     snapshots, _ = run_monitor(reference, stream(8, [0.0] * 3))
-    # Many-to-many matching: Prometheus would skip the rule; promtool stops the test.
+    # One-to-many matching without group_right: Prometheus would skip the rule; promtool stops the test.
     path = broken_copy(
         tmp_path,
         "GangplankDataDrift",
-        "group_left () max by (job, agent, instance) (gangplank_predict_sustained_windows)",
-        "group_left () gangplank_predict_drift_signal_recent",
+        "on (job, agent, instance) min by (job, agent, instance) (gangplank_predict_sustained_windows)",
+        "on (job, agent, instance) gangplank_predict_drift_signal_recent",
     )
     with pytest.raises(RuleEvaluationError, match="GangplankDataDrift"):
         replay(snapshots, path, alerts=["GangplankDataDrift"])

@@ -36,10 +36,13 @@ RECORDED = {
     "gangplank:predict_drift_windows:ratio1h",
 }
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(PROMTOOL) and shutil.which(AMTOOL)),
-    reason="promtool/amtool missing: apt-get install prometheus prometheus-alertmanager",
-)
+pytestmark = [
+    pytest.mark.slow,  # runs promtool on every rule and on weakened copies
+    pytest.mark.skipif(
+        not (shutil.which(PROMTOOL) and shutil.which(AMTOOL)),
+        reason="promtool/amtool missing: apt-get install prometheus prometheus-alertmanager",
+    ),
+]
 
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:

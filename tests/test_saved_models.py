@@ -15,6 +15,8 @@ import pytest
 
 from tests.gateway_tools import ROOT
 
+pytestmark = pytest.mark.slow  # trains, saves and loads models in fresh interpreters
+
 TRAIN_AND_SAVE = """
 import sys
 import keras

@@ -40,6 +40,8 @@ sys.path.append(str(EXAMPLES))  # appended so that nothing else is shadowed
 import mnist_common  # noqa: E402
 import serve  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts examples/mnist/serve.py processes
+
 MNIST = Path("/work/shared/data/mnist.npz")
 if not MNIST.exists():
     MNIST = ROOT.parent / "shared/data/mnist.npz"
@@ -50,6 +52,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # -- the model, once per session ---------------------------------------------------------------
+def training_rows():
+    """The first 3,000 MNIST training images as the model takes them, and their labels: 2,000 to train on,
+    1,000 for the reference."""
+    (x_train, y_train), _ = mnist_common.load_mnist(MNIST)
+    return mnist_common.to_model_input(x_train[:3000]), y_train[:3000]
+
+
 def tiny_model(directory: Path) -> Path:
     """``directory/mnist.keras`` (+ ``mnist.drift.npz``): the demo's convnet, one epoch on 2,000 images; made once."""
     model_path = directory / mnist_common.MODEL_FILE
@@ -60,8 +69,7 @@ def tiny_model(directory: Path) -> Path:
     import gangplank
 
     keras.utils.set_random_seed(0)
-    (x_train, y_train), _ = mnist_common.load_mnist(MNIST)
-    x = mnist_common.to_model_input(x_train[:3000])
+    x, y_train = training_rows()
     model = mnist_common.build_model()
     model.fit(x[:2000], y_train[:2000], epochs=1, batch_size=64, verbose=0)
     probabilities = model.predict(x[2000:3000], batch_size=500, verbose=0)
@@ -605,3 +613,69 @@ def test_parse_images_scales_grey_levels_and_floats_alike():
         serve.parse_images({"image": [256] * 784})
     with pytest.raises(serve.BadRequest, match="finite"):
         serve.parse_images({"image": [float("nan")] * 784})
+
+
+# -- a shadow model ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shadowed(model, model_path, tmp_path_factory):
+    """The shadow MLP of train.py (one epoch on the same 2,000 images, another seed) and a reference fitted with it."""
+    import keras
+
+    import gangplank
+
+    keras.utils.set_random_seed(1)
+    x, y_train = training_rows()
+    shadow = mnist_common.build_shadow_model()
+    shadow.fit(x[:2000], y_train[:2000], epochs=1, batch_size=64, verbose=0)
+    probabilities = model.predict(x[2000:3000], batch_size=500, verbose=0)
+    second = shadow.predict(x[2000:3000], batch_size=500, verbose=0)
+    reference = gangplank.DriftReference.fit(
+        x[2000:3000], probabilities, y_train[2000:3000], shadow=second, window_size=WINDOW
+    )
+    shadow_path = tmp_path_factory.mktemp("shadow") / mnist_common.SHADOW_MODEL_FILE
+    shadow.save(shadow_path)
+    return shadow, shadow_path, reference
+
+
+def test_a_shadow_model_answers_beside_the_model_and_its_agreement_is_scraped(model, model_path, shadowed, mnist_test):
+    import gangplank
+
+    shadow, _, reference = shadowed
+    x_test, _ = mnist_test
+    drift = gangplank.DriftMonitor(None, "mnist", reference=reference, agent=AGENT, window_size=WINDOW)
+    service = serve.MnistService(model, drift, model_path, instance="shadowed", shadow=shadow, shadow_share=1.0)
+    server = serve.make_server(service, "127.0.0.1", 0, feedback_token=TOKEN)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        images = (x_test[:WINDOW].reshape(WINDOW, 784) / 255.0).tolist()
+        for half in (images[: WINDOW // 2], images[WINDOW // 2 :]):
+            status, _, _ = call(url + "/model/predict", {"images": half})
+            assert status == 200
+        assert drift.flush()
+        scraped = metrics(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        drift.close()
+    labels = (("agent", AGENT),)
+    assert scraped[("gangplank_predict_shadow_samples_total", labels)] == WINDOW
+    flat = x_test[:WINDOW].reshape(WINDOW, 28, 28, 1) / 255.0
+    agreed = np.sum(model.predict(flat, verbose=0).argmax(1) == shadow.predict(flat, verbose=0).argmax(1))
+    assert scraped[("gangplank_predict_shadow_agreed_total", labels)] == agreed
+    assert scraped[("gangplank_predict_reference_shadow_agreement", labels)] == pytest.approx(
+        reference.shadow_agreement
+    )
+
+
+def test_serve_py_refuses_a_shadow_model_its_reference_does_not_know(model_path, shadowed):
+    _, shadow_path, _ = shadowed
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "serve.py"), "--model", str(model_path), "--shadow-model", str(shadow_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert completed.returncode != 0
+    assert "fitted without a shadow model" in completed.stderr

@@ -33,10 +33,13 @@ AGENT = "fleet_agent"
 JOB = "gangplank-serve"
 REPLICAS = ("replica-a", "replica-b", "replica-c")
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()),
-    reason="the Debian package prometheus is missing",
-)
+pytestmark = [
+    pytest.mark.slow,  # starts serve.py replicas and Prometheus
+    pytest.mark.skipif(
+        not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()),
+        reason="the Debian package prometheus is missing",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

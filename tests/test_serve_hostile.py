@@ -25,6 +25,8 @@ from tests.test_serve import AUTH, TOKEN, Running, call, form, start_serve, uplo
 pytest.importorskip("PIL", reason="Pillow is in the examples extra: pip install -e '.[examples]'")
 from PIL import Image  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts serve.py and hammers it with many connections
+
 
 @pytest.fixture
 def server(model, model_path):

@@ -503,6 +503,7 @@ BACKEND_FILES = [
 ]
 
 
+@pytest.mark.slow  # reruns the callback tests in a fresh interpreter per backend (about a minute each)
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the other backends are run from the TensorFlow run"

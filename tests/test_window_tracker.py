@@ -14,8 +14,8 @@ from tests.test_drift_quality import FakeClock, generate
 
 @pytest.fixture(scope="module")
 def reference():
-    x, p, y = generate(np.random.default_rng(0), 4000)
-    return DriftReference.fit(x, p, y, window_size=100, n_simulations=100)
+    x, p, y = generate(np.random.default_rng(0), 2000)
+    return DriftReference.fit(x, p, y, window_size=100, n_simulations=50)
 
 
 def tracker_of(reference, clock=None, **settings):

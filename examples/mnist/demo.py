@@ -190,6 +190,12 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, help="train on the first N training images only (fast runs, CI)")
     parser.add_argument("--windows", type=int, default=10, help="windows per production scenario (default 10)")
     parser.add_argument(
+        "--batch-delay",
+        type=float,
+        default=0.05,
+        help="mean seconds between production batches (default 0.05: about a window a second, one per scrape)",
+    )
+    parser.add_argument(
         "--invert-from", type=int, default=3, help="first window of inverted pixels (default 3, at most --windows)"
     )
     parser.add_argument("--alert-timeout", type=float, default=90.0, help="seconds to wait for the alerts (default 90)")
@@ -253,6 +259,10 @@ def main(argv=None) -> int:
                         args.out,
                         "--windows",
                         str(args.windows),
+                        "--delay-min",
+                        f"{args.batch_delay / 2:g}",
+                        "--delay-max",
+                        f"{args.batch_delay * 1.5:g}",
                     ]
                     + common
                     + extra

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .recent_windows import WINDOWS_PER_MONTH
 from .sequential import Cusum, design, estimation_margin
 
-WINDOWS_PER_MONTH = 30 * 24 * 60  # one window a minute
+__all__ = ["WINDOWS_PER_MONTH", "AccuracyCharts", "ChartState", "drops", "outcomes_per_month"]
 EVIDENCE = ("labels", "shadow")
 CHARTS = ("small", "large")
 

@@ -10,8 +10,8 @@ Example:
     >>> from gangplank import DriftReference
     >>> from gangplank._drift.settings import MonitorSettings
     >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(1000, 3)); p = rng.dirichlet([1, 1], size=1000)
-    >>> reference = DriftReference.fit(x, p, window_size=100, n_simulations=50)
+    >>> x = rng.normal(size=(400, 3)); p = rng.dirichlet([1, 1], size=400)
+    >>> reference = DriftReference.fit(x, p, window_size=100, n_simulations=20)
     >>> closed = []
     >>> tracker = WindowTracker(reference, MonitorSettings(window_size=100), on_close=closed.append)
     >>> tracker.add(reference.prepare(x[:250], p[:250], normalise=False))

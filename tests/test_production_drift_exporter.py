@@ -521,6 +521,7 @@ def test_drift_monitor_works_without_importing_keras(pushgateway):
         f"ignore_exceptions=False) as drift:\n"
         "    drift.observe(x[:250], p[:250])\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras was imported'\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

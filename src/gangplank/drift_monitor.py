@@ -404,7 +404,7 @@ class DriftMonitor:
             of_dropped = sum(cls == DROPPED for cls in found)
             y = y[keep]
         else:
-            predicted = as_predicted_classes(predictions, k)
+            predicted = as_predicted_classes(predictions, k, threshold=self.reference.threshold)
             y = as_labels(labels, k, predicted.shape[0])
         self._worker.count_feedback(unmatched, of_dropped)
         if y.size or unmatched or of_dropped:

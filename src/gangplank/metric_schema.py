@@ -79,7 +79,8 @@ PREDICT = (
     _predict(
         "worker_errors_total",
         "counter",
-        "Exceptions the drift worker caught and went on after, by step (process, compare, on_window, publish)",
+        "Exceptions the drift monitor caught and went on after, by step (process, compare, on_window, publish; "
+        "callback: a model.predict batch the Keras callback could not observe)",
         "stage",
     ),
     _predict("drift_detected", "gauge", "1 if the last closed window drifted, else 0"),
@@ -89,6 +90,12 @@ PREDICT = (
     _predict("sustained_windows", "gauge", "Recent windows a signal must fire in to count as sustained"),
     _predict("window_samples", "gauge", "Samples in the last closed window"),
     _predict("window_end_timestamp_seconds", "gauge", "Unix time the last window closed"),
+    _predict(
+        "start_timestamp_seconds",
+        "gauge",
+        "Unix time the monitor started (GangplankAgentSilent: an agent that never closed a window)",
+    ),
+    _predict("window_seconds", "gauge", "Seconds after which a non-empty window closes (0: by size only)"),
     _predict("window_interval_seconds", "gauge", "Usual seconds between window closes (moving average)"),
     _predict("input_sampling_rate", "gauge", "Share of rows whose inputs are binned"),
     _predict("input_psi_max", "gauge", "Largest per-feature population stability index of the last window"),

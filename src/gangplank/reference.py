@@ -21,16 +21,21 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from dataclasses import dataclass
 
-from ._drift import reference_file
+from ._drift import reference_file, sensitivity
 from ._drift.batch import Batch
 from ._drift.binning import DEFAULT_GRID
 from ._drift.calibration import FitSettings, calibrate
+from ._drift.categories import Categories, is_table
 from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
 from ._drift.profile import Profile
+from ._drift.validation import is_single_output
 from ._drift.window import Window
+
+logger = logging.getLogger("gangplank")
 
 __all__ = ["SIGNALS", "DriftReference", "FitSettings", "Thresholds", "WindowReport"]
 
@@ -43,6 +48,7 @@ class DriftReference:
     thresholds: Thresholds
     window_size: int
     settings: FitSettings | None = None  # None for a file written before settings were saved
+    categories: Categories | None = None  # categorical input columns (a table with strings, booleans, categories)
 
     @classmethod
     def fit(
@@ -64,11 +70,20 @@ class DriftReference:
         seed: int = 0,
         accuracy_tolerance: float = 0.02,
         input_stride: int = 1,
+        threshold: float | None = None,
     ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
-        ``inputs`` are (rows, features) or images (flattened per row);
-        ``probabilities`` the model's (rows, classes) output on them; ``labels``
+        ``inputs`` are (rows, features) or images (flattened per row), a
+        dict or list of inputs (side by side), or a table — a pandas
+        DataFrame as it is, or a 2-D array of objects — whose string,
+        boolean and categorical columns become categories (one bin each for
+        the most frequent ``width_bins + quantile_bins - 2``, 18, one for other and unseen values, compared by
+        their shares; see :mod:`gangplank._drift.categories`);
+        ``probabilities`` the model's (rows, classes) output on them (softmax
+        or logits), or a binary classifier's single output, (rows, 1) or
+        (rows,): P(class 1) from a sigmoid (or its logit), class 1 from
+        ``threshold`` (0.5) up; ``labels``
         the true classes, optional (they enable the accuracy charts and the
         label-free estimate); ``shadow`` a second, independently trained
         model's output on the same rows (probabilities or classes), optional:
@@ -84,7 +99,14 @@ class DriftReference:
         """
         if inputs is None:
             raise ValueError("inputs are required to fit a reference")
-        batch = Batch.of(inputs, probabilities, labels, shadow=shadow)
+        if is_single_output(probabilities):
+            threshold = 0.5 if threshold is None else float(threshold)
+        elif threshold is not None:
+            raise ValueError("threshold is for a binary classifier's single output, (rows,) or (rows, 1)")
+        categories = Categories.fit(inputs, width_bins + quantile_bins - 2) if is_table(inputs) else None
+        if categories is not None:
+            inputs = categories.encode(inputs)
+        batch = Batch.of(inputs, probabilities, labels, shadow=shadow, threshold=threshold)
         settings = FitSettings(
             window_size=int(window_size),
             false_alarm_rate=false_alarm_rate,
@@ -98,10 +120,14 @@ class DriftReference:
             seed=seed,
             input_stride=input_stride,
             accuracy_tolerance=float(accuracy_tolerance),
+            threshold=threshold,
         )
         settings.check(batch.rows)
-        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid)
-        return cls(profile, calibrate(profile, batch, settings), settings.window_size, settings)
+        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories)
+        reference = cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
+        for sentence in sensitivity.warnings(reference.sensitivity()):
+            logger.warning("gangplank: DriftReference.fit: %s", sentence)
+        return reference
 
     def get_params(self) -> dict:
         """Every keyword the reference was fitted with, ``accuracy_tolerance`` included (empty for a
@@ -110,11 +136,14 @@ class DriftReference:
 
     def with_thresholds(self, **overrides) -> DriftReference:
         """A copy with some thresholds replaced, e.g. ``with_thresholds(class_p_value=1e-4)``."""
-        return DriftReference(self.profile, self.thresholds.replace(**overrides), self.window_size, self.settings)
+        thresholds = self.thresholds.replace(**overrides)
+        return DriftReference(self.profile, thresholds, self.window_size, self.settings, self.categories)
 
     # -- windows --------------------------------------------------------------
     def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True, shadow=None) -> Batch:
         """Validate a batch for this reference (``ValueError`` if it does not fit)."""
+        if self.categories is not None and inputs is not None:
+            inputs = self.categories.encode(inputs)
         return Batch.of(
             inputs,
             probabilities,
@@ -124,7 +153,13 @@ class DriftReference:
             n_features=self.n_features,
             n_classes=self.n_classes,
             normalise=normalise,
+            threshold=self.threshold,
         )
+
+    @property
+    def threshold(self) -> float | None:
+        """A binary classifier's decision threshold on its single output (``None``: a column per class)."""
+        return None if self.settings is None else self.settings.threshold
 
     @property
     def input_stride(self) -> int:
@@ -143,6 +178,14 @@ class DriftReference:
         """Every statistic of ``window`` against this reference, and the drift decision."""
         rows = -(-self.window_size // self.input_stride)
         return compare(self.profile, self.thresholds, window, self.window_size, rows)
+
+    def sensitivity(self) -> dict:
+        """What this reference can detect: the per-feature PSI cut (median, min, max), the share of
+        features that must pass it, the confidence PSI cut, the class p-value, rows and window size.
+        ``fit`` logs a warning when the reference is too small for its window or its cuts let only
+        gross shifts count (see :mod:`gangplank._drift.sensitivity`)."""
+        limits = self.thresholds.min_window_samples
+        return sensitivity.sensitivity(self.thresholds, self.n_samples, self.window_size, limits)
 
     # -- what it knows -------------------------------------------------------
     @property

@@ -48,15 +48,18 @@ class Batch:
         n_features=None,
         n_classes=None,
         normalise: bool = True,
+        threshold: float | None = None,
     ) -> Batch:
         """Validate one call's arguments (see :mod:`gangplank._drift.validation`).
 
         ``shadow`` is a second model's output for the same rows (probabilities,
         logits or predicted classes); only its predicted class is kept.
         ``normalise=False`` leaves making the rows sum to 1 to :meth:`normalise`
-        (the drift worker does it, off the caller's thread).
+        (the drift worker does it, off the caller's thread). ``threshold``: the
+        probabilities are a binary classifier's single output (see
+        :func:`~gangplank._drift.validation.binary_columns`).
         """
-        p, changed = as_probabilities(probabilities, n_classes, normalise)
+        p, changed = as_probabilities(probabilities, n_classes, normalise, threshold)
         rows = p.shape[0]
         x = None
         if inputs is not None:
@@ -66,7 +69,7 @@ class Batch:
             if x.base is not None or x is inputs:
                 x = x.copy()  # the caller's buffer may be reused after observe returns
         y = None if labels is None else as_labels(labels, p.shape[1], rows)
-        s = None if shadow is None else as_predicted_classes(shadow, p.shape[1], rows)
+        s = None if shadow is None else as_predicted_classes(shadow, p.shape[1], rows, threshold)
         return cls(p, x, y, as_ids(ids, rows), changed, normalise, s)
 
     def normalise(self) -> Batch:

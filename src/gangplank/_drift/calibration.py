@@ -70,6 +70,9 @@ class FitSettings:
             thresholds are calibrated for it (``gangplank_predict_input_sampling_rate`` = 1/n).
         accuracy_tolerance: accuracy loss below the reference that is acceptable (0.02); the
             accuracy charts and the estimate's signals test for more.
+        threshold: for a binary classifier with one output (a sigmoid column or a flat vector of
+            P(class 1)), the probability from which it predicts class 1 (0.5 for such an output,
+            ``None`` for one with a column per class).
     """
 
     window_size: int = 200
@@ -84,6 +87,7 @@ class FitSettings:
     seed: int = 0
     input_stride: int = 1
     accuracy_tolerance: float = 0.02
+    threshold: float | None = None
 
     @classmethod
     def field_docs(cls) -> str:

@@ -28,7 +28,7 @@ from .comparison import SIGNALS, WindowReport
 PREFIX = "gangplank_predict_"
 # The worker's steps whose exceptions are counted (``worker_errors_total{stage=...}``): adding a batch or
 # labels to the window, comparing it, the user's ``on_window``, building and handing over the families.
-WORKER_STAGES = ("process", "compare", "on_window", "publish")
+WORKER_STAGES = ("process", "compare", "on_window", "publish", "callback")
 
 
 @dataclass
@@ -85,6 +85,8 @@ class Totals:
 class Status:
     """What the monitor knows besides the last window: settings, recent windows, timing."""
 
+    started_at: float = float("nan")  # Unix time the monitor started
+    window_seconds: float | None = None  # the monitor's window_seconds setting
     closed_at: float = float("nan")  # Unix time the last window closed
     interval: float = float("nan")  # usual seconds between closes
     recent_signals: dict = field(default_factory=dict)  # signal -> windows fired among the recent ones
@@ -140,6 +142,8 @@ def _cumulative(totals: Totals, status: Status) -> dict:
 
 def _settings(status: Status) -> dict:
     return _named(
+        start_timestamp_seconds=status.started_at,
+        window_seconds=0.0 if status.window_seconds is None else status.window_seconds,
         accuracy_tolerance=status.accuracy_tolerance,
         quality_floor=status.quality_floor,
         min_feedback=status.min_feedback,

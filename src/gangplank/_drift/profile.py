@@ -35,6 +35,7 @@ from scipy.optimize import isotonic_regression
 from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID, FeatureBinner
+from .categories import Categories
 from .window import Window
 
 
@@ -62,9 +63,12 @@ class Profile:
         quantile_bins: int = 10,
         confidence_bins: int = 10,
         grid: int = DEFAULT_GRID,
+        categories: Categories | None = None,
     ) -> Profile:
-        """Choose the bins from ``batch`` and count it."""
+        """Choose the bins from ``batch`` and count it (one bin per category for ``categories``' columns)."""
         binner = None if batch.inputs is None else FeatureBinner.fit(batch.inputs, width_bins, quantile_bins, grid)
+        if binner is not None and categories is not None:
+            binner = categories.bin(binner)
         edges = _confidence_edges(batch.probabilities.max(axis=1), confidence_bins)
         return cls.of_window(cls.window(binner, edges, batch))
 

@@ -71,6 +71,7 @@ def write(path, reference) -> None:
             "min_window_samples": t.min_window_samples,
         },
         "settings": reference.get_params(),
+        "categories": None if reference.categories is None else reference.categories.as_header(),
     }
     write_arrays(
         path,
@@ -94,6 +95,7 @@ def read_reference(path, cls):
     """Read a reference file into ``cls`` (:class:`~gangplank.DriftReference`)."""
     from .binning import FeatureBinner
     from .calibration import FitSettings
+    from .categories import Categories
     from .comparison import Thresholds
     from .profile import Profile
 
@@ -136,7 +138,8 @@ def read_reference(path, cls):
     # A file written before accuracy_tolerance was a fit setting: the thresholds held it.
     fitted = {"accuracy_tolerance": thresholds.accuracy_tolerance, **(header.get("settings") or {})}
     settings = FitSettings(**fitted) if header.get("settings") else None
-    return cls(profile, thresholds, int(header["window_size"]), settings)
+    categories = Categories.from_header(header["categories"]) if header.get("categories") else None
+    return cls(profile, thresholds, int(header["window_size"]), settings, categories)
 
 
 def write_arrays(path, header: dict, arrays: dict) -> None:

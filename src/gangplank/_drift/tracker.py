@@ -94,6 +94,7 @@ class WindowTracker:
         self._recent = RecentWindows(settings.recent_windows, labels_needed)
         self._last_closed = math.nan  # clock
         self._closed_at = math.nan  # wall clock, for the gauge
+        self._started_at = wall_clock()  # for the liveness of an agent that never closes a window
         self._interval = math.nan
         self.evidence = 0  # labels the charts took (a change to publish between windows)
         self.lost_samples = 0  # rows taken but not added to a window (an exception)
@@ -252,6 +253,8 @@ class WindowTracker:
 
     def _make_status(self) -> Status:
         return Status(
+            started_at=self._started_at,
+            window_seconds=self.settings.window_seconds,
             closed_at=self._closed_at,
             interval=self._interval,
             recent_signals=self._recent.signal_counts(),

@@ -8,6 +8,9 @@ Example:
     (2, 784)
     >>> as_probabilities(np.array([[2.0, 0.0]]), n_classes=2)[1]  # logits: softmax, 1 row normalised
     1
+    >>> as_probabilities(np.array([0.2, 0.9]), threshold=0.5)[0]  # a sigmoid output: P(class 1) per row
+    array([[0.8, 0.2],
+           [0.1, 0.9]])
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit, softmax
+
+from . import model_inputs
 
 SUM_TOLERANCE = 1e-3
 
 
 def as_inputs(x, n_features: int | None = None) -> np.ndarray:
-    """Inputs as a (rows, features) float32 array; images are flattened per row."""
-    array = _numeric_array(x, "inputs")
+    """Inputs as a (rows, features) float32 array; images are flattened per row, several inputs
+    (a dict or a list of arrays) put side by side (:func:`~gangplank._drift.model_inputs.flatten`)."""
+    array = _numeric_array(model_inputs.flatten(x), "inputs")
     if array.ndim == 0:
         raise ValueError(f"inputs must have one row per sample, got a scalar {array!r}")
     if array.ndim == 1:
@@ -39,14 +45,24 @@ def as_inputs(x, n_features: int | None = None) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def as_probabilities(p, n_classes: int | None = None, normalise: bool = True) -> tuple[np.ndarray, int]:
+def as_probabilities(
+    p, n_classes: int | None = None, normalise: bool = True, threshold: float | None = None
+) -> tuple[np.ndarray, int]:
     """Probabilities as (rows, classes) float64 (a copy), and how many rows had to be normalised.
 
     NaN or ±Inf is rejected. With ``normalise`` (see :func:`normalised`) rows
     are made to sum to 1; without it they are only checked, for a caller that
     normalises later, off the request path.
+
+    A binary classifier's single output (a (rows, 1) sigmoid column or a flat
+    vector of P(class 1)) becomes two columns (see :func:`binary_columns`)
+    when ``threshold`` is given, or when ``n_classes`` is not known yet (at
+    fit time) and the output has one column.
     """
     array = _numeric_array(p, "probabilities")
+    single = array.ndim == 2 and array.shape[1] == 1 or array.ndim < 2
+    if single and (threshold is not None or n_classes is None and array.ndim != 0):
+        return binary_columns(array, 0.5 if threshold is None else threshold)
     if array.ndim == 1:
         array = array.reshape(1, -1) if n_classes is not None and array.size == n_classes else array
     if array.ndim != 2:
@@ -61,6 +77,37 @@ def as_probabilities(p, n_classes: int | None = None, normalise: bool = True) ->
     if not np.isfinite(array).all():
         raise ValueError("probabilities contain NaN or infinity; the batch was not recorded")
     return normalised(array) if normalise else (array, 0)
+
+
+def is_single_output(p) -> bool:
+    """Whether ``p`` is a binary classifier's single output: a flat vector or one column."""
+    array = _numeric_array(p, "probabilities")
+    return array.ndim == 1 or array.ndim == 2 and array.shape[1] == 1
+
+
+def binary_columns(p: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """A binary classifier's P(class 1) per row as (rows, 2) probabilities; how many rows were logits.
+
+    A batch with a value outside [0, 1] is logits, all of it, and goes
+    through the sigmoid (a logit model's single rows near 0 are ambiguous:
+    give it a sigmoid output, or ``keras.ops.sigmoid`` its logits). The
+    probability is then rescaled piecewise linearly so that ``threshold``
+    sits at 0.5: the predicted class (the larger column) is ``p >= threshold``
+    everywhere downstream, and the confidence measures the distance from the
+    threshold. With the default 0.5 the columns are ``1 - p`` and ``p``.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold!r}")
+    if p.ndim == 2 and p.shape[1] != 1 or p.ndim > 2:
+        raise ValueError(f"a binary classifier's output must be (rows,) or (rows, 1), got shape {p.shape}")
+    column = np.array(p, dtype=np.float64).reshape(-1)
+    if not np.isfinite(column).all():
+        raise ValueError("probabilities contain NaN or infinity; the batch was not recorded")
+    logits = bool(((column < 0) | (column > 1)).any())
+    if logits:
+        column = expit(column)
+    scaled = np.where(column < threshold, 0.5 * column / threshold, 0.5 + 0.5 * (column - threshold) / (1 - threshold))
+    return np.stack([1.0 - scaled, scaled], axis=1), column.size if logits else 0
 
 
 def normalised(array: np.ndarray) -> tuple[np.ndarray, int]:
@@ -102,14 +149,24 @@ def as_labels(y, n_classes: int, rows: int) -> np.ndarray:
     return labels
 
 
-def as_predicted_classes(predictions, n_classes: int, rows: int | None = None) -> np.ndarray:
+def as_predicted_classes(
+    predictions, n_classes: int, rows: int | None = None, threshold: float | None = None
+) -> np.ndarray:
     """A model's predicted class per row, from probability (or logit) rows or from class indices.
 
-    ``rows`` (when given) is how many rows there must be.
+    ``rows`` (when given) is how many rows there must be. With ``threshold``
+    (a binary classifier's reference), float values that are not whole
+    class indices are its P(class 1) output.
     """
     array = _numeric_array(predictions, "predictions")
+    if threshold is not None and array.dtype.kind == "f" and (array.ndim < 2 or array.shape[1] == 1):
+        if array.size and not np.all(np.isin(array, (0.0, 1.0))):
+            p = binary_columns(array, threshold)[0]
+            if rows is not None and p.shape[0] != rows:
+                raise ValueError(f"predictions must have {rows} rows, got {p.shape[0]}")
+            return p.argmax(axis=1)
     one_probability_row = array.ndim == 1 and array.dtype.kind == "f" and array.size == n_classes and rows in (1, None)
-    if array.ndim == 2 or one_probability_row:
+    if (array.ndim == 2 and array.shape[1] > 1) or one_probability_row and threshold is None:
         p = as_probabilities(array, n_classes, normalise=False)[0]
         if rows is not None and p.shape[0] != rows:
             raise ValueError(f"predictions must have {rows} rows, got {p.shape[0]}")

@@ -357,6 +357,10 @@ class DriftWorker:
             return False
         return hurry or time.monotonic() - self._published_at >= COUNTS_SECONDS
 
+    def count_error(self, stage: str, error: Exception) -> None:
+        """Count and log (once per kind) an exception a caller went on after, e.g. in the Keras callback."""
+        self._caught(stage, error)
+
     def _caught(self, stage: str, error: Exception) -> None:
         """Count an exception the worker goes on after; log the first of each kind (stage and type)."""
         with self._cond:

@@ -134,20 +134,27 @@ def pushed(gateway, agent, name):
 
 
 # -- the correct stream -----------------------------------------------------------------
-def test_correct_stream_raises_no_alarm_in_40_windows(mnist_models, good_reference, test_stream, gateway, summary):
+def test_correct_stream_raises_no_sustained_signal_in_40_windows(
+    mnist_models, good_reference, test_stream, gateway, summary
+):
+    """No output signal fires; the input signal, calibrated at the rate its simulations can reach (2 % of windows),
+    fires in a window now and then but never in 3 of 5 (what GangplankDataDrift asks for)."""
     x, y = test_stream
     x, y = x[: 40 * WINDOW], y[: 40 * WINDOW]
     reports = run_stream(gateway, good_reference, mnist_models.predict(mnist_models.good, x), x, y, agent="correct")
     summary.append(describe("correct stream", reports))
     assert len(reports) == 40
-    assert sum(r.drift_detected for r in reports) == 0, [r.signals for r in reports if r.drift_detected]
+    outputs = [r.signals for r in reports if any(v for k, v in r.signals.items() if k != "input")]
+    assert outputs == []
+    inputs = [int(r.signals["input"]) for r in reports]
+    assert sum(inputs) <= 3 and max(sum(inputs[i : i + 5]) for i in range(36)) < 3, inputs
     assert np.mean([r.accuracy for r in reports]) > 0.9
     # The label-free estimate follows the realised accuracy of a healthy model.
     estimated, realised = np.mean([r.estimated_accuracy for r in reports]), np.mean([r.accuracy for r in reports])
     assert abs(estimated - realised) < 0.02, (estimated, realised)
     agent = f"correct-stride{good_reference.input_stride}"
     assert pushed(gateway, agent, "windows_total") == 40
-    assert pushed(gateway, agent, "drift_detected_total") == 0
+    assert pushed(gateway, agent, "drift_detected_total") == sum(r.drift_detected for r in reports)
     assert pushed(gateway, agent, "samples_total") == 40 * WINDOW
     assert pushed(gateway, agent, "input_sampling_rate") == 1 / good_reference.input_stride
 

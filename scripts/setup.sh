@@ -27,7 +27,7 @@ EXTRAS=${GANGPLANK_EXTRAS:-tensorflow}
 # What each extra brings, as the modules it makes importable (pyproject.toml's optional dependencies).
 declare -A BRINGS=(
   [tensorflow]="tensorflow"
-  [test]="pytest hypothesis schemathesis compose grafana_foundation_sdk ruff mypy"
+  [test]="pytest hypothesis schemathesis compose grafana_foundation_sdk ruff mypy pandas"
   [examples]="PIL matplotlib fastapi uvicorn python_multipart"
 )
 modules="gangplank keras prometheus_client numpy scipy"
@@ -40,7 +40,7 @@ if ! .venv/bin/python -c "import ${modules// /, }" >/dev/null 2>&1; then
   .venv/bin/pip install -q -e ".[$EXTRAS]"
 fi
 # the development tools (local stack, test servers): a separate package, devtools/
-if ! .venv/bin/python -c "import gangplank_devtools, yaml" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import gangplank_devtools, yaml, bcrypt" >/dev/null 2>&1; then
   echo "setup: pip install -e devtools"
   .venv/bin/pip install -q -e devtools
 fi

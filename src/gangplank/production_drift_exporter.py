@@ -65,8 +65,7 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
 
         ``features``, optional, maps a batch of ``inputs`` (the same structure)
         to the (rows, features) array to monitor instead, e.g. a few columns,
-        a pooled image (:func:`gangplank.pooled`) or an embedding
-        (:func:`gangplank.layer_features`); fit the reference on its output.
+        a pooled image or an embedding; fit the reference on its output.
         """
         model_inputs.check_sliceable(inputs)
         self._next_inputs = inputs

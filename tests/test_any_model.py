@@ -138,6 +138,18 @@ def test_a_failing_batch_is_counted_and_predict_goes_on(sigmoid_model, make_drif
     assert drift.worker.errors["callback"] == 6
 
 
+def test_a_failing_batch_is_counted_by_the_worker_process_too(sigmoid_model, make_drift, pushgateway):
+    """With worker="process" the counters live in the child: the parent's callback failures reach them."""
+    drift = make_drift(three_class_reference(), agent="any-process", worker="process")
+    x, _ = binary_data(np.random.default_rng(6), 96)
+    p = sigmoid_model.predict(drift.with_inputs(x), batch_size=32, verbose=0, callbacks=[drift])
+    assert p.shape == (96, 1)
+    assert drift.flush()
+    assert drift.worker.errors["callback"] == 3
+    assert on_gateway(pushgateway, "worker_errors_total", agent="any-process", stage="callback") == 3
+    drift.close()
+
+
 def test_the_next_predict_works_after_a_failure(sigmoid_model, make_drift):
     """A predict that raised midway leaves no inputs behind; the next one is observed whole."""
     rng = np.random.default_rng(7)

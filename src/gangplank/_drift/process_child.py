@@ -139,6 +139,9 @@ class _Child:
                 self.send(("flushed", token, ok))
             elif kind == "report":
                 self.send(("reported", message[1], pickle.dumps(self._report())))
+            elif kind == "error":  # an exception the parent went on after (the Keras callback): counted here
+                _, _, stage, text = message
+                self.worker.count_error(stage, RuntimeError(text))
             elif kind == "stop":
                 stopped = self._stop(ignore_exceptions=message[2])
                 self._send_families(hurry=True)
@@ -216,6 +219,7 @@ _UPTO = {  # the ring's row count a message was sent at (the rows to take before
     "flush": lambda message: message[2],
     "stop": lambda message: message[1],
     "report": lambda message: None,
+    "error": lambda message: message[1],
 }
 
 

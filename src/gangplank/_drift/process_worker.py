@@ -209,6 +209,13 @@ class ProcessWorker:
             with ring.lock:
                 self._waiting -= 1
 
+    def count_error(self, stage: str, error: Exception) -> None:
+        """Count an exception a caller went on after (e.g. in the Keras callback) where the counters live: the child,
+        which logs the first of each kind."""
+        with self.ring.lock:
+            upto = self.ring.written
+        self._post(("error", upto, stage, f"{type(error).__name__}: {error}"))
+
     def count_feedback(self, unmatched: int, of_dropped: int) -> None:
         with self.ring.lock:
             self._refuse_if_stopping()

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg
 
-MAX_STATES = 5_000  # states of the discretised chart (its run length is exact for the rounded steps)
+MAX_STATES = 20_000  # states of the discretised chart at most
 MIN_MARGIN = 0.005  # in-control level at least this far under the reference rate
 
 
@@ -121,15 +121,26 @@ def _lindley(start: float, steps: np.ndarray) -> np.ndarray:
 
 
 def average_run_length(success_step: float, failure_step: float, threshold: float, rate: float) -> float:
-    """Exact expected run length of the CUSUM with its steps rounded to a grid of ``MAX_STATES`` states at most.
+    """Expected run length of the CUSUM on a grid: exact for the grid, and never longer than the chart's.
 
     The grid unit is a fraction ``1/m`` of the success step, so that step is
-    exact and the failure step is rounded by under ``1/(2m)`` of a success step.
+    exact; the failure step is rounded *up* to the grid and the threshold
+    *down*. The grid's statistic then never falls below the chart's and
+    signals no later, so a threshold whose grid run length reaches a budget
+    reaches it on the chart too. The unit is fine enough that the rounding
+    moves the chart's drift at ``rate`` by at most a tenth (a chart whose
+    in-control drift is tiny needs a fine grid), with at most
+    :data:`MAX_STATES` states.
     """
-    m = max(1, min(50, int(MAX_STATES * -success_step / threshold)))
+    drift = rate * success_step + (1 - rate) * failure_step  # nats per outcome
+    unit = -success_step / 50
+    if drift < 0:
+        unit = min(unit, 0.1 * -drift / max(1 - rate, 1e-12))
+    unit = max(unit, threshold / MAX_STATES)
+    m = max(1, round(-success_step / unit))
     unit = -success_step / m
-    down, up = m, max(1, round(failure_step / unit))
-    n = max(1, math.ceil(threshold / unit))
+    down, up = m, max(1, math.ceil(failure_step / unit - 1e-9))
+    n = max(1, math.floor(threshold / unit + 1e-9))
     return _run_length(down, up, n, rate)
 
 

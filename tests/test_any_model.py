@@ -12,6 +12,8 @@ from gangplank_devtools import read_gateway, value, wait_for
 from gangplank import DriftReference, ProductionDriftExporter
 from gangplank._drift.families import PREFIX
 
+pytestmark = pytest.mark.slow  # trains and predicts with real Keras models, 3-6 s a test
+
 D = 6
 
 

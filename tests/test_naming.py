@@ -60,6 +60,7 @@ def test_reserved_names_are_avoided():
     }
 
 
+@pytest.mark.slow  # 300 generated cases, about 6 s
 @settings(max_examples=300, deadline=None)
 @given(
     keys=st.lists(st.text(alphabet=st.sampled_from("ab_1 -:é.准"), max_size=6), max_size=12),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 
 from gangplank import DriftReference
+
+pytestmark = pytest.mark.slow  # fits several references, 3-5 s each
 
 
 def fit(rows, window_size, features=10, seed=0):

@@ -116,6 +116,7 @@ def test_a_value_on_an_edge_lands_in_the_same_bin_in_reference_and_window():
     assert np.all(ds.psi(counts, counts, binner.valid_columns()) == 0)
 
 
+@pytest.mark.slow  # fits a reference, about 4 s
 def test_edge_values_through_the_reference_and_the_exporter_path_agree():
     from gangplank import DriftReference
 

@@ -8,6 +8,8 @@ import pytest
 
 from gangplank import DriftMonitor, DriftReference
 
+pytestmark = pytest.mark.slow  # fits references on tabular frames, 3-4 s a module
+
 BANDS = ["low", "mid", "high"]
 
 

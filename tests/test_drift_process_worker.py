@@ -23,6 +23,8 @@ from gangplank._drift.families import PREFIX
 from tests.gateway_tools import ROOT
 from tests.test_drift_quality import generate
 
+pytestmark = pytest.mark.slow  # forks worker processes, 3-5 s a test
+
 WINDOW = 100
 
 

@@ -127,6 +127,7 @@ def test_credentials_in_the_address_work_and_stay_secret(secure_gateway, caplog)
     assert PASSWORD not in caplog.text
 
 
+@pytest.mark.slow  # a TLS gateway, about 4 s
 def test_drift_exporter_pushes_through_tls(secure_gateway):
     url, ca_file = secure_gateway
     rng = np.random.default_rng(1)

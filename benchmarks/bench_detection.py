@@ -66,17 +66,7 @@ def bench_detection(ctx):
     results = {}
     for scenario, (x_all, p_all) in scenarios.items():
         predicted_all = p_all.argmax(axis=1)
-        per_rule = {
-            k: []
-            for k in (
-                "ours",
-                "ours_with_labels",
-                "gp05_faithful",
-                "gp05_window_uniform",
-                "gp05_window_train_shares",
-                "gp05_own_batches",
-            )
-        }
+        per_rule = {k: [] for k in RULE_LABELS}
         batches_total = batches_tested = 0
         for seed in range(seeds):
             ctx.log(f"detection: {scenario}, stream {seed + 1}/{seeds}, {n_windows[scenario]} windows of {window}")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_detection import RULE_LABELS
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "benchmarks" / "run.py"
 
@@ -121,14 +123,7 @@ def test_detection_covers_every_scenario_and_rule(quick_run):
     scenarios = results["detection"]["scenarios"]
     assert set(scenarios) == {"correct", "inverted pixels", "wrong model"}
     for scenario in scenarios.values():
-        for rule in (
-            "ours",
-            "ours_with_labels",
-            "gp05_faithful",
-            "gp05_window_uniform",
-            "gp05_window_train_shares",
-            "gp05_own_batches",
-        ):
+        for rule in RULE_LABELS:
             outcome = scenario["rules"][rule]
             assert outcome["windows"] == outcome["streams"] * scenario["windows_per_stream"] > 0
             assert 0 <= outcome["alarms_per_100_windows"] <= 100

@@ -33,10 +33,15 @@ def generate(rng, rows, shift=0.0, temperature=1.0):
     return x, p, np.minimum(y, K - 1)
 
 
-@pytest.fixture(scope="module")
-def reference():
+def calibrated_reference() -> DriftReference:
+    """A reference of 6,000 rows of :func:`generate`, for windows of 100."""
     x, p, y = generate(np.random.default_rng(0), 6000)
     return DriftReference.fit(x, p, y, window_size=100, n_simulations=100)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return calibrated_reference()
 
 
 @pytest.fixture

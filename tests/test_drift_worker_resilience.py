@@ -17,15 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gangplank import DriftMonitor, DriftReference
 from gangplank._drift.families import PREFIX
-from tests.test_drift_quality import D, K, generate
+from tests.test_drift_quality import D, K, calibrated_reference, generate
 
 UNIFORM = np.full((10, K), 1 / K)
 
 
 @pytest.fixture(scope="module")
 def reference():
-    x, p, y = generate(np.random.default_rng(0), 6000)
-    return DriftReference.fit(x, p, y, window_size=100, n_simulations=100)
+    return calibrated_reference()
 
 
 @pytest.fixture

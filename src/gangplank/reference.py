@@ -25,7 +25,7 @@ import logging
 import textwrap
 from dataclasses import dataclass
 
-from ._drift import reference_file, sensitivity
+from ._drift import detectable, reference_file, sensitivity
 from ._drift.batch import Batch
 from ._drift.binning import DEFAULT_GRID
 from ._drift.calibration import FitSettings, calibrate
@@ -186,6 +186,33 @@ class DriftReference:
         gross shifts count (see :mod:`gangplank._drift.sensitivity`)."""
         limits = self.thresholds.min_window_samples
         return sensitivity.sensitivity(self.thresholds, self.n_samples, self.window_size, limits)
+
+    def detectable_shift(
+        self,
+        inputs,
+        probabilities,
+        *,
+        features_share: float = 1.0,
+        power: float = 0.5,
+        windows: int = 100,
+        seed: int = 0,
+    ) -> dict:
+        """The smallest shift each signal catches in at least ``power`` of its windows, simulated on these rows.
+
+        Give held-out rows of the reference's distribution (or the reference
+        rows). Returns ``input_shift_sd`` (a mean shift of ``features_share``
+        of the features, in their standard deviations), ``class_share_increase``
+        (per class), ``confidence_drop`` (of the mean confidence), each ``inf``
+        when no shift is caught, with the ``class_shares``, ``mean_confidence``
+        and ``features_shifted`` they refer to. It judges windows with
+        :meth:`compare`, so it is exact for the thresholds in use; it costs
+        about ``windows`` x 10 comparisons per signal (see
+        :mod:`gangplank._drift.detectable`).
+        """
+        batch = self.prepare(inputs, probabilities)
+        return detectable.detectable_shift(
+            self, batch, features_share=features_share, power=power, windows=windows, seed=seed
+        )
 
     # -- what it knows -------------------------------------------------------
     @property

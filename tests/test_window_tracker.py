@@ -3,6 +3,8 @@ with each batch and label, step by step, and the monitor's read-only views of it
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,22 @@ def test_the_monitor_shows_its_tracker_read_only(reference):
         assert monitor.dropped == 0 and monitor.worker.alive
         assert monitor.get_params() == monitor.settings.get_params()
     assert not monitor.worker.alive and monitor.totals.samples == 150
+
+
+def test_window_seconds_closing_windows_far_under_the_calibrated_size_is_warned_about_once(reference, caplog):
+    clock = FakeClock()
+    tracker, closed = tracker_of(reference, clock, window_seconds=60.0)
+    with caplog.at_level(logging.WARNING, logger="gangplank"):
+        tracker.add(batch(reference, 60))  # 60 of the 100 calibrated: near enough, not warned about
+        clock.now += 60.0
+        assert tracker.close_if_expired()
+        assert not caplog.records
+        for seed in (2, 3):
+            tracker.add(batch(reference, 12, seed=seed))
+            clock.now += 60.0
+            assert tracker.close_if_expired()
+    assert [r.samples for r in closed] == [60, 12, 12]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert "window_seconds=60 closed a window of 12 samples" in said[0] and "calibrated for 100" in said[0]
+    assert "under min_window_samples=20 never alarm" in said[0]

@@ -84,7 +84,8 @@ class DriftMonitor:
         reference: a :class:`DriftReference` or the path of a saved one.
         agent: names the monitored deployment (the ``agent`` label).
         window_size: samples per window; default the reference's calibrated size.
-        window_seconds: also close a non-empty window after this many seconds.
+        window_seconds: also close a non-empty window after this many seconds (the first one closed
+            under half the calibrated size is warned about: fit the reference for the size it collects).
         grouping_key: further labels, e.g. ``{"instance": "replica-1"}``.
         handler: a prometheus_client push handler (authentication, TLS).
         ignore_exceptions: if ``False``, a known push failure raises

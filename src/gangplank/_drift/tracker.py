@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
     from ..reference import DriftReference
 
 INTERVAL_SMOOTHING = 0.2  # weight of the newest interval in window_interval_seconds
+SMALL_TIMED_WINDOW = 0.5  # a window closed by time under this share of the calibrated size is warned about (once)
+
+logger = logging.getLogger("gangplank")
 
 
 def _raise(stage: str, error: Exception) -> None:
@@ -100,6 +104,7 @@ class WindowTracker:
         self.lost_samples = 0  # rows taken but not added to a window (an exception)
         self.lost_labels = 0
         self.last_report: WindowReport | None = None
+        self._warned_small = False  # a window closed by time far under the calibrated size was warned about
         self.let_callers_in = _let_callers_in  # a tracker alone in its process (no callers) sets a no-op
         self._status = self._make_status()
 
@@ -185,8 +190,26 @@ class WindowTracker:
         """Close the open window if it expired; returns whether it did."""
         if not self.expired():
             return False
+        self._warn_if_small(self._window.samples)
         self.close_window()
         return True
+
+    def _warn_if_small(self, samples: int) -> None:
+        """Say once that ``window_seconds`` closes windows far smaller than the reference was calibrated for."""
+        calibrated = self.reference.window_size
+        if self._warned_small or samples >= SMALL_TIMED_WINDOW * calibrated:
+            return
+        self._warned_small = True
+        limit = self.reference.thresholds.min_window_samples
+        logger.warning(
+            "gangplank: window_seconds=%g closed a window of %d samples, but the reference was calibrated for "
+            "%d: its thresholds hold only near that size%s; fit the reference with window_size near the samples "
+            "window_seconds really collects (requests per second x window_seconds)",
+            self.settings.window_seconds,
+            samples,
+            calibrated,
+            f", and windows under min_window_samples={limit} never alarm" if samples < limit else "",
+        )
 
     def close_window(self) -> None:
         """Compare the open window with the reference, record it, start an empty one, call ``on_close``."""

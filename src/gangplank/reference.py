@@ -204,7 +204,7 @@ class DriftReference:
         of the features, in their standard deviations), ``class_share_increase``
         (per class), ``confidence_drop`` (of the mean confidence), each ``inf``
         when no shift is caught, with the ``class_shares``, ``mean_confidence``
-        and ``features_shifted`` they refer to. It judges windows with
+        and ``shifted_features`` (indices) they refer to. It judges windows with
         :meth:`compare`, so it is exact for the thresholds in use; it costs
         about ``windows`` x 10 comparisons per signal (see
         :mod:`gangplank._drift.detectable`).

@@ -67,7 +67,7 @@ def detectable_shift(
         "windows": int(windows),
         "window_size": reference.window_size,
         "rows": batch.rows,
-        "features_shifted": 0,
+        "shifted_features": np.zeros(0, dtype=np.int64),
         "input_shift_sd": float("nan"),
         "class_shares": np.bincount(predicted, minlength=k) / batch.rows,
         "class_share_increase": np.full(k, np.nan),
@@ -78,7 +78,7 @@ def detectable_shift(
         columns = np.sort(rng.permutation(reference.n_features)[: max(1, round(features_share * reference.n_features))])
         spread = np.nanstd(batch.inputs.astype(np.float64), axis=0)
         step = np.where(np.isfinite(spread), spread, 0.0)[columns].astype(np.float32)
-        result["features_shifted"] = int(columns.size)
+        result["shifted_features"] = columns
 
         def input_batches(shift: float):
             for rows in draws:
@@ -86,7 +86,9 @@ def detectable_shift(
                 x[:, columns] += shift * step
                 yield Batch(batch.probabilities[rows], x)
 
-        input_rate = lambda s: _rate(reference, input_batches(s), "input")  # noqa: E731
+        def input_rate(shift: float) -> float:
+            return _rate(reference, input_batches(shift), "input")
+
         result["input_shift_sd"] = _smallest(input_rate, power, 1 / 16, MAX_SD)
     for c in range(k):
         share = result["class_shares"][c]

@@ -21,9 +21,12 @@ def fit(rows, window_size, features=10, seed=0):
 
 @pytest.mark.slow  # fits a reference, 3-5 s
 def test_a_small_reference_for_its_window_is_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="gangplank"):
+    with caplog.at_level(logging.INFO, logger="gangplank"):
         small = fit(114, 30)
     said = [r.getMessage() for r in caplog.records]
+    cut = small.thresholds.feature_psi
+    summary = f"windows of 30: a feature counts as drifted past PSI {np.median(cut):.3g} (median cut, {cut.min():.3g}"
+    assert any(summary in s and "detectable_shift" in s for s in said), said
     assert any("the reference has 114 rows for windows of 30" in s for s in said), said
     limits = small.sensitivity()
     assert limits["feature_psi_cut_median"] == np.median(small.thresholds.feature_psi)

@@ -125,6 +125,7 @@ class DriftReference:
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories)
         reference = cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
+        logger.info("gangplank: DriftReference.fit: %s", sensitivity.summary(reference.sensitivity()))
         for sentence in sensitivity.warnings(reference.sensitivity()):
             logger.warning("gangplank: DriftReference.fit: %s", sentence)
         return reference

@@ -3,7 +3,8 @@
 :func:`sensitivity` reads the calibrated thresholds: the per-feature PSI cut
 a feature must pass to count as drifted (median and range), the share of
 features that must do so in one window, the confidence PSI cut and the
-class-share p-value. :func:`warnings` names what makes a reference weak: too
+class-share p-value; :func:`summary` says them in one sentence (``fit``
+logs it at INFO). :func:`warnings` names what makes a reference weak: too
 few rows for its window size (the input thresholds are calibrated on windows
 drawn from a held-out quarter of the rows), windows too small to alarm, and
 per-feature cuts so high that only gross shifts count.
@@ -43,6 +44,18 @@ def sensitivity(thresholds, n_samples: int, window_size: int, min_window_samples
     }
 
 
+def summary(limits: dict) -> str:
+    """One sentence of the limits, per signal, for ``fit``'s log."""
+    return (
+        f"windows of {limits['window_size']}: a feature counts as drifted past PSI "
+        f"{limits['feature_psi_cut_median']:.3g} (median cut, {limits['feature_psi_cut_min']:.3g}"
+        f"-{limits['feature_psi_cut_max']:.3g}) and input drift needs more than "
+        f"{limits['drifted_features_ratio']:.0%} of the features past their cuts; confidence drift a PSI past "
+        f"{limits['confidence_psi_cut']:.3g}; prediction drift a class-share p-value under "
+        f"{limits['class_p_value']:.2g}. reference.detectable_shift(x, p) turns these into the smallest shifts caught"
+    )
+
+
 def warnings(limits: dict) -> list[str]:
     """Sentences on what makes these limits weak (empty when nothing does)."""
     said = []
@@ -62,6 +75,6 @@ def warnings(limits: dict) -> list[str]:
         said.append(
             f"a feature counts as drifted only past a PSI of {median:.2f} (median cut; 0.25 is a major shift), "
             f"and {limits['drifted_features_ratio']:.0%} of the features must do so: only gross shifts are caught; "
-            f"use more reference rows or larger windows"
+            f"use more reference rows or larger windows (reference.detectable_shift(x, p) says which shifts are caught)"
         )
     return said

@@ -27,7 +27,7 @@ Example:
     >>> from gangplank import DriftReference
     >>> rng = np.random.default_rng(0)
     >>> x, p = rng.normal(size=(2000, 3)), rng.dirichlet([1, 1], 2000)
-    >>> reference = DriftReference.fit(x, p, window_size=200, n_simulations=200)
+    >>> reference = DriftReference.fit(x, p, window_size=200, n_simulations=200, false_alarm_rate=1e-2)
     >>> 0.2 < reference.detectable_shift(x, p, windows=40)["input_shift_sd"] < 1.0
     True
 """

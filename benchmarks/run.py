@@ -49,6 +49,11 @@ Benchmarks (issue 5), one module each:
                count signals' per-window rate at the configured α (balanced,
                rare-class and saturated-confidence references), and the MNIST
                test set in file order against shuffled, rules replayed.
+``detectable`` (bench_detectable.py) the smallest shift a reference catches in
+               half its windows (``DriftReference.detectable_shift``), by
+               reference rows (114-10,000) and window size (30-500), on 30
+               tabular features, and on MNIST; windows and minutes until
+               ``GangplankDataDrift`` at low traffic.
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -79,6 +84,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.bench_alerts import bench_alerts, report_alerts  # noqa: E402
 from benchmarks.bench_decisions import bench_decisions, report_decisions  # noqa: E402
+from benchmarks.bench_detectable import bench_detectable, report_detectable  # noqa: E402
 from benchmarks.bench_detection import bench_detection, report_detection  # noqa: E402
 from benchmarks.bench_drift import bench_drift, report_drift  # noqa: E402
 from benchmarks.bench_estimate import bench_estimate, report_estimate  # noqa: E402
@@ -99,6 +105,7 @@ RUNNERS = {
     "estimate": (bench_estimate, report_estimate),
     "alerts": (bench_alerts, report_alerts),
     "decisions": (bench_decisions, report_decisions),
+    "detectable": (bench_detectable, report_detectable),
 }
 BENCHMARKS = tuple(RUNNERS)
 

@@ -18,6 +18,10 @@ rate grows with ``s`` and the search converges. Shifts:
   ``(1 - λ) p + λ / k``, which keeps the predicted class and lowers the mean
   confidence by ``s = λ (mean confidence - 1 / k)``.
 
+A shift of 0 means the signal fires in ``power`` of the windows of the
+unshifted rows: they already differ from the reference (not its
+distribution), or the reference is too small for its windows.
+
 Cost: about ``windows`` × 10 comparisons per signal (per class for the
 prediction signal), each binning one window: 1-3 s for 30 features, some
 seconds for 784 (``benchmarks/run.py detectable`` prints it).
@@ -135,7 +139,9 @@ def _reweighted(batch: Batch, in_class: np.ndarray, share: float, increase: floa
 
 
 def _smallest(rate: Callable[[float], float], power: float, start: float, upper: float) -> float:
-    """Smallest ``s`` in (0, upper] with ``rate(s) >= power``: doubling from ``start``, then bisection; inf if none."""
+    """Smallest ``s`` in [0, upper] with ``rate(s) >= power``: doubling from ``start``, then bisection; inf if none."""
+    if rate(0.0) >= power:
+        return 0.0
     low, high = 0.0, min(start, upper)
     while rate(high) < power:
         if high >= upper:

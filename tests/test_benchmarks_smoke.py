@@ -59,11 +59,11 @@ def test_help_runs_from_the_repo_root():
 
 def test_every_benchmark_ran_and_printed_its_table(quick_run):
     results, stdout = quick_run
-    for name in ("histogram", "hook", "drift", "memory", "detection", "estimate", "alerts"):
+    for name in ("histogram", "hook", "drift", "memory", "detection", "estimate", "alerts", "detectable"):
         assert results[name]["status"] == "ok"
     headings = ("### 1. Weight histogram", "### 2. One epoch-end hook", "### 3. Drift", "### 4. Memory")
     headings += ("### 5. Detection",)
-    for heading in (*headings, "#### Sustained signals", "### Estimate:", "### Alerts:"):
+    for heading in (*headings, "#### Sustained signals", "### Estimate:", "### Alerts:", "### Detectable shift"):
         assert heading in stdout
     meta = results["meta"]
     assert meta["quick"] is True
@@ -171,3 +171,16 @@ def test_sustained_rates_and_delays_for_every_configuration(quick_run):
         assert set(config["delays"]) == {"inverted pixels", "wrong model"}
         for delays in config["delays"].values():
             assert all(len(v) == sustained["delay_streams"] for v in delays.values())
+
+
+def test_detectable_covers_its_quick_grid_mnist_and_the_alarm_delays(quick_run):
+    results, _ = quick_run
+    detectable = results["detectable"]
+    assert {(c["rows"], c["window"]) for c in detectable["tabular"]} == {(114, 30), (114, 100), (500, 30), (500, 100)}
+    for cell in [*detectable["tabular"], detectable["mnist"]]:
+        for key in ("shift_all_sd", "shift_some_sd", "class_share_increase", "confidence_drop"):
+            assert cell[key] >= 0, (key, cell)  # a size, 0 (fires unshifted) or inf (not caught)
+        assert positive(cell["seconds"]) and cell["psi_cut"] > 0
+    assert detectable["mnist"]["features"] == 784
+    median, p90 = detectable["alarm_windows"]["0.5"]
+    assert 3 <= median <= p90  # GangplankDataDrift needs 3 windows at best

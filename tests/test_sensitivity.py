@@ -146,12 +146,14 @@ def test_the_confidence_drop_found_is_where_the_confidence_psi_fires_half_the_wi
     assert confidence_rate(reference, p, 1.3 * drop) > 0.65
 
 
-def test_nothing_is_caught_by_windows_that_never_alarm_and_bad_arguments_raise(gaussian):
+def test_nothing_is_caught_by_windows_that_never_alarm_everything_by_cuts_of_zero_and_bad_arguments_raise(gaussian):
     reference, x, p, _ = gaussian
     never = reference.with_thresholds(min_window_samples=WINDOW + 1)
     found = never.detectable_shift(x[:2000], p[:2000], windows=10)
     assert found["input_shift_sd"] == np.inf and found["confidence_drop"] == np.inf
     assert np.all(found["class_share_increase"] == np.inf)
+    always = reference.with_thresholds(feature_psi=np.zeros(2), drifted_features_ratio=0.0)
+    assert always.detectable_shift(x[:2000], p[:2000], windows=10)["input_shift_sd"] == 0.0  # fires unshifted
     with pytest.raises(ValueError, match="features_share"):
         reference.detectable_shift(x, p, features_share=0)
     with pytest.raises(ValueError, match="power"):

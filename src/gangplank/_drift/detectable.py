@@ -18,6 +18,10 @@ rate grows with ``s`` and the search converges. Shifts:
   ``(1 - λ) p + λ / k``, which keeps the predicted class and lowers the mean
   confidence by ``s = λ (mean confidence - 1 / k)``.
 
+On discrete features (counts, pixel intensities on a 1/255 grid) a mean
+shift is a poor yardstick: a tiny one moves values across bin edges, and
+the input signal catches it.
+
 A shift of 0 means the signal fires in ``power`` of the windows of the
 unshifted rows: they already differ from the reference (not its
 distribution), or the reference is too small for its windows.

@@ -78,6 +78,42 @@ def tabular(ctx) -> list[dict]:
     return out
 
 
+def issue_case(ctx) -> dict:
+    """The issue's 114 rows and windows of 30 (the features at their own locations and scales): the input
+    signal's firing rate around the shift found, and on the issue's two changes (10 of 30 features scaled by
+    1.5 around their mean and moved by 1 SD; the columns reversed)."""
+    from gangplank import DriftReference
+
+    rng = np.random.default_rng(2)
+    x, p = _rows(rng, 114)
+    fresh_x, fresh_p = _rows(rng, FRESH_ROWS)
+    # Columns of their own location and scale, so that reversing their order changes what each one holds.
+    scale, location = np.linspace(0.5, 3.0, FEATURES, dtype=np.float32), np.arange(FEATURES, dtype=np.float32)
+    x, fresh_x = x * scale + location, fresh_x * scale + location
+    reference = DriftReference.fit(x, p, window_size=30, n_simulations=100 if ctx.quick else 1000)
+    windows = 20 if ctx.quick else 200
+    found = reference.detectable_shift(fresh_x, fresh_p, windows=windows)["input_shift_sd"]
+    draws = rng.integers(0, FRESH_ROWS, (windows, 30))
+    mean, sd = fresh_x.mean(axis=0), fresh_x.std(axis=0)
+
+    def rate(change) -> float:
+        fired = [reference.compare(reference.window_of(change(fresh_x[r]), fresh_p[r])).signals["input"] for r in draws]
+        return float(np.mean(fired))
+
+    def scaled(x):
+        x = x.copy()
+        x[:, :SHIFTED] = (x[:, :SHIFTED] - mean[:SHIFTED]) * 1.5 + mean[:SHIFTED] + sd[:SHIFTED]
+        return x
+
+    return {
+        "shift_all_sd": found,
+        "rates": {str(m): rate(lambda x, m=m: x + m * found * sd) for m in (0.0, 0.5, 1.0, 1.5, 2.0)},
+        "scaled_10_by_1_5_plus_1_sd": rate(scaled),
+        "columns_reversed": rate(lambda x: x[:, ::-1]),
+        "windows": windows,
+    }
+
+
 def mnist(ctx) -> dict:
     data = ctx.data
     reference = data.reference()
@@ -101,6 +137,7 @@ def bench_detectable(ctx):
     return {
         "status": "ok",
         "tabular": tabular(ctx),
+        "issue": issue_case(ctx),
         "mnist": mnist(ctx),
         "alarm_windows": {str(rate): windows_to_alarm(rate, rng) for rate in (0.5, 0.8)},
     }
@@ -139,6 +176,8 @@ def report_detectable(result):
         "mean confidence down (points)",
     ]
     m = result["mnist"]
+    issue = result["issue"]
+    rates = ", ".join(f"{v:.2f}" for v in issue["rates"].values())
     median, p90 = result["alarm_windows"]["0.5"]
     median8, p908 = result["alarm_windows"]["0.8"]
     size = 200
@@ -159,6 +198,11 @@ def report_detectable(result):
         f"across), class share up {_points(m['class_share_increase'])} points, mean confidence "
         f"({m['mean_confidence']:.3f}) down {100 * m['confidence_drop']:.2g} points; "
         f"`detectable_shift` took {m['seconds']:.1f} s (100 windows, all three signals).\n\n"
+        f"The issue's case (another draw of 114 rows, each feature at its own location and scale, windows of "
+        f"30): all features shifted {issue['shift_all_sd']:.2f} "
+        f"SD fire in half the windows; the input signal's rate at 0, 0.5, 1, 1.5 and 2 times that shift: {rates} "
+        f"({issue['windows']} windows); 10 of 30 features spread 1.5 times wider and moved by 1 SD: "
+        f"{issue['scaled_10_by_1_5_plus_1_sd']:.2f}; the columns reversed: {issue['columns_reversed']:.2f}.\n\n"
         f"Windows until `GangplankDataDrift` ({SUSTAINED} of the last {RECENT}) when each window fires with "
         f"probability 0.5: median {median:g}, 90th percentile {p90:g}; with 0.8: {median8:g} and {p908:g}.\n\n"
         + table(

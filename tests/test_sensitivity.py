@@ -160,3 +160,17 @@ def test_nothing_is_caught_by_windows_that_never_alarm_everything_by_cuts_of_zer
         reference.detectable_shift(x, p, power=1.0)
     with pytest.raises(ValueError, match="inputs"):
         reference.detectable_shift(x[:, :1], p)
+
+
+def test_categorical_columns_are_never_shifted():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {"a": rng.normal(size=2000), "c": rng.choice(["x", "y", "z"], 2000), "b": rng.normal(size=2000)}
+    )
+    p = rng.dirichlet([1, 1], 2000)
+    reference = DriftReference.fit(table, p, window_size=100, n_simulations=100, false_alarm_rate=1e-2)
+    found = reference.detectable_shift(table, p, windows=20)
+    assert found["shifted_features"].tolist() == [0, 2] and 0 < found["input_shift_sd"] < 2
+    only_categories = DriftReference.fit(table[["c"]], p, window_size=100, n_simulations=100, false_alarm_rate=1e-2)
+    assert np.isnan(only_categories.detectable_shift(table[["c"]], p, windows=20)["input_shift_sd"])

@@ -11,7 +11,8 @@ rate grows with ``s`` and the search converges. Shifts:
 
 * ``input_shift_sd``: every feature (or a random ``features_share`` of them)
   moved by ``s`` of its standard deviation in the given rows; ``inf`` if not
-  caught at ``MAX_SD``. Features with no spread do not move.
+  caught at ``MAX_SD``, NaN without numeric inputs. Features with no spread, and
+  categorical columns, do not move.
 * ``class_share_increase``: one class's share of the predictions raised by
   ``s`` (its rows drawn more often, the others' less), for each class.
 * ``confidence_drop``: every row's probabilities mixed with the uniform,
@@ -82,8 +83,10 @@ def detectable_shift(
         "mean_confidence": float(confidence.mean()),
         "confidence_drop": float("nan"),
     }
-    if batch.inputs is not None and reference.n_features:
-        columns = np.sort(rng.permutation(reference.n_features)[: max(1, round(features_share * reference.n_features))])
+    categorical = () if reference.categories is None else tuple(reference.categories.values)
+    numeric = np.setdiff1d(np.arange(reference.n_features), np.array(categorical, dtype=np.int64))
+    if batch.inputs is not None and numeric.size:
+        columns = np.sort(rng.permutation(numeric)[: max(1, round(features_share * numeric.size))])
         spread = np.nanstd(batch.inputs.astype(np.float64), axis=0)
         step = np.where(np.isfinite(spread), spread, 0.0)[columns].astype(np.float32)
         result["shifted_features"] = columns

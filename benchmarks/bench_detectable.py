@@ -176,6 +176,7 @@ def report_detectable(result):
         "mean confidence down (points)",
     ]
     m = result["mnist"]
+    seconds = [c["seconds"] for c in result["tabular"]]
     issue = result["issue"]
     rates = ", ".join(f"{v:.2f}" for v in issue["rates"].values())
     median, p90 = result["alarm_windows"]["0.5"]
@@ -191,6 +192,7 @@ def report_detectable(result):
         f"(`DriftReference.detectable_shift`, {FRESH_ROWS:,} fresh rows; class share: median over the classes; "
         f"mean confidence {result['tabular'][0]['mean_confidence']:.2f} on the reference):\n\n"
         + table(header, rows)
+        + f"\n\n`detectable_shift` took {min(seconds):.1f}-{max(seconds):.1f} s per reference (all three signals)."
         + f"\n\nMNIST convnet, {m['rows']:,} reference rows, windows of {m['window']}, {m['features']} pixels, "
         f"windows drawn from the test images: all pixels shifted {m['shift_all_sd']:.2g} SD, a third of them "
         f"{m['shift_some_sd']:.2g} SD (pixel values sit on a 1/255 grid next to the bin edges: any shift moves some "

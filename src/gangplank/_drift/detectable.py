@@ -7,7 +7,7 @@ is judged by :meth:`~gangplank.DriftReference.compare`, exactly as in
 production. The smallest ``s`` at which a signal fires in at least ``power``
 of the windows is found by doubling, then bisection (relative precision
 ``2 ** -BISECTIONS``). Every size reuses the same row draws, so the firing
-rate grows with ``s`` and the search converges. Shifts:
+rate grows with ``s`` (up to sampling noise) and the search converges. Shifts:
 
 * ``input_shift_sd``: every feature (or a random ``features_share`` of them)
   moved by ``s`` of its standard deviation in the given rows; ``inf`` if not
@@ -28,8 +28,8 @@ unshifted rows: they already differ from the reference (not its
 distribution), or the reference is too small for its windows.
 
 Cost: about ``windows`` × 10 comparisons per signal (per class for the
-prediction signal), each binning one window: 1-3 s for 30 features, some
-seconds for 784 (``benchmarks/run.py detectable`` prints it).
+prediction signal), each binning one window: 1-2 s for 30 features, 3-6 s
+for MNIST's 784 pixels (``python benchmarks/run.py detectable``).
 
 Example:
     >>> import numpy as np

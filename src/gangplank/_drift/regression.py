@@ -16,13 +16,13 @@ more often.
 
 Example:
     >>> import numpy as np
-    >>> predictions = as_values(np.arange(10.0).reshape(10, 1), "predictions")
+    >>> predictions = as_values(np.arange(11.0).reshape(11, 1), "predictions")
     >>> edges = prediction_edges(predictions, bins=5)
-    >>> edges.tolist(), one_hot(np.array([0.5, 9.0]), edges).argmax(axis=1).tolist()
-    ([1.8, 3.6, 5.4, 7.2], [0, 4])
+    >>> edges.tolist(), one_hot(np.array([0.5, 10.0]), edges).argmax(axis=1).tolist()
+    ([2.0, 4.0, 6.0, 8.0], [0, 4])
     >>> errors = ErrorProfile.of(np.array([0.0, 1.0, -1.0, 2.0, -4.0]))
     >>> errors.mae, round(errors.rmse, 3), errors.rows
-    (1.6, 2.049, 5)
+    (1.6, 2.098, 5)
 """
 
 from __future__ import annotations
@@ -121,4 +121,5 @@ class ErrorProfile:
     def from_header(cls, header: dict | None) -> ErrorProfile:
         if not header:
             return cls.none()
-        return cls(*(float(header[key]) for key in ("mae", "rmse", "quantile", "within")), int(header["rows"]))
+        mae, rmse, quantile, within = (float(header[key]) for key in ("mae", "rmse", "quantile", "within"))
+        return cls(mae, rmse, quantile, within, int(header["rows"]))

@@ -12,6 +12,7 @@ from gangplank import DriftMonitor, DriftReference, ProductionDriftExporter
 from gangplank._drift.families import PREFIX
 from gangplank._drift.reference_file import read
 from gangplank.metric_schema import spec
+from tests.gateway_tools import ROOT
 
 D = 4
 WEIGHTS = np.array([1.0, -2.0, 0.5, 0.0])
@@ -207,3 +208,12 @@ def test_a_regression_reference_needs_the_thread_worker(regressor):
     _, reference, _ = regressor
     with pytest.raises(ValueError, match="worker='thread'"):
         DriftMonitor(None, "regression", reference=reference, worker="process")
+
+
+@pytest.mark.slow  # trains the README's Keras regressor
+def test_the_readme_regression_example_runs_as_printed(pushgateway, capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("A self-contained run with a small Keras regressor")[1].split("```python\n")[1].split("```")[0]
+    code, printed = block.split("\n# ", 1)
+    exec(compile(code.replace('"127.0.0.1:9091"', repr(pushgateway.address)), "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == printed.strip()

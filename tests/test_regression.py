@@ -9,7 +9,7 @@ from gangplank_devtools import read_gateway, value, wait_for
 from scipy import stats
 
 from gangplank import DriftMonitor, DriftReference, ProductionDriftExporter
-from gangplank._drift.families import PREFIX
+from gangplank._drift.families import CLASSIFIER_ONLY, PREFIX, REGRESSION_ONLY
 from gangplank._drift.reference_file import read
 from gangplank.metric_schema import spec
 from tests.gateway_tools import ROOT
@@ -87,6 +87,11 @@ def test_save_and_load_keep_the_regression_parts(regressor, tmp_path):
     np.testing.assert_array_equal(loaded.profile.prediction_edges, reference.profile.prediction_edges)
     assert loaded.get_params() == reference.get_params()
     rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    untargeted = DriftReference.fit(x, x[:, 0], task="regression", window_size=100)  # no targets: no error charts
+    untargeted.save(tmp_path / "untargeted.npz")
+    assert read(tmp_path / "untargeted.npz")[0]["errors"] is None
+    assert DriftReference.load(tmp_path / "untargeted.npz").reference_errors.rows == 0
     classifier = DriftReference.fit(rng.normal(size=(400, 2)), rng.dirichlet([1, 1], 400), window_size=100)
     classifier.save(tmp_path / "classifier.npz")
     assert read(tmp_path / "classifier.npz")[0]["version"] == 3  # older gangplank versions still read it
@@ -200,7 +205,8 @@ def test_the_keras_callback_exports_regression_families_and_never_raises(regress
     assert value(found, PREFIX + "reference_rmse") == pytest.approx(reference.reference_errors.rmse)
     assert value(found, PREFIX + "cusum_threshold", evidence="error", chart="small") > 0
     names = {name for name, _ in found}
-    assert PREFIX + "feedback_correct_total" not in names and PREFIX + "confidence_psi" not in names
+    assert {PREFIX + name for name in REGRESSION_ONLY} <= names
+    assert not {PREFIX + name for name in CLASSIFIER_ONLY} & names
     assert all(spec(name) for name in names if name.startswith(PREFIX))
 
 

@@ -235,6 +235,18 @@ CLASSIFIER_ONLY = (
 )
 
 
+# What only a regression model's monitor exports.
+REGRESSION_ONLY = (
+    "feedback_absolute_error_total",
+    "feedback_squared_error_total",
+    "error_cut",
+    "feedback_mae",
+    "feedback_rmse",
+    "reference_mae",
+    "reference_rmse",
+)
+
+
 def _regression(totals: Totals, report: WindowReport | None, status: Status) -> dict:
     values = _named(
         feedback_absolute_error_total=totals.absolute_error_sum,

@@ -88,11 +88,15 @@ def test_save_and_load_keep_the_regression_parts(regressor, tmp_path):
     assert loaded.get_params() == reference.get_params()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))
-    untargeted = DriftReference.fit(x, x[:, 0], task="regression", window_size=100)  # no targets: no error charts
+    untargeted = DriftReference.fit(
+        x, x[:, 0], task="regression", window_size=100, n_simulations=20, false_alarm_rate=0.01
+    )  # no targets: no error charts
     untargeted.save(tmp_path / "untargeted.npz")
     assert read(tmp_path / "untargeted.npz")[0]["errors"] is None
     assert DriftReference.load(tmp_path / "untargeted.npz").reference_errors.rows == 0
-    classifier = DriftReference.fit(rng.normal(size=(400, 2)), rng.dirichlet([1, 1], 400), window_size=100)
+    classifier = DriftReference.fit(
+        rng.normal(size=(400, 2)), rng.dirichlet([1, 1], 400), window_size=100, n_simulations=20, false_alarm_rate=0.01
+    )
     classifier.save(tmp_path / "classifier.npz")
     assert read(tmp_path / "classifier.npz")[0]["version"] == 3  # older gangplank versions still read it
     assert not DriftReference.load(tmp_path / "classifier.npz").is_regression

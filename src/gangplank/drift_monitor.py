@@ -36,7 +36,8 @@ from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 
 
 class DriftMonitor:
-    """Watch a deployed classifier's inputs, probabilities and labels; export drift per window.
+    """Watch a deployed classifier's inputs, probabilities and labels (or a regression model's inputs,
+    predictions and targets); export drift per window.
 
     :meth:`observe` only validates a batch and hands it to a worker thread (or,
     with ``worker="process"``, copies it into memory shared with a worker
@@ -355,6 +356,9 @@ class DriftMonitor:
         in ``gangplank_predict_input_nonfinite_total``.
         ``ids`` (one str or int per row) are remembered with the predicted
         class, so that :meth:`feedback` can join labels to them later.
+        For a regression reference (``task="regression"``) ``probabilities`` are
+        the model's predictions, (rows,) or (rows, 1), and ``labels`` the
+        continuous targets; ids remember the prediction.
         A closed monitor raises ``RuntimeError``.
         """
         self._raise_known_failure()

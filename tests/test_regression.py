@@ -162,6 +162,18 @@ def test_in_control_targets_by_id_never_page_and_the_chart_is_the_hand_cusum(reg
     assert monitor.totals.squared_error_sum / 2000 == pytest.approx(np.mean((y - p) ** 2), rel=1e-9)
 
 
+def test_a_prediction_of_minus_one_is_not_taken_for_a_dropped_batch(regressor):
+    model, reference, _ = regressor
+    x, p, y = fresh(model, 13, 3)
+    p[1] = -1.0  # the scoring-id store marks dropped batches with the integer -1
+    with DriftMonitor(None, "regression", reference=reference) as monitor:
+        monitor.observe(x, p, ids=["a", "b", "c"])
+        assert monitor.feedback(y[[1, 2]], ids=["b", "c"]) == 2
+        assert monitor.flush()
+        assert monitor.window.error_rows == 2
+        assert monitor.window.absolute_error_sum == pytest.approx(abs(y[1] + 1.0) + abs(y[2] - p[2]))
+
+
 def test_a_model_whose_errors_grow_pages_on_the_error_charts(regressor):
     model, reference, _ = regressor
     x, p, y = fresh(model, 12, 2000)

@@ -160,7 +160,7 @@ class WindowTracker:
         For a regression reference ``labels`` are targets and ``predicted`` the predictions.
         """
         if self.reference.is_regression:
-            self._add_errors(labels - predicted, rows)
+            self._add_errors(labels, predicted)
             return
         try:
             self._charts.add("labels", labels == predicted)
@@ -178,17 +178,18 @@ class WindowTracker:
             self._lose(0, labels.size)
             self.caught("process", error)
 
-    def _add_errors(self, errors: np.ndarray, rows: np.ndarray | None) -> None:
+    def _add_errors(self, targets: np.ndarray, predictions: np.ndarray) -> None:
         """A regression model's later targets: their errors to the open window (the MAE and RMSE of a window are
         those of the targets that arrived while it was open, whichever window their prediction was in), and to
-        the charts. ``rows`` (their predictions' stream rows) are not needed."""
+        the charts."""
         try:
+            errors = targets - predictions
             self._charts.add("error", self.reference.profile.errors.within_cut(errors))
             self._window.add_errors(errors)
             self.evidence += errors.size
             self._status = self._make_status()
         except Exception as error:
-            self._lose(0, errors.size)
+            self._lose(0, targets.size)
             self.caught("process", error)
 
     # -- closing ----------------------------------------------------------------

@@ -27,7 +27,7 @@ from tests.stack_tools import (
 
 pytestmark = pytest.mark.slow  # runs the local monitoring stack
 
-DASHBOARDS = ["training.json", "production.json"]
+DASHBOARDS = ["training.json", "production.json", "regression.json"]
 HAS_SDK = importlib.util.find_spec("grafana_foundation_sdk") is not None
 TRAINING_METRICS = {
     "gangplank_train_loss",
@@ -86,6 +86,17 @@ PRODUCTION_METRICS = {
     "gangplank_predict_shadow_agreed_total",
     "gangplank_predict_shadow_samples_total",
 }
+REGRESSION_METRICS = {
+    "gangplank_predict_feedback_mae",
+    "gangplank_predict_feedback_rmse",
+    "gangplank_predict_reference_mae",
+    "gangplank_predict_reference_rmse",
+    "gangplank_predict_error_cut",
+    "gangplank_predict_cusum",
+    "gangplank_predict_cusum_threshold",
+    "gangplank_predict_class_share",
+    "gangplank_predict_class_chi2_p_value",
+}
 RECORDING_RULES = {
     "gangplank:predict_samples:rate5m",
     "gangplank:predict_instance_samples:rate5m",
@@ -110,6 +121,7 @@ def test_structure(name):
     [
         ("training.json", ["job"], TRAINING_METRICS),
         ("production.json", ["job", "agent", "instance"], PRODUCTION_METRICS),
+        ("regression.json", ["job", "agent", "instance"], REGRESSION_METRICS),
     ],
 )
 def test_variables_and_coverage(name, variables, metrics):
@@ -268,4 +280,55 @@ def test_production_dashboard_queries_return_data(drifted):
     assert variables["instance"] == ["r0", "r1"]
     body = prometheus_get(url, "/api/v1/query", {"query": 'ALERTS{job="dash-prod",instance="r1"}'})
     assert body["data"]["result"] == []  # the clean replica raises nothing
+    assert check_dashboard_queries(dashboard, url, variables) == []
+
+
+@pytest.fixture(scope="module")
+def regressed(local_stack):
+    """A regression fleet, job dash-reg, agent reg: replica r0's model gets noisier after two windows (its
+    errors grow), r1 stays as good as the reference. Targets arrive with the predictions."""
+    rng = np.random.default_rng(3)
+    url = local_stack.prometheus.url
+    weights = np.array([1.0, -2.0, 0.5])
+
+    def batch(n, noise=0.0):
+        x = rng.normal(size=(n, 3))
+        y = x @ weights + rng.normal(scale=0.3, size=n)
+        return x, x @ weights + rng.normal(scale=noise, size=n) if noise else x @ weights, y
+
+    ref = gangplank.DriftReference.fit(*batch(2000), task="regression", window_size=50, n_simulations=200)
+    monitors = {
+        name: gangplank.DriftMonitor(
+            local_stack.pushgateway.address,
+            "dash-reg",
+            reference=ref,
+            agent="reg",
+            grouping_key={"instance": name},
+        )
+        for name in ("r0", "r1")
+    }
+    plan = {"r0": [0.0] * 2 + [1.5] * 4, "r1": [0.0] * 6}
+    for i in range(6):
+        for name, monitor in monitors.items():
+            monitor.observe(*batch(50, plan[name][i]))
+            monitor.flush(timeout=30)
+        for name in monitors:
+            expr = f'gangplank_predict_windows_total{{job="dash-reg",agent="reg",instance="{name}"}} >= {i + 1}'
+            assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
+    for monitor in monitors.values():
+        monitor.close()
+    for expr in (
+        'gangplank:predict_feedback_mae:rate5m{job="dash-reg",agent="reg"}',
+        'ALERTS{alertstate="firing",job="dash-reg",alertname="GangplankModelDegraded",instance="r0"}',
+    ):
+        assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
+    return local_stack
+
+
+def test_regression_dashboard_queries_return_data(regressed):
+    dashboard, url = load_dashboard("regression.json"), regressed.prometheus.url
+    variables = resolve_variables(dashboard, url, {"job": ["dash-reg"], "agent": ["reg"]})
+    assert variables["instance"] == ["r0", "r1"]
+    body = prometheus_get(url, "/api/v1/query", {"query": 'ALERTS{job="dash-reg",instance="r1"}'})
+    assert body["data"]["result"] == []  # the replica whose errors did not grow raises nothing
     assert check_dashboard_queries(dashboard, url, variables) == []

@@ -10,7 +10,7 @@ import pytest
 from gangplank_devtools import read_gateway, value, wait_for
 
 from gangplank import DriftReference, ProductionDriftExporter
-from gangplank._drift.families import PREFIX
+from gangplank._drift.families import PREFIX, REGRESSION_ONLY
 from gangplank.metric_schema import SCHEMA
 
 D, K = 8, 3
@@ -179,7 +179,8 @@ def test_every_metric_reaches_the_gateway_with_job_and_agent(make_drift, pushgat
     names = {name for name, _ in samples}
     predict = [entry for entry in SCHEMA if entry.source == "predict"]
     for entry in predict:
-        assert entry.name in names or "shadow_" in entry.name, entry.name  # shadow gauges: with a shadow model
+        regression = entry.name.removeprefix(PREFIX) in REGRESSION_ONLY  # with task="regression" (test_regression)
+        assert entry.name in names or "shadow_" in entry.name or regression, entry.name  # shadow: with a shadow model
     for (name, labels), _ in samples.items():
         labels = dict(labels)
         if name.startswith(PREFIX):

@@ -164,8 +164,8 @@ def test_corrupted_compressed_bytes(saved, tmp_path):
 
 def test_other_version_and_other_format(saved, tmp_path):
     path, header = saved
-    newer = rewrite(path, tmp_path / "v4.npz", {**header, "version": 4})
-    assert_format_error(newer, "version 4", "reads versions 1, 2 and 3")
+    newer = rewrite(path, tmp_path / "v5.npz", {**header, "version": 5})
+    assert_format_error(newer, "version 5", "reads versions 1, 2, 3 and 4")
     other = rewrite(path, tmp_path / "other.npz", {**header, "format": "something-else"})
     assert_format_error(other, "something-else", FORMAT)
     no_header = tmp_path / "no-header.npz"

@@ -32,6 +32,8 @@ RECORDED = {
     "gangplank:predict_samples:rate5m",
     "gangplank:predict_instance_samples:rate5m",
     "gangplank:predict_feedback_accuracy:ratio",
+    "gangplank:predict_feedback_mae:rate5m",
+    "gangplank:predict_feedback_rmse:rate5m",
     "gangplank:predict_drift_windows:ratio",
     "gangplank:predict_drift_windows:ratio1h",
 }

@@ -24,7 +24,8 @@ from ._drift.families import Totals
 from ._drift.intake import plain_rows
 from ._drift.process_worker import ProcessWorker
 from ._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows
-from ._drift.scoring_ids import DROPPED, ScoringIds
+from ._drift.regression import as_values
+from ._drift.scoring_ids import DROPPED, ScoringIds, is_dropped
 from ._drift.settings import MonitorSettings
 from ._drift.tracker import WindowTracker
 from ._drift.validation import as_labels, as_predicted_classes
@@ -35,7 +36,8 @@ from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 
 
 class DriftMonitor:
-    """Watch a deployed classifier's inputs, probabilities and labels; export drift per window.
+    """Watch a deployed classifier's inputs, probabilities and labels (or a regression model's inputs,
+    predictions and targets); export drift per window.
 
     :meth:`observe` only validates a batch and hands it to a worker thread (or,
     with ``worker="process"``, copies it into memory shared with a worker
@@ -195,6 +197,8 @@ class DriftMonitor:
         reference = reference.with_thresholds(quality_floor=settings.quality_floor)
         if worker not in ("thread", "process"):
             raise ValueError(f"worker must be 'thread' or 'process', got {worker!r}")
+        if worker == "process" and reference.is_regression:
+            raise ValueError("a regression reference (task='regression') needs worker='thread'")
         if worker == "process" and on_window is not None:
             raise ValueError("on_window runs with this process's objects: it needs worker='thread'")
         self.settings = settings
@@ -353,6 +357,9 @@ class DriftMonitor:
         in ``gangplank_predict_input_nonfinite_total``.
         ``ids`` (one str or int per row) are remembered with the predicted
         class, so that :meth:`feedback` can join labels to them later.
+        For a regression reference (``task="regression"``) ``probabilities`` are
+        the model's predictions, (rows,) or (rows, 1), and ``labels`` the
+        continuous targets; ids remember the prediction.
         A closed monitor raises ``RuntimeError``.
         """
         self._raise_known_failure()
@@ -367,10 +374,17 @@ class DriftMonitor:
             batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False, shadow=shadow)
             first_row = self._worker.enqueue(batch, batch.rows)
             probabilities, ids = batch.probabilities, batch.ids
+            if batch.predictions is not None:  # a regression model's: remembered as floats
+                probabilities = batch.predictions
         if ids is not None:
             # Ids of a dropped batch are remembered as such: their labels are counted apart.
             accepted = first_row is not None
-            predicted = probabilities.argmax(axis=1) if accepted else [DROPPED] * len(ids)
+            if not accepted:
+                predicted = [DROPPED] * len(ids)
+            elif probabilities.ndim == 1:
+                predicted = probabilities.tolist()
+            else:
+                predicted = probabilities.argmax(axis=1)
             self.scoring_ids.remember(ids, predicted, first_row if first_row is not None else -1)
 
     def feedback(self, labels, predictions=None, ids=None) -> int:
@@ -387,6 +401,9 @@ class DriftMonitor:
         open, the pooled recent accuracy and the totals once it closed); labels
         with ``predictions`` towards the current window. Every label also feeds
         the sequential accuracy charts, in the order labels arrive.
+        For a regression reference ``labels`` are continuous targets and
+        ``predictions`` the model's predictions: they give MAE and RMSE and
+        feed the error charts.
         A closed monitor raises ``RuntimeError``.
         """
         self._raise_known_failure()
@@ -395,15 +412,22 @@ class DriftMonitor:
             raise ValueError("feedback needs either predictions or ids (not both)")
         rows = None
         unmatched = of_dropped = 0
+        regression = self.reference.is_regression
         if ids is not None:
             ids = as_ids(ids, len(ids) if not isinstance(ids, (str, int)) else 1)
-            y = as_labels(labels, k, len(ids))
+            y = as_values(labels, "targets", len(ids)) if regression else as_labels(labels, k, len(ids))
             found, found_rows, unmatched = self.scoring_ids.join_rows(ids)
-            keep = np.array([cls is not None and cls != DROPPED for cls in found], dtype=bool)
-            predicted = np.array([cls for cls in found if cls is not None and cls != DROPPED], dtype=np.int64)
+            keep = np.array([cls is not None and not is_dropped(cls) for cls in found], dtype=bool)
+            predicted = np.array(
+                [cls for cls, kept in zip(found, keep, strict=True) if kept],
+                dtype=np.float64 if regression else np.int64,
+            )
             rows = np.array([row for row, kept in zip(found_rows, keep, strict=True) if kept], dtype=np.int64)
-            of_dropped = sum(cls == DROPPED for cls in found)
+            of_dropped = sum(is_dropped(cls) for cls in found)
             y = y[keep]
+        elif regression:
+            predicted = as_values(predictions, "predictions")
+            y = as_values(labels, "targets", predicted.shape[0])
         else:
             predicted = as_predicted_classes(predictions, k, threshold=self.reference.threshold)
             y = as_labels(labels, k, predicted.shape[0])

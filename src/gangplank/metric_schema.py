@@ -67,7 +67,7 @@ PREDICT = (
     _predict(
         "cusum_alarms_total",
         "counter",
-        "Alarm episodes of this sequential chart (evidence: labels or shadow; chart: small or large drop)",
+        "Alarm episodes of this sequential chart (evidence: labels, shadow or error; chart: small or large drop)",
         "evidence",
         "chart",
     ),
@@ -134,8 +134,8 @@ PREDICT = (
     _predict(
         "cusum",
         "gauge",
-        "Sequential evidence (nats) that accuracy (labels) or agreement (shadow) fell; at or above its threshold "
-        "while in alarm",
+        "Sequential evidence (nats) that accuracy (labels) or agreement (shadow) fell, or that a regression "
+        "model's errors grew (error); at or above its threshold while in alarm",
         "evidence",
         "chart",
     ),
@@ -162,6 +162,29 @@ PREDICT = (
     _predict("feedback_recall", "gauge", "Recall of this class on the labelled samples of the last window", "class"),
     _predict("feedback_f1", "gauge", "F1 score of this class on the labelled samples of the last window", "class"),
     _predict("threshold", "gauge", "Threshold the drift decision used in the last window", "statistic"),
+    # A regression model's monitor (task="regression"): its targets' errors, target - prediction.
+    _predict(
+        "feedback_absolute_error_total",
+        "counter",
+        "Regression: sum of the absolute errors of targets received (over feedback_samples_total: the MAE)",
+    ),
+    _predict(
+        "feedback_squared_error_total",
+        "counter",
+        "Regression: sum of the squared errors of targets received (over feedback_samples_total: the MSE)",
+    ),
+    _predict("feedback_mae", "gauge", "Regression: mean absolute error of the targets that arrived in the last window"),
+    _predict(
+        "feedback_rmse", "gauge", "Regression: root mean squared error of the targets that arrived in the last window"
+    ),
+    _predict("reference_mae", "gauge", "Regression: mean absolute error on the reference rows"),
+    _predict("reference_rmse", "gauge", "Regression: root mean squared error on the reference rows"),
+    _predict(
+        "error_cut",
+        "gauge",
+        "Regression: absolute error above which a target counts against the error charts (the reference's 90th "
+        "percentile)",
+    ),
 )
 
 

@@ -32,6 +32,7 @@ from ._drift.calibration import FitSettings, calibrate
 from ._drift.categories import Categories, is_table
 from ._drift.comparison import SIGNALS, Thresholds, WindowReport, compare
 from ._drift.profile import Profile
+from ._drift.regression import ErrorProfile, as_values, check_task, prediction_edges
 from ._drift.validation import is_single_output
 from ._drift.window import Window
 
@@ -71,6 +72,7 @@ class DriftReference:
         accuracy_tolerance: float = 0.02,
         input_stride: int = 1,
         threshold: float | None = None,
+        task: str = "classification",
     ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
@@ -92,6 +94,14 @@ class DriftReference:
         on (e.g. the validation split), so that confidence, accuracy and
         agreement reflect unseen data.
 
+        With ``task="regression"`` ``probabilities`` are a regression model's
+        predictions, (rows,) or (rows, 1), and ``labels`` its continuous
+        targets, optional: the ``prediction`` signal tests the predictions'
+        distribution over ``quantile_bins`` bins at the reference's quantiles,
+        and targets give MAE, RMSE and the sequential error charts
+        (:mod:`gangplank._drift.regression`). ``shadow`` and ``threshold`` are
+        for classifiers.
+
         The other keyword arguments are saved with the reference
         (:meth:`get_params`):
 
@@ -99,14 +109,22 @@ class DriftReference:
         """
         if inputs is None:
             raise ValueError("inputs are required to fit a reference")
-        if is_single_output(probabilities):
+        edges = None
+        if check_task(task) == "regression":
+            if shadow is not None or threshold is not None:
+                raise ValueError("shadow and threshold are for classifiers, not for task='regression'")
+            edges = prediction_edges(as_values(probabilities, "predictions"), quantile_bins)
+        elif is_single_output(probabilities):
             threshold = 0.5 if threshold is None else float(threshold)
         elif threshold is not None:
             raise ValueError("threshold is for a binary classifier's single output, (rows,) or (rows, 1)")
         categories = Categories.fit(inputs, width_bins + quantile_bins - 2) if is_table(inputs) else None
         if categories is not None:
             inputs = categories.encode(inputs)
-        batch = Batch.of(inputs, probabilities, labels, shadow=shadow, threshold=threshold)
+        if edges is not None:
+            batch = Batch.of_regression(inputs, probabilities, labels, edges=edges)
+        else:
+            batch = Batch.of(inputs, probabilities, labels, shadow=shadow, threshold=threshold)
         settings = FitSettings(
             window_size=int(window_size),
             false_alarm_rate=false_alarm_rate,
@@ -121,9 +139,10 @@ class DriftReference:
             input_stride=input_stride,
             accuracy_tolerance=float(accuracy_tolerance),
             threshold=threshold,
+            task=task,
         )
         settings.check(batch.rows)
-        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories)
+        profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories, edges)
         reference = cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
         logger.info("gangplank: DriftReference.fit: %s", sensitivity.summary(reference.sensitivity()))
         for sentence in sensitivity.warnings(reference.sensitivity()):
@@ -145,6 +164,11 @@ class DriftReference:
         """Validate a batch for this reference (``ValueError`` if it does not fit)."""
         if self.categories is not None and inputs is not None:
             inputs = self.categories.encode(inputs)
+        if self.is_regression:
+            if shadow is not None:
+                raise ValueError("a regression reference takes no shadow model")
+            edges = self.profile.prediction_edges
+            return Batch.of_regression(inputs, probabilities, labels, ids, edges=edges, n_features=self.n_features)
         return Batch.of(
             inputs,
             probabilities,
@@ -156,6 +180,16 @@ class DriftReference:
             normalise=normalise,
             threshold=self.threshold,
         )
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether the reference is a regression model's (``task="regression"``)."""
+        return self.profile.is_regression
+
+    @property
+    def reference_errors(self) -> ErrorProfile:
+        """A regression reference's MAE, RMSE and the error charts' cut (NaN without targets)."""
+        return self.profile.errors
 
     @property
     def threshold(self) -> float | None:

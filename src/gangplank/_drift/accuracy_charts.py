@@ -11,6 +11,11 @@ CUSUM charts (:mod:`gangplank._drift.sequential`):
   class? Agreement drops about as much as accuracy when the model goes
   wrong (agreement on the line), so the same drops are tested on the
   reference agreement.
+* ``error``: a regression model's target: was the absolute error at most the
+  reference's 90th percentile (:mod:`gangplank._drift.regression`)? In control
+  about 90 % are; the same drops are tested on the reference's share, so
+  the charts catch the share of large errors rising from 10 % to 10 % +
+  tolerance (and more).
 
 The margin is the reference rate's own estimation error (two standard
 errors, at least half a point). Each chart's threshold makes its false
@@ -41,7 +46,7 @@ from .sequential import Cusum, design, estimation_margin
 logger = logging.getLogger("gangplank")
 
 __all__ = ["WINDOWS_PER_MONTH", "AccuracyCharts", "ChartState", "drops", "outcomes_per_month"]
-EVIDENCE = ("labels", "shadow")
+EVIDENCE = ("labels", "shadow", "error")
 CHARTS = ("small", "large")
 
 
@@ -82,11 +87,16 @@ class AccuracyCharts:
         shadow_agreement: float = float("nan"),
         shadow_rows: int = 0,
         shadow_per_month: float = 0.0,
+        error_within: float = float("nan"),
+        error_rows: int = 0,
     ) -> AccuracyCharts:
-        """Charts for what the reference knows: labels if it had them, a shadow if it had one."""
+        """Charts for what the reference knows: labels if it had them, a shadow if it had one, a regression
+        model's errors if it had targets (``error_within``: the share of its rows within the error cut;
+        as many targets a month as labels)."""
         rates = {
             "labels": (reference_accuracy, labelled_rows, labels_per_month),
             "shadow": (shadow_agreement, shadow_rows, shadow_per_month),
+            "error": (error_within, error_rows, labels_per_month),
         }
         present = {name: rate for name, rate in rates.items() if rate[1] > 0 and math.isfinite(rate[0])}
         charts = {}
@@ -110,7 +120,8 @@ class AccuracyCharts:
         return cls(charts)
 
     def add(self, evidence: str, successes: np.ndarray) -> None:
-        """Outcomes of one kind, in arrival order (labels: prediction right; shadow: both models agreed)."""
+        """Outcomes of one kind, in arrival order (labels: prediction right; shadow: both models agreed;
+        error: the absolute error within the reference's cut)."""
         for (kind, _), chart in self.charts.items():
             if kind == evidence:
                 chart.update(successes)

@@ -15,12 +15,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .regression import as_values, one_hot
 from .validation import as_inputs, as_labels, as_predicted_classes, as_probabilities, normalised
+
+_OPTIONAL = ("inputs", "labels", "shadow", "predictions", "targets")  # joined batches all have each, or none
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Batch:
 
     normalised_rows: bool = True  # False: checked only; call normalise() before counting
     shadow: np.ndarray | None = None  # (rows,) int64: the class a second, independent model predicts
+    # A regression model's rows: its prediction (probabilities then one-hot over the prediction bins) and targets.
+    predictions: np.ndarray | None = None  # (rows,) float64
+    targets: np.ndarray | None = None  # (rows,) float64
 
     @classmethod
     def of(
@@ -72,12 +79,28 @@ class Batch:
         s = None if shadow is None else as_predicted_classes(shadow, p.shape[1], rows, threshold)
         return cls(p, x, y, as_ids(ids, rows), changed, normalise, s)
 
+    @classmethod
+    def of_regression(cls, inputs, predictions, targets=None, ids=None, *, edges, n_features=None) -> Batch:
+        """Validate a regression model's rows: one prediction (and target) per row, binned at ``edges``
+        (see :mod:`gangplank._drift.regression`)."""
+        values = as_values(predictions, "predictions")
+        rows = values.shape[0]
+        x = None
+        if inputs is not None:
+            x = as_inputs(inputs, n_features)
+            if x.shape[0] != rows:
+                raise ValueError(f"inputs and predictions must have the same rows, got {x.shape[0]} and {rows}")
+            if x.base is not None or x is inputs:
+                x = x.copy()
+        y = None if targets is None else as_values(targets, "targets", rows)
+        return cls(one_hot(values, edges), x, None, as_ids(ids, rows), predictions=values, targets=y)
+
     def normalise(self) -> Batch:
         """This batch with rows summing to 1 (the same batch if they already do)."""
         if self.normalised_rows:
             return self
         p, changed = normalised(self.probabilities)
-        return Batch(p, self.inputs, self.labels, self.ids, self.normalised + changed, True, self.shadow)
+        return dataclasses.replace(self, probabilities=p, normalised=self.normalised + changed, normalised_rows=True)
 
     @staticmethod
     def joined(batches: Sequence[Batch]) -> Batch:
@@ -89,7 +112,7 @@ class Batch:
             return None if arrays[0] is None else np.concatenate(arrays)
 
         if not all(batches[0].joins(b) for b in batches[1:]):
-            raise ValueError("joined batches must all have inputs, labels and shadow predictions, or none")
+            raise ValueError("joined batches must all have inputs, labels, shadow predictions and targets, or none")
         return Batch(
             np.concatenate([b.probabilities for b in batches]),
             stack([b.inputs for b in batches]),
@@ -98,11 +121,13 @@ class Batch:
             sum(b.normalised for b in batches),
             all(b.normalised_rows for b in batches),
             stack([b.shadow for b in batches]),
+            stack([b.predictions for b in batches]),
+            stack([b.targets for b in batches]),
         )
 
     def joins(self, other: Batch) -> bool:
         """Whether :meth:`joined` can put ``other`` after this batch."""
-        return all((getattr(self, a) is None) == (getattr(other, a) is None) for a in ("inputs", "labels", "shadow"))
+        return all((getattr(self, a) is None) == (getattr(other, a) is None) for a in _OPTIONAL)
 
     @property
     def rows(self) -> int:
@@ -117,6 +142,8 @@ class Batch:
             0,
             self.normalised_rows,
             None if self.shadow is None else self.shadow[rows],
+            None if self.predictions is None else self.predictions[rows],
+            None if self.targets is None else self.targets[rows],
         )
 
 

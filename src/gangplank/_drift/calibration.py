@@ -73,6 +73,9 @@ class FitSettings:
         threshold: for a binary classifier with one output (a sigmoid column or a flat vector of
             P(class 1)), the probability from which it predicts class 1 (0.5 for such an output,
             ``None`` for one with a column per class).
+        task: ``"classification"`` (the model gives class probabilities, labels are classes) or
+            ``"regression"`` (one prediction per row, binned at ``quantile_bins`` quantiles of the
+            reference predictions; labels are continuous targets; see :mod:`gangplank._drift.regression`).
     """
 
     window_size: int = 200
@@ -88,6 +91,7 @@ class FitSettings:
     input_stride: int = 1
     accuracy_tolerance: float = 0.02
     threshold: float | None = None
+    task: str = "classification"
 
     @classmethod
     def field_docs(cls) -> str:

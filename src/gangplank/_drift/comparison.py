@@ -8,7 +8,9 @@ nothing downstream re-derives them. Five per-window signals:
 * ``input``: share of features whose PSI is over that feature's cut;
 * ``prediction``: chi-square p of the predicted-class counts, against a cut
   calibrated on the exact no-drift distribution (:mod:`gangplank._drift.count_null`);
-* ``confidence``: PSI of the top-class probability, likewise calibrated;
+  for a regression model, of its prediction's bin counts (:mod:`gangplank._drift.regression`);
+* ``confidence``: PSI of the top-class probability, likewise calibrated (NaN, never
+  fires, for a regression model);
 * ``estimated_accuracy``: the label-free estimate (see
   :class:`~gangplank._drift.profile.Profile`) significantly below the reference
   accuracy minus ``accuracy_tolerance``: a warning when sustained;
@@ -105,6 +107,12 @@ class WindowReport:
     shadow_agreement: float = float("nan")
     reference_shadow_agreement: float = float("nan")
     shadow_estimated_accuracy: float = float("nan")
+    # A regression model's window: rows with a target, their errors, and the reference's (NaN otherwise).
+    error_rows: int = 0
+    mae: float = float("nan")
+    rmse: float = float("nan")
+    reference_mae: float = float("nan")
+    reference_rmse: float = float("nan")
     thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
     signals: dict = field(default_factory=dict)
     input_shares: tuple | None = field(
@@ -154,7 +162,7 @@ def compare(
     mean = window.input_sum / finite if finite else float("nan")
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
-    if n:
+    if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
         confidence_psi = float(
             ds.psi_of(profile.confidence_layout.shares(window.confidence_counts), profile.confidence_shares)[0]
         )
@@ -185,9 +193,9 @@ def compare(
         input_nonfinite_values=window.input_nonfinite_values,
         class_shares=window.class_counts / n if n else np.full(profile.n_classes, np.nan),
         class_p_value=class_p,
-        confidence_mean=window.confidence_sum / n if n else float("nan"),
+        confidence_mean=window.confidence_sum / n if n and not profile.is_regression else float("nan"),
         confidence_psi=confidence_psi,
-        entropy_mean=window.entropy_sum / n if n else float("nan"),
+        entropy_mean=window.entropy_sum / n if n and not profile.is_regression else float("nan"),
         labelled=labelled,
         correct=correct,
         accuracy=correct / labelled if labelled else float("nan"),
@@ -205,6 +213,11 @@ def compare(
         shadow_agreement=window.shadow_agreement,
         reference_shadow_agreement=profile.shadow_agreement,
         shadow_estimated_accuracy=profile.shadow_estimated_accuracy(window.shadow_agreement),
+        error_rows=window.error_rows,
+        mae=window.mae,
+        rmse=window.rmse,
+        reference_mae=profile.errors.mae,
+        reference_rmse=profile.errors.rmse,
         thresholds={
             "input_drifted_features_ratio": t.drifted_features_ratio,
             "confidence_psi": confidence_psi_cut,

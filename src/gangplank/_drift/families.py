@@ -51,6 +51,9 @@ class Totals:
     signal_windows: dict = field(default_factory=lambda: dict.fromkeys(SIGNALS, 0))
     worker_errors: dict = field(default_factory=lambda: dict.fromkeys(WORKER_STAGES, 0))
     confusion: np.ndarray = None  # type: ignore[assignment]
+    # A regression model's targets (counted in feedback_samples too) and the sums of their errors.
+    absolute_error_sum: float = 0.0
+    squared_error_sum: float = 0.0
 
     def __post_init__(self):
         if self.confusion is None:
@@ -74,6 +77,13 @@ class Totals:
         self.shadow_samples += report.shadow_rows
         self.shadow_agreed += report.shadow_agreed
         self.add_feedback(report.confusion)
+        if report.error_rows:
+            self.add_error_sums(report.error_rows, report.mae * report.error_rows, report.rmse**2 * report.error_rows)
+
+    def add_error_sums(self, rows: int, absolute: float, squared: float) -> None:
+        self.feedback_samples += int(rows)
+        self.absolute_error_sum += absolute
+        self.squared_error_sum += squared
 
     def add_feedback(self, confusion: np.ndarray) -> None:
         self.confusion += confusion
@@ -98,6 +108,8 @@ class Status:
     min_feedback: int = 10
     input_sampling_rate: float = 1.0
     charts: dict = field(default_factory=dict)  # (evidence, chart) -> accuracy_charts.ChartState
+    regression: bool = False  # a regression model's monitor: error families, no class-only ones
+    error_cut: float = float("nan")  # |error| above which a target counts against the error charts
 
 
 def families(totals: Totals, report: WindowReport | None = None, status: Status = Status()) -> list:
@@ -110,6 +122,10 @@ def families(totals: Totals, report: WindowReport | None = None, status: Status 
     values = {**_cumulative(totals, status), **_settings(status)}
     if report is not None:
         values.update(_last_window(report, status, totals.n_classes))
+    if status.regression:
+        values.update(_regression(totals, report, status))
+        for name in CLASSIFIER_ONLY:
+            values.pop(PREFIX + name, None)
     unknown = set(values) - {entry.name for entry in PREDICT}
     assert not unknown, f"not in the schema: {sorted(unknown)}"
     return [_family(entry, values[entry.name]) for entry in PREDICT if entry.name in values]
@@ -194,6 +210,56 @@ def _last_window(report: WindowReport, status: Status, k: int) -> dict:
                 shadow_agreement=report.shadow_agreement,
                 reference_shadow_agreement=report.reference_shadow_agreement,
                 shadow_estimated_accuracy=report.shadow_estimated_accuracy,
+            )
+        )
+    return values
+
+
+# What a regression model's monitor does not export: its "classes" are prediction bins, one-hot.
+CLASSIFIER_ONLY = (
+    "feedback_correct_total",
+    "feedback_confusion_total",
+    "confidence_mean",
+    "confidence_psi",
+    "entropy_mean",
+    "estimated_accuracy",
+    "estimated_accuracy_error",
+    "reference_accuracy",
+    "feedback_accuracy",
+    "recent_feedback_samples",
+    "recent_feedback_accuracy",
+    "feedback_confusion_matrix",
+    "feedback_precision",
+    "feedback_recall",
+    "feedback_f1",
+)
+
+
+# What only a regression model's monitor exports.
+REGRESSION_ONLY = (
+    "feedback_absolute_error_total",
+    "feedback_squared_error_total",
+    "error_cut",
+    "feedback_mae",
+    "feedback_rmse",
+    "reference_mae",
+    "reference_rmse",
+)
+
+
+def _regression(totals: Totals, report: WindowReport | None, status: Status) -> dict:
+    values = _named(
+        feedback_absolute_error_total=totals.absolute_error_sum,
+        feedback_squared_error_total=totals.squared_error_sum,
+        error_cut=status.error_cut,
+    )
+    if report is not None:
+        values.update(
+            _named(
+                feedback_mae=report.mae,
+                feedback_rmse=report.rmse,
+                reference_mae=report.reference_mae,
+                reference_rmse=report.reference_rmse,
             )
         )
     return values

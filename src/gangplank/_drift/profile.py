@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import isotonic_regression
@@ -36,6 +36,7 @@ from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID, FeatureBinner
 from .categories import Categories
+from .regression import ErrorProfile
 from .window import Window
 
 
@@ -54,6 +55,9 @@ class Profile:
     confidence_labelled: np.ndarray | None = None  # (edges + 1,) labelled rows per bin (None: as counts)
     shadow_agreement: float = float("nan")  # share of rows where a shadow model predicted the same class
     shadow_rows: int = 0
+    # A regression model's reference: the prediction bins' inner edges (its "classes") and its errors.
+    prediction_edges: np.ndarray | None = None
+    errors: ErrorProfile = field(default_factory=ErrorProfile.none)
 
     @classmethod
     def fit(
@@ -64,13 +68,23 @@ class Profile:
         confidence_bins: int = 10,
         grid: int = DEFAULT_GRID,
         categories: Categories | None = None,
+        prediction_edges: np.ndarray | None = None,
     ) -> Profile:
-        """Choose the bins from ``batch`` and count it (one bin per category for ``categories``' columns)."""
+        """Choose the bins from ``batch`` and count it (one bin per category for ``categories``' columns).
+
+        ``prediction_edges``: ``batch`` is a regression model's, its predictions binned at these edges.
+        """
         binner = None if batch.inputs is None else FeatureBinner.fit(batch.inputs, width_bins, quantile_bins, grid)
         if binner is not None and categories is not None:
             binner = categories.bin(binner)
         edges = _confidence_edges(batch.probabilities.max(axis=1), confidence_bins)
-        return cls.of_window(cls.window(binner, edges, batch))
+        profile = cls.of_window(cls.window(binner, edges, batch))
+        if prediction_edges is None:
+            return profile
+        errors = ErrorProfile.none()
+        if batch.targets is not None and batch.predictions is not None:
+            errors = ErrorProfile.of(batch.targets - batch.predictions)
+        return profile.replace(prediction_edges=prediction_edges, errors=errors)
 
     @staticmethod
     def window(binner: FeatureBinner | None, confidence_edges: np.ndarray, batch: Batch) -> Window:
@@ -110,6 +124,10 @@ class Profile:
     @property
     def n_classes(self) -> int:
         return self.class_shares.size
+
+    @property
+    def is_regression(self) -> bool:
+        return self.prediction_edges is not None
 
     @property
     def has_labels(self) -> bool:

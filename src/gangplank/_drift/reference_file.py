@@ -25,6 +25,15 @@ Version 3 adds ``confidence_labelled`` and, in the header, the shadow
 model's agreement and its row count; version-1 and -2 files still load (the
 labelled rows per bin taken as the bin counts, no shadow).
 
+Version 4 is a regression model's reference (``task="regression"``): the
+array ``prediction_edges`` (bins − 1,), the inner edges of its prediction
+bins (``class_shares`` are those bins' shares), and in the header
+``"task": "regression"`` and ``errors`` (the reference's MAE, RMSE, the
+error charts' cut and the share of rows within it, ``null`` without
+targets). A classifier's reference is still written as version 3, which
+older gangplank versions read; they refuse a version-4 file rather than
+take a regression model for a classifier.
+
 :func:`read` opens it with ``allow_pickle=False``, refuses archives that claim
 more than 1 GiB unpacked, and checks every shape and type, so a truncated,
 tampered, pickled or other-version file raises :class:`ReferenceFormatError`
@@ -47,7 +56,8 @@ from ..errors import ReferenceFormatError
 
 FORMAT = "gangplank-drift-reference"
 VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+REGRESSION_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MAX_UNPACKED_BYTES = 1 << 30
 
 
@@ -73,10 +83,16 @@ def write(path, reference) -> None:
         "settings": reference.get_params(),
         "categories": None if reference.categories is None else reference.categories.as_header(),
     }
+    regression = {}
+    if profile.is_regression:
+        header.update(version=REGRESSION_VERSION, task="regression")
+        header["errors"] = profile.errors.as_header() if profile.errors.rows else None
+        regression["prediction_edges"] = profile.prediction_edges
     write_arrays(
         path,
         header,
         {
+            **regression,
             "low": profile.binner.low,
             "scale": profile.binner.scale,
             "lookup": profile.binner.lookup,
@@ -98,6 +114,7 @@ def read_reference(path, cls):
     from .categories import Categories
     from .comparison import Thresholds
     from .profile import Profile
+    from .regression import ErrorProfile
 
     header, arrays = read(path)
     lookup, n_columns = arrays["lookup"], int(header["n_columns"])
@@ -125,6 +142,9 @@ def read_reference(path, cls):
         shadow_agreement=float("nan") if header.get("shadow_agreement") is None else float(header["shadow_agreement"]),
         shadow_rows=int(header.get("shadow_rows", 0)),
     )
+    if header.get("task") == "regression":
+        edges = arrays["prediction_edges"].astype(np.float64)
+        profile = profile.replace(prediction_edges=edges, errors=ErrorProfile.from_header(header.get("errors")))
     thresholds = Thresholds(
         feature_psi=arrays["feature_psi"].astype(np.float64),
         drifted_features_ratio=float(t["drifted_features_ratio"]),
@@ -144,7 +164,7 @@ def read_reference(path, cls):
 
 def write_arrays(path, header: dict, arrays: dict) -> None:
     """Write ``arrays`` and ``header`` (plus format and version) to ``path``."""
-    header = {"format": FORMAT, "version": VERSION, **header}
+    header = {"format": FORMAT, "version": VERSION, **header}  # header may say version 4 (regression)
     encoded = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez_compressed(handle, header=encoded, **arrays)
@@ -181,6 +201,8 @@ def read(path) -> tuple[dict, dict]:
 
 
 def _check(header: dict, arrays: dict) -> None:
+    from .regression import ErrorProfile
+
     for name in ("low", "scale", "class_shares", "confidence_edges", "confidence_counts", "feature_psi"):
         if arrays[name].ndim != 1:
             raise ValueError(f"{name} must be 1-D, got shape {arrays[name].shape}")
@@ -226,6 +248,14 @@ def _check(header: dict, arrays: dict) -> None:
             raise ValueError(f"{name} must have one value per confidence bin")
     if header.get("shadow_agreement") is not None:
         float(header["shadow_agreement"])
+    if header.get("task", "classification") not in ("classification", "regression"):
+        raise ValueError(f"unknown task {header.get('task')!r}")
+    if header.get("task") == "regression":
+        edges = arrays["prediction_edges"]
+        if edges.ndim != 1 or edges.size + 1 != arrays["class_shares"].size or not np.all(np.diff(edges) > 0):
+            raise ValueError("prediction_edges must be increasing, one fewer than the prediction bins")
+        if header.get("errors") is not None:
+            ErrorProfile.from_header(header["errors"])
     settings = header.get("settings")
     if settings:
         from .calibration import FitSettings

@@ -26,8 +26,14 @@ from collections.abc import Callable, Sequence
 DROPPED = -1  # the "predicted class" of an id whose batch was dropped
 
 
+def is_dropped(predicted) -> bool:
+    """Whether a joined id's batch was dropped (a regression model's prediction of -1.0 is a float: it was not)."""
+    return type(predicted) is int and predicted == DROPPED
+
+
 class ScoringIds:
-    """Thread-safe map of scoring id → predicted class, bounded by count and age."""
+    """Thread-safe map of scoring id → predicted class (a regression model's prediction: a float),
+    bounded by count and age."""
 
     def __init__(
         self,
@@ -50,7 +56,8 @@ class ScoringIds:
         with self._lock:
             for row, (scoring_id, cls) in enumerate(zip(ids, predicted, strict=True), start=first_row):
                 self._predicted.pop(scoring_id, None)
-                self._predicted[scoring_id] = (now, int(cls), row if first_row >= 0 else -1)
+                value = cls if isinstance(cls, float) else int(cls)
+                self._predicted[scoring_id] = (now, value, row if first_row >= 0 else -1)
             while len(self._predicted) > self.max_ids:
                 self._predicted.popitem(last=False)
             self._expire(now)

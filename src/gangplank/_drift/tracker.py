@@ -92,6 +92,8 @@ class WindowTracker:
             shadow_agreement=reference.shadow_agreement,
             shadow_rows=reference.profile.shadow_rows,
             shadow_per_month=outcomes_per_month(size, settings.windows_per_month),
+            error_within=reference.profile.errors.within,
+            error_rows=reference.profile.errors.rows,
         )
         self._totals = Totals(reference.n_classes)
         labels_needed = labels_for_floor(reference.accuracy, settings.quality_floor, settings.min_feedback)
@@ -158,7 +160,13 @@ class WindowTracker:
             self.caught("process", error)
 
     def add_feedback(self, labels: np.ndarray, predicted: np.ndarray, rows: np.ndarray | None = None) -> None:
-        """Labels that arrived later: to the window of their prediction (stream ``rows``), and to the charts."""
+        """Labels that arrived later: to the window of their prediction (stream ``rows``), and to the charts.
+
+        For a regression reference ``labels`` are targets and ``predicted`` the predictions.
+        """
+        if self.reference.is_regression:
+            self._add_errors(labels, predicted)
+            return
         try:
             self._charts.add("labels", labels == predicted)
             late = np.zeros(labels.size, dtype=bool) if rows is None else rows < self._window_first_row
@@ -173,6 +181,20 @@ class WindowTracker:
             self._status = self._make_status()
         except Exception as error:
             self._lose(0, labels.size)
+            self.caught("process", error)
+
+    def _add_errors(self, targets: np.ndarray, predictions: np.ndarray) -> None:
+        """A regression model's later targets: their errors to the open window (the MAE and RMSE of a window are
+        those of the targets that arrived while it was open, whichever window their prediction was in), and to
+        the charts."""
+        try:
+            errors = targets - predictions
+            self._charts.add("error", self.reference.profile.errors.within_cut(errors))
+            self._window.add_errors(errors)
+            self.evidence += errors.size
+            self._status = self._make_status()
+        except Exception as error:
+            self._lose(0, targets.size)
             self.caught("process", error)
 
     # -- closing ----------------------------------------------------------------
@@ -235,6 +257,12 @@ class WindowTracker:
         if self._window.samples:
             self.close_window()
             return False
+        window = self._window
+        if window.error_rows:  # a regression model's targets after its last sample
+            self._totals.add_error_sums(window.error_rows, window.absolute_error_sum, window.squared_error_sum)
+            window.reset()
+            self._status = self._make_status()
+            return True
         if not self._window.labelled:
             return False
         confusion = self._window.confusion.copy()
@@ -247,6 +275,8 @@ class WindowTracker:
     # -- the figures --------------------------------------------------------------
     def _add_outcomes(self, batch: Batch) -> None:
         """Feed the sequential charts a batch's labels (right or wrong) and shadow predictions (agreed or not)."""
+        if batch.targets is not None and batch.predictions is not None:
+            self._charts.add("error", self.reference.profile.errors.within_cut(batch.targets - batch.predictions))
         if batch.labels is None and batch.shadow is None:
             return
         predicted = batch.probabilities.argmax(axis=1)
@@ -289,6 +319,8 @@ class WindowTracker:
             min_feedback=self.settings.min_feedback,
             input_sampling_rate=1.0 / self.reference.input_stride,
             charts=self._charts.states(),
+            regression=self.reference.is_regression,
+            error_cut=self.reference.profile.errors.quantile,
         )
 
 

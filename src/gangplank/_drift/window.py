@@ -58,6 +58,9 @@ class Window:
         self.confidence_correct = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
         self.shadow_rows = 0  # rows a shadow model also predicted
         self.shadow_agreed = 0  # ... and predicted the same class
+        self.error_rows = 0  # a regression model's rows with a target, and their errors' sums
+        self.absolute_error_sum = 0.0
+        self.squared_error_sum = 0.0
 
     # -- the one ingestion path --------------------------------------------
     def add(self, batch: Batch) -> None:
@@ -86,6 +89,14 @@ class Window:
             size = self.confidence_counts.size
             self.confidence_labelled += np.bincount(confidence_bins, minlength=size)
             self.confidence_correct += np.bincount(confidence_bins[batch.labels == predicted], minlength=size)
+        if batch.targets is not None and batch.predictions is not None:
+            self.add_errors(batch.targets - batch.predictions)
+
+    def add_errors(self, errors: np.ndarray) -> None:
+        """Add a regression model's errors (target − prediction) for rows with a target."""
+        self.error_rows += errors.size
+        self.absolute_error_sum += float(np.abs(errors).sum())
+        self.squared_error_sum += float(np.square(errors).sum())
 
     def add_feedback(self, labels: np.ndarray, predicted: np.ndarray) -> None:
         """Add true ``labels`` for rows whose predicted classes were ``predicted``."""
@@ -116,6 +127,14 @@ class Window:
     def shadow_agreement(self) -> float:
         """Share of shadowed rows on which both models predicted the same class (NaN without any)."""
         return self.shadow_agreed / self.shadow_rows if self.shadow_rows else float("nan")
+
+    @property
+    def mae(self) -> float:
+        return self.absolute_error_sum / self.error_rows if self.error_rows else float("nan")
+
+    @property
+    def rmse(self) -> float:
+        return float(np.sqrt(self.squared_error_sum / self.error_rows)) if self.error_rows else float("nan")
 
     @property
     def labelled(self) -> int:

@@ -241,7 +241,7 @@ class DriftWorker:
         """Count a batch (its samples and labels) or labels that never reach a window (under ``_cond``)."""
         if isinstance(item, Batch):
             self._dropped += item.rows
-            self._feedback_dropped += 0 if item.labels is None else item.rows
+            self._feedback_dropped += 0 if item.labels is None and item.targets is None else item.rows
         else:
             self._feedback_dropped += len(item.labels)
 

@@ -44,7 +44,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def detectable_shift(
     predicted = batch.probabilities.argmax(axis=1)
     confidence = batch.probabilities.max(axis=1)
     k = reference.n_classes
-    result = {
+    result: dict[str, Any] = {
         "power": float(power),
         "windows": int(windows),
         "window_size": reference.window_size,
@@ -85,15 +85,16 @@ def detectable_shift(
     }
     categorical = () if reference.categories is None else tuple(reference.categories.values)
     numeric = np.setdiff1d(np.arange(reference.n_features), np.array(categorical, dtype=np.int64))
-    if batch.inputs is not None and numeric.size:
+    inputs = batch.inputs
+    if inputs is not None and numeric.size:
         columns = np.sort(rng.permutation(numeric)[: max(1, round(features_share * numeric.size))])
-        spread = np.nanstd(batch.inputs.astype(np.float64), axis=0)
+        spread = np.nanstd(inputs.astype(np.float64), axis=0)
         step = np.where(np.isfinite(spread), spread, 0.0)[columns].astype(np.float32)
         result["shifted_features"] = columns
 
         def input_batches(shift: float):
             for rows in draws:
-                x = batch.inputs[rows]
+                x = inputs[rows]
                 x[:, columns] += shift * step
                 yield Batch(batch.probabilities[rows], x)
 
@@ -102,16 +103,13 @@ def detectable_shift(
 
         result["input_shift_sd"] = _smallest(input_rate, power, 1 / 16, MAX_SD)
     for c in range(k):
-        share = result["class_shares"][c]
+        share = float(result["class_shares"][c])
         if 0 < share < 1:
-            result["class_share_increase"][c] = _smallest(
-                lambda s, c=c, share=share: _rate(
-                    reference, _reweighted(batch, predicted == c, share, s, uniforms), "prediction"
-                ),
-                power,
-                1 / 64,
-                1 - share,
-            )
+
+            def class_rate(increase: float, c: int = c, share: float = share) -> float:
+                return _rate(reference, _reweighted(batch, predicted == c, share, increase, uniforms), "prediction")
+
+            result["class_share_increase"][c] = _smallest(class_rate, power, 1 / 64, 1 - share)
     spread_to_uniform = result["mean_confidence"] - 1 / k
     if spread_to_uniform > 0:
 

@@ -50,8 +50,8 @@ class LayerFeatures:
 
     def __call__(self, inputs) -> np.ndarray:
         """The layer's output for ``inputs`` (what the model takes), one row per input row, float32."""
-        parts = [a for _, a in model_inputs.named_inputs(inputs)] if model_inputs.is_structured(inputs) else [inputs]
-        rows = int(parts[0].shape[0])
+        first = model_inputs.named_inputs(inputs)[0][1] if model_inputs.is_structured(inputs) else inputs
+        rows = int(np.shape(first)[0])
         out = []
         for start in range(0, rows, self.batch_size):
             batch = model_inputs.rows_of(inputs, start, start + self.batch_size)

@@ -19,6 +19,7 @@ to mean something.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -50,7 +51,7 @@ class LayerFeatures:
 
     def __call__(self, inputs) -> np.ndarray:
         """The layer's output for ``inputs`` (what the model takes), one row per input row, float32."""
-        first = model_inputs.named_inputs(inputs)[0][1] if model_inputs.is_structured(inputs) else inputs
+        first: Any = model_inputs.named_inputs(inputs)[0][1] if model_inputs.is_structured(inputs) else inputs
         rows = int(np.shape(first)[0])
         out = []
         for start in range(0, rows, self.batch_size):

@@ -39,7 +39,7 @@ class LayerFeatures:
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         try:
-            self.submodel = keras.Model(inputs=model.inputs, outputs=model.get_layer(layer).output)
+            self.submodel = keras.Model(inputs=model.input, outputs=model.get_layer(layer).output)
         except (AttributeError, ValueError) as error:  # a subclassed model, or one never built on its inputs
             raise ValueError(
                 f"the output of layer {layer!r} of model {model.name!r} cannot be read: layer_features needs a "

@@ -50,7 +50,7 @@ def bench_wide(ctx):
             continue  # the same small images as "raw 150,528" at the quick size
         ctx.log(f"wide: {name}")
         rows.append({"case": name, **_run_child(name, ctx.quick, sizes)})
-    return {"rows": rows, "quick": ctx.quick}
+    return {"status": "ok", "rows": rows, "quick": ctx.quick}
 
 
 def report_wide(result):

@@ -171,3 +171,16 @@ def test_sustained_rates_and_delays_for_every_configuration(quick_run):
         assert set(config["delays"]) == {"inverted pixels", "wrong model"}
         for delays in config["delays"].values():
             assert all(len(v) == sustained["delay_streams"] for v in delays.values())
+
+
+def test_wide_measured_every_case_raw_and_reduced(quick_run):
+    results, stdout = quick_run
+    assert results["wide"]["status"] == "ok" and "### Wide inputs" in stdout
+    rows = {row["case"]: row for row in results["wide"]["rows"]}
+    reduced = ("pool_images((8, 8))", "feature_subset(every 784th)", "random_projection(64)")
+    for case in ("raw 784", "raw 150,528", *reduced):
+        for key in ("fit_s", "fit_peak_mb", "us_per_sample", "observe_us_per_sample"):
+            assert positive(rows[case][key]), (case, key)
+    assert rows["raw 150,528"]["features"] == rows["raw 150,528"]["features_in"]
+    assert rows["pool_images((8, 8))"]["features"] == 8 * 8 * 3
+    assert rows["random_projection(64)"]["features"] == 64

@@ -19,6 +19,7 @@ from gangplank import DriftMonitor, DriftReference, ReferenceFormatError
 from gangplank._drift import reference_file
 
 SHAPE = (24, 24, 3)  # 1,728 values per row
+# Fits that test no detection use false_alarm_rate=0.01: its exact count simulation takes 1/100 of the default's.
 
 
 def images(rng, rows, brightness=0.0):
@@ -131,7 +132,7 @@ def test_fit_refuses_what_a_reduction_cannot_take():
 def test_the_reduction_is_saved_and_loaded_without_pickle(reduction, tmp_path):
     rng = np.random.default_rng(3)
     x, p = images(rng, 400), probabilities(rng, 400)
-    reference = DriftReference.fit(x, p, window_size=100, n_simulations=10, reduction=reduction)
+    reference = DriftReference.fit(x, p, window_size=100, n_simulations=10, reduction=reduction, false_alarm_rate=0.01)
     reference.save(tmp_path / "wide.npz")
     loaded = DriftReference.load(tmp_path / "wide.npz")
     header, _ = reference_file.read(tmp_path / "wide.npz")
@@ -145,9 +146,9 @@ def test_the_reduction_is_saved_and_loaded_without_pickle(reduction, tmp_path):
 def test_a_file_whose_projection_this_numpy_would_draw_differently_is_refused(tmp_path):
     rng = np.random.default_rng(4)
     x, p = images(rng, 300), probabilities(rng, 300)
-    DriftReference.fit(x, p, window_size=100, n_simulations=10, reduction=gangplank.random_projection(4)).save(
-        tmp_path / "r.npz"
-    )
+    DriftReference.fit(
+        x, p, window_size=100, n_simulations=10, false_alarm_rate=0.01, reduction=gangplank.random_projection(4)
+    ).save(tmp_path / "r.npz")
     header, arrays = reference_file.read(tmp_path / "r.npz")
     header["reduction"]["fingerprint"] += 1
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -205,7 +206,11 @@ def test_the_exporter_observes_the_layer_through_model_predict(functional_model)
     x_valid, x = rng.normal(size=(800, 20)).astype(np.float32), rng.normal(size=(400, 20)).astype(np.float32)
     embed = gangplank.layer_features(functional_model, "embedding")
     reference = DriftReference.fit(
-        embed(x_valid), functional_model.predict(x_valid, verbose=0), window_size=200, n_simulations=20
+        embed(x_valid),
+        functional_model.predict(x_valid, verbose=0),
+        window_size=200,
+        n_simulations=20,
+        false_alarm_rate=0.01,
     )
     with gangplank.ProductionDriftExporter(None, "layer", reference=reference, window_size=1000) as drift:
         out = functional_model.predict(

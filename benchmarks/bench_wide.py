@@ -66,6 +66,9 @@ def report_wide(result):
                 f"{r['data_mb']:,.0f}",
                 f"{r['us_per_sample']:,.0f}",
                 f"{r['observe_us_per_sample']:,.0f}",
+                " / ".join(f"{r['reduce_us_per_image'][k]:,.0f}" for k in ("uint8", "float32"))
+                if r["reduce_us_per_image"]
+                else "–",
             ]
         )
     goal = next((r for r in result["rows"] if r["case"].startswith("pool_images")), None)
@@ -95,6 +98,7 @@ def report_wide(result):
                     "RSS before fit (MB)",
                     "observe+flush (us/sample)",
                     "of which observe (us/sample)",
+                    "reduction alone, uint8 / float32 image (us)",
                 ],
                 lines,
             ),
@@ -152,6 +156,16 @@ def _child(name, options):
         monitor.flush(timeout=600)
         total_s = time.perf_counter() - start
     observed = samples - 32
+    reduce_us = {}
+    if reference.reduction is not None:  # the reduction alone, per image, on uint8 and on float32 images
+        for dtype in ("uint8", "float32"):
+            images = stream[:256].astype(dtype)
+            times = []
+            for at in range(0, images.shape[0], 32):
+                t = time.perf_counter()
+                reference.reduction.apply(images[at : at + 32])
+                times.append((time.perf_counter() - t) / images[at : at + 32].shape[0])
+            reduce_us[dtype] = float(np.median(times)) * 1e6
     return {
         "features_in": int(np.prod(shape)),
         "features": reference.n_features,
@@ -165,6 +179,7 @@ def _child(name, options):
         "data_mb": rss_before,
         "us_per_sample": total_s / observed * 1e6,
         "observe_us_per_sample": observe_s / observed * 1e6,
+        "reduce_us_per_image": reduce_us,
     }
 
 

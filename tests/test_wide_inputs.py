@@ -224,3 +224,17 @@ def test_the_exporter_observes_the_layer_through_model_predict(functional_model)
         drift.flush()
         assert drift.worker.errors["callback"] == 4 and isinstance(drift.last_error, ValueError)
         assert drift.window.samples == 400
+
+
+@pytest.mark.slow  # forks a worker process
+def test_the_process_worker_takes_raw_images_and_rings_only_the_reduced_features(pooled_reference):
+    reference, _, _ = pooled_reference
+    rng = np.random.default_rng(8)
+    with DriftMonitor(None, "wide", reference=reference, agent="ring", worker="process") as monitor:
+        assert monitor.worker.ring.n_features == reference.n_features == 48
+        for brightness in (0, 12):
+            stream, p = images(rng, 200, brightness), probabilities(rng, 200)
+            for at in range(0, 200, 25):
+                monitor.observe(stream[at : at + 25], p[at : at + 25])
+            assert monitor.flush()
+            assert monitor.last_report.signals["input"] is bool(brightness)

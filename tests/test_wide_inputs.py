@@ -50,6 +50,8 @@ def test_pooling_is_the_mean_of_each_cell_computed_by_hand():
     pooled = gangplank.pool_images((2, 2)).fitted(image).apply(image)
     # cells: rows 0-1 x cols 0-1 = (0 + 1 + 4 + 5) / 4, ...
     assert pooled.tolist() == [[2.5, 4.5, 10.5, 12.5]]
+    as_floats = gangplank.pool_images((2, 2)).fitted(image).apply(image.astype(np.float32) - 0.5)
+    assert as_floats.tolist() == [[2.0, 4.0, 10.0, 12.0]]
 
 
 def test_pooling_splits_uneven_sizes_and_keeps_channels():

@@ -143,12 +143,18 @@ class ImagePooling(InputReduction):
         image = chunk.reshape(chunk.shape[0], height, width, -1)
         starts_h, counts_h = _cells(height, self.size[0])
         starts_w, counts_w = _cells(width, self.size[1])
-        # Sum the pixel rows of each cell (contiguous slices: fast), then the columns; bytes
-        # add up exactly in 16 bits (twice as fast as float32) while a cell is at most 257 rows high.
+        # Sum the pixel rows of each cell first (contiguous runs: fast), then the columns; bytes add
+        # up exactly in 16 bits (twice as fast as float32) while a cell is at most 257 rows high.
         exact16 = image.dtype == np.uint8 and counts_h.max() <= 257
-        rows = np.empty((image.shape[0], self.size[0], width, image.shape[3]), np.uint16 if exact16 else np.float32)
-        for i, (start, count) in enumerate(zip(starts_h, counts_h, strict=True)):
-            np.sum(image[:, start : start + count], axis=1, dtype=rows.dtype, out=rows[:, i])
+        accumulator = np.uint16 if exact16 else np.float32
+        lines = image.reshape(image.shape[0], height, -1)  # (rows, height, width * channels)
+        if height % self.size[0] == 0:
+            cells = lines.reshape(image.shape[0], self.size[0], height // self.size[0], -1)
+            rows = cells.sum(axis=2, dtype=accumulator).reshape(image.shape[0], self.size[0], width, -1)
+        else:
+            rows = np.empty((image.shape[0], self.size[0], width, image.shape[3]), accumulator)
+            for i, (start, count) in enumerate(zip(starts_h, counts_h, strict=True)):
+                np.sum(image[:, start : start + count], axis=1, dtype=accumulator, out=rows[:, i])
         sums = np.add.reduceat(rows, starts_w, axis=2, dtype=np.float32)
         sums /= np.outer(counts_h, counts_w).astype(np.float32)[None, :, :, None]
         return sums.reshape(chunk.shape[0], -1)

@@ -196,6 +196,19 @@ def test_layer_features_is_the_named_layers_output(functional_model):
     assert embed(x).shape == (300, 6) and embed.n_features == 6
 
 
+def test_layer_features_of_a_sequential_model_and_one_it_cannot_read():
+    import keras
+
+    dense = [keras.layers.Dense(4, name="embedding"), keras.layers.Dense(2, activation="softmax")]
+    built = keras.Sequential([keras.Input((5,)), *dense])
+    x = np.random.default_rng(9).normal(size=(7, 5)).astype(np.float32)
+    kernel, bias = (np.asarray(w) for w in built.get_layer("embedding").get_weights())
+    np.testing.assert_allclose(gangplank.layer_features(built, "embedding")(x), x @ kernel + bias, rtol=1e-5, atol=1e-5)
+    never_built = keras.Sequential([keras.layers.Dense(4, name="embedding"), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="needs a functional model, or a Sequential one built with an Input"):
+        gangplank.layer_features(never_built, "embedding")
+
+
 def test_a_bad_layer_name_is_refused_at_once_with_the_layer_names(functional_model):
     with pytest.raises(
         ValueError, match=r"no layer named 'embeding'; its layers are \['pixels', 'embedding', 'classes'\]"

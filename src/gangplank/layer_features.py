@@ -39,13 +39,14 @@ class LayerFeatures:
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         try:
-            self.submodel = keras.Model(inputs=model.input, outputs=model.get_layer(layer).output)
+            self.submodel = keras.Model(inputs=_model_inputs(model), outputs=model.get_layer(layer).output)
         except (AttributeError, ValueError) as error:  # a subclassed model, or one never built on its inputs
             raise ValueError(
                 f"the output of layer {layer!r} of model {model.name!r} cannot be read: layer_features needs a "
                 f"functional model, or a Sequential one built with an Input ({error})"
             ) from error
         self.layer = layer
+        self.model_name = model.name
         self.batch_size = int(batch_size)
         self.n_features = math.prod(d or 1 for d in self.submodel.output.shape[1:])
 
@@ -61,7 +62,7 @@ class LayerFeatures:
         return np.concatenate(out) if out else np.zeros((0, self.n_features), dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"layer_features({self.submodel.name!r}, {self.layer!r}: {self.n_features} features)"
+        return f"layer_features({self.model_name!r}, {self.layer!r}: {self.n_features} features)"
 
 
 def layer_features(model, layer: str, *, batch_size: int = 256) -> LayerFeatures:
@@ -71,3 +72,12 @@ def layer_features(model, layer: str, *, batch_size: int = 256) -> LayerFeatures
     ``batch_size`` rows go through the sub-model at once (fitting a reference on many rows).
     """
     return LayerFeatures(model, layer, batch_size)
+
+
+def _model_inputs(model):
+    """The model's input tensors in the structure it is called with (one tensor for a single input)."""
+    try:
+        inputs = model.input  # a functional model: as it was built (a dict, a list or one tensor)
+    except AttributeError:
+        inputs = model.inputs  # a Sequential model built with an Input: a list
+    return inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs

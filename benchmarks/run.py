@@ -54,6 +54,11 @@ Benchmarks (issue 5), one module each:
                reference rows (114-10,000) and window size (30-500), on 30
                tabular features, and on MNIST; windows and minutes until
                ``GangplankDataDrift`` at low traffic.
+``wide``       (bench_wide.py) wide inputs (issue 19): a 1,000-row reference of
+               224x224x3 images, raw and through each input reduction
+               (pool_images, feature_subset, random_projection), and raw at 784
+               and 12,288 features: fit time, fit peak RSS, observe+flush per
+               sample (child processes).
 
 Shared: common.py (alternating timing, medians, ratios, tables, machine facts,
 OpenBLAS threads, the 0.5.0 loader) and data.py (MNIST, trained models,
@@ -92,6 +97,7 @@ from benchmarks.bench_histogram import bench_histogram, report_histogram  # noqa
 from benchmarks.bench_hook import bench_hook, report_hook  # noqa: E402
 from benchmarks.bench_memory import bench_memory, memory_child, report_memory  # noqa: E402
 from benchmarks.bench_serving import bench_serving, report_serving  # noqa: E402
+from benchmarks.bench_wide import bench_wide, report_wide  # noqa: E402
 from benchmarks.common import GP05_VERSION, HERE, load_gp05, loadavg, machine_info  # noqa: E402  (sets env defaults first)
 from benchmarks.data import Data  # noqa: E402
 
@@ -106,6 +112,7 @@ RUNNERS = {
     "alerts": (bench_alerts, report_alerts),
     "decisions": (bench_decisions, report_decisions),
     "detectable": (bench_detectable, report_detectable),
+    "wide": (bench_wide, report_wide),
 }
 BENCHMARKS = tuple(RUNNERS)
 

@@ -184,3 +184,16 @@ def test_detectable_covers_its_quick_grid_mnist_and_the_alarm_delays(quick_run):
     assert detectable["mnist"]["features"] == 784
     median, p90 = detectable["alarm_windows"]["0.5"]
     assert 3 <= median <= p90  # GangplankDataDrift needs 3 windows at best
+
+
+def test_wide_measured_every_case_raw_and_reduced(quick_run):
+    results, stdout = quick_run
+    assert results["wide"]["status"] == "ok" and "### Wide inputs" in stdout
+    rows = {row["case"]: row for row in results["wide"]["rows"]}
+    reduced = ("pool_images((8, 8))", "feature_subset(every 784th)", "random_projection(64)")
+    for case in ("raw 784", "raw 150,528", *reduced):
+        for key in ("fit_s", "fit_peak_mb", "us_per_sample", "observe_us_per_sample"):
+            assert positive(rows[case][key]), (case, key)
+    assert rows["raw 150,528"]["features"] == rows["raw 150,528"]["features_in"]
+    assert rows["pool_images((8, 8))"]["features"] == 8 * 8 * 3
+    assert rows["random_projection(64)"]["features"] == 64

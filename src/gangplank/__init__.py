@@ -27,14 +27,21 @@ _LAZY = {
     "DriftReference": ".reference",
     "WindowReport": ".reference",
     "PushSettings": ".transport",
+    "InputReduction": ".reduction",
+    "pool_images": ".reduction",
+    "feature_subset": ".reduction",
+    "random_projection": ".reduction",
+    "layer_features": ".layer_features",
 }
 _SUBMODULES = {"metrics"}
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (never imported at run time here)
     from . import metrics as metrics
     from .drift_monitor import DriftMonitor
+    from .layer_features import layer_features
     from .metrics import ConfusionMatrix
     from .production_drift_exporter import ProductionDriftExporter
+    from .reduction import InputReduction, feature_subset, pool_images, random_projection
     from .reference import DriftReference, WindowReport
     from .train_test_exporter import TrainTestExporter
     from .transport import PushSettings
@@ -44,6 +51,7 @@ __all__ = [
     "DriftMonitor",
     "DriftReference",
     "GangplankError",
+    "InputReduction",
     "HISTOGRAM_WEIGHT_BUCKETS_0_3",
     "HISTOGRAM_WEIGHT_BUCKETS_1_0",
     "ProductionDriftExporter",
@@ -53,6 +61,10 @@ __all__ = [
     "TrainTestExporter",
     "WindowReport",
     "__version__",
+    "feature_subset",
+    "layer_features",
+    "pool_images",
+    "random_projection",
 ]
 
 

@@ -354,7 +354,8 @@ class DriftMonitor:
         recorded. Rows that are logits or do not sum to 1 are normalised and
         counted. NaN inputs fall into a feature's *missing* bin, ±Inf into its
         outermost bins (below the first edge, above the last); both are counted
-        in ``gangplank_predict_input_nonfinite_total``.
+        in ``gangplank_predict_input_nonfinite_total``. Raw inputs of a reference
+        fitted with a ``reduction`` are reduced here, on the caller's thread.
         ``ids`` (one str or int per row) are remembered with the predicted
         class, so that :meth:`feedback` can join labels to them later.
         For a regression reference (``task="regression"``) ``probabilities`` are
@@ -363,6 +364,7 @@ class DriftMonitor:
         A closed monitor raises ``RuntimeError``.
         """
         self._raise_known_failure()
+        inputs = self.reference.reduce(inputs)  # a reduction runs here, so only its few features are copied
         plain = None
         if self._plain_shape is not None and labels is None and shadow is None:  # worker="process": one copy
             plain = plain_rows(inputs, probabilities, n_features=self._plain_shape[0], n_classes=self._plain_shape[1])
@@ -371,7 +373,9 @@ class DriftMonitor:
             ids = as_ids(ids, probabilities.shape[0])
             first_row = self._worker.write(plain[0], probabilities, None, None)
         else:
-            batch = self.reference.prepare(inputs, probabilities, labels, ids, normalise=False, shadow=shadow)
+            batch = self.reference.prepare(
+                inputs, probabilities, labels, ids, normalise=False, shadow=shadow, reduced=True
+            )
             first_row = self._worker.enqueue(batch, batch.rows)
             probabilities, ids = batch.probabilities, batch.ids
             if batch.predictions is not None:  # a regression model's: remembered as floats

@@ -64,8 +64,10 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         generator cannot be sliced: ``TypeError``.
 
         ``features``, optional, maps a batch of ``inputs`` (the same structure)
-        to the (rows, features) array to monitor instead, e.g. a few columns,
-        a pooled image or an embedding; fit the reference on its output.
+        to the (rows, features) array to monitor instead, e.g. a few columns
+        or an embedding (``features=gangplank.layer_features(model, "embedding")``);
+        fit the reference on its output. (Raw inputs of a reference fitted
+        with a ``reduction`` need no ``features``: the reduction is applied.)
         """
         model_inputs.check_sliceable(inputs)
         self._next_inputs = inputs

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import textwrap
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from ._drift.profile import Profile
 from ._drift.regression import ErrorProfile, as_values, check_task, prediction_edges
 from ._drift.validation import is_single_output
 from ._drift.window import Window
+from .reduction import InputReduction
 
 logger = logging.getLogger("gangplank")
 
@@ -50,6 +52,7 @@ class DriftReference:
     window_size: int
     settings: FitSettings | None = None  # None for a file written before settings were saved
     categories: Categories | None = None  # categorical input columns (a table with strings, booleans, categories)
+    reduction: InputReduction | None = None  # what turns raw inputs into the monitored features
 
     @classmethod
     def fit(
@@ -73,6 +76,7 @@ class DriftReference:
         input_stride: int = 1,
         threshold: float | None = None,
         task: str = "classification",
+        reduction: InputReduction | None = None,
     ) -> DriftReference:
         """Profile the reference data and calibrate thresholds for windows of ``window_size``.
 
@@ -102,6 +106,13 @@ class DriftReference:
         (:mod:`gangplank._drift.regression`). ``shadow`` and ``threshold`` are
         for classifiers.
 
+        ``reduction``, optional, monitors a few features computed from wide
+        raw inputs instead of every raw value: ``gangplank.pool_images((8,
+        8))``, ``gangplank.feature_subset(indices)`` or
+        ``gangplank.random_projection(64)`` (see :mod:`gangplank.reduction`).
+        It is saved with the reference and applied to every batch the
+        monitor observes, so raw inputs go in everywhere.
+
         The other keyword arguments are saved with the reference
         (:meth:`get_params`):
 
@@ -118,6 +129,16 @@ class DriftReference:
             threshold = 0.5 if threshold is None else float(threshold)
         elif threshold is not None:
             raise ValueError("threshold is for a binary classifier's single output, (rows,) or (rows, 1)")
+        if reduction is not None:
+            if not isinstance(reduction, InputReduction):
+                raise TypeError(
+                    f"reduction must be made by gangplank.pool_images, feature_subset or "
+                    f"random_projection, got {type(reduction).__name__}"
+                )
+            if is_table(inputs):
+                raise ValueError("a reduction takes numeric inputs, not a table with categorical columns")
+            reduction = reduction.fitted(inputs)
+            inputs = reduction.apply(inputs)
         categories = Categories.fit(inputs, width_bins + quantile_bins - 2) if is_table(inputs) else None
         if categories is not None:
             inputs = categories.encode(inputs)
@@ -143,7 +164,8 @@ class DriftReference:
         )
         settings.check(batch.rows)
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories, edges)
-        reference = cls(profile, calibrate(profile, batch, settings), settings.window_size, settings, categories)
+        thresholds = calibrate(profile, batch, settings)
+        reference = cls(profile, thresholds, settings.window_size, settings, categories, reduction)
         logger.info("gangplank: DriftReference.fit: %s", sensitivity.summary(reference.sensitivity()))
         for sentence in sensitivity.warnings(reference.sensitivity()):
             logger.warning("gangplank: DriftReference.fit: %s", sentence)
@@ -152,16 +174,29 @@ class DriftReference:
     def get_params(self) -> dict:
         """Every keyword the reference was fitted with, ``accuracy_tolerance`` included (empty for a
         version-1 file): ``DriftReference.fit(x, p, **reference.get_params())`` fits it again."""
-        return {} if self.settings is None else self.settings.as_dict()
+        return {} if self.settings is None else {**self.settings.as_dict(), "reduction": self.reduction}
 
     def with_thresholds(self, **overrides) -> DriftReference:
         """A copy with some thresholds replaced, e.g. ``with_thresholds(class_p_value=1e-4)``."""
         thresholds = self.thresholds.replace(**overrides)
-        return DriftReference(self.profile, thresholds, self.window_size, self.settings, self.categories)
+        return dataclasses.replace(self, thresholds=thresholds)
 
     # -- windows --------------------------------------------------------------
-    def prepare(self, inputs, probabilities, labels=None, ids=None, normalise: bool = True, shadow=None) -> Batch:
-        """Validate a batch for this reference (``ValueError`` if it does not fit)."""
+    def prepare(
+        self,
+        inputs,
+        probabilities,
+        labels=None,
+        ids=None,
+        normalise: bool = True,
+        shadow=None,
+        *,
+        reduced: bool = False,
+    ) -> Batch:
+        """Validate a batch for this reference (``ValueError`` if it does not fit); raw ``inputs`` go through
+        the reference's :attr:`reduction` unless ``reduced`` says :meth:`reduce` already did it."""
+        if not reduced:
+            inputs = self.reduce(inputs)
         if self.categories is not None and inputs is not None:
             inputs = self.categories.encode(inputs)
         if self.is_regression:
@@ -180,6 +215,10 @@ class DriftReference:
             normalise=normalise,
             threshold=self.threshold,
         )
+
+    def reduce(self, inputs):
+        """Raw ``inputs`` as the monitored features: the :attr:`reduction`'s output, or the inputs as they are."""
+        return inputs if self.reduction is None or inputs is None else self.reduction.apply(inputs)
 
     @property
     def is_regression(self) -> bool:

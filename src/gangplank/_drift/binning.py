@@ -28,6 +28,12 @@ import numpy as np
 
 DEFAULT_GRID = 256
 CHUNK_ROWS = 4096  # rows binned at once: bounds the temporary cell arrays of a large batch
+CHUNK_VALUES = 1 << 22  # ... and at most this many values (fewer rows of wide inputs)
+
+
+def chunk_rows(n_features: int) -> int:
+    """Rows binned at once for ``n_features`` features (4,096 up to 1,024 features, fewer for wider rows)."""
+    return max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(n_features, 1)))
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,7 @@ class FeatureBinner:
         if width_bins + quantile_bins > 255:
             raise ValueError("width_bins + quantile_bins must be at most 255")
         x = np.asarray(x, dtype=np.float32)
-        finite = np.where(np.isfinite(x), x, np.nan)
-        low = np.nanmin(finite, axis=0)
-        high = np.nanmax(finite, axis=0)
+        low, high = _finite_range(x)
         empty = np.isnan(low)
         low[empty], high[empty] = 0.0, 0.0
         constant = high <= low
@@ -139,13 +143,27 @@ class FeatureBinner:
         return valid
 
 
+def _finite_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's smallest and largest finite value (NaN for a feature without any), in row chunks."""
+    low = np.full(x.shape[1], np.nan, dtype=np.float32)
+    high = low.copy()
+    step = chunk_rows(x.shape[1])
+    for start in range(0, x.shape[0], step):  # an all-NaN column warns (RuntimeWarning) and stays NaN
+        chunk = x[start : start + step]
+        finite = np.where(np.isfinite(chunk), chunk, np.nan)
+        low = np.fmin(low, np.nanmin(finite, axis=0))
+        high = np.fmax(high, np.nanmax(finite, axis=0))
+    return low, high
+
+
 def _cell_counts(x: np.ndarray, low: np.ndarray, scale: np.ndarray, grid: int) -> np.ndarray:
     """(features, grid) counts of finite values per grid cell, in row chunks to bound memory."""
     n_features = x.shape[1]
     counts = np.zeros(n_features * grid, dtype=np.int64)
     offsets = np.arange(n_features, dtype=np.int64) * grid
-    for start in range(0, x.shape[0], CHUNK_ROWS):
-        chunk = x[start : start + CHUNK_ROWS]
+    step = chunk_rows(n_features)
+    for start in range(0, x.shape[0], step):
+        chunk = x[start : start + step]
         t = (chunk - low) * scale
         finite = np.isfinite(t)
         np.clip(t, 0, grid - 1, out=t, where=finite)

@@ -46,7 +46,7 @@ def flatten(inputs) -> np.ndarray:
     arrays = []
     rows = set()
     for name, value in named_inputs(inputs):
-        array = _to_numpy(value)
+        array = to_numpy(value)
         if array.ndim == 0:
             raise ValueError(f"input {name!r} must have one row per sample, got a scalar")
         if array.dtype.kind not in "biuf":
@@ -61,9 +61,9 @@ def flatten(inputs) -> np.ndarray:
 def feature_names(inputs) -> list[str]:
     """``<input>/<index>`` for every feature :func:`flatten` makes (``<index>`` alone for one array)."""
     if not is_structured(inputs):
-        return [str(i) for i in range(math.prod(_to_numpy(inputs).shape[1:]))]
+        return [str(i) for i in range(math.prod(to_numpy(inputs).shape[1:]))]
     named = named_inputs(inputs)
-    return [f"{name}/{i}" for name, array in named for i in range(math.prod(_to_numpy(array).shape[1:]))]
+    return [f"{name}/{i}" for name, array in named for i in range(math.prod(to_numpy(array).shape[1:]))]
 
 
 def check_sliceable(inputs) -> None:
@@ -87,7 +87,7 @@ def rows_of(inputs, start: int, stop: int):
     return inputs[start:stop]
 
 
-def _to_numpy(value) -> np.ndarray:
+def to_numpy(value) -> np.ndarray:
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         return np.asarray(value.numpy() if not hasattr(value, "detach") else value.detach().cpu().numpy())
     return np.asarray(value)

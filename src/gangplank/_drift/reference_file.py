@@ -23,9 +23,13 @@ name                   shape                meaning
 
 Version 3 adds ``confidence_labelled`` and, in the header, the shadow
 model's agreement and its row count; version-1 and -2 files still load (the
-labelled rows per bin taken as the bin counts, no shadow).
+labelled rows per bin taken as the bin counts, no shadow). A reference
+fitted with an input ``reduction`` is written as version 4: its header adds
+``reduction``, the reduction's parameters (:meth:`~gangplank.reduction.InputReduction.as_header`),
+so that a gangplank that cannot apply it refuses the file; without one the
+file stays version 3.
 
-Version 4 is a regression model's reference (``task="regression"``): the
+Version 4 is also a regression model's reference (``task="regression"``): the
 array ``prediction_edges`` (bins − 1,), the inner edges of its prediction
 bins (``class_shares`` are those bins' shares), and in the header
 ``"task": "regression"`` and ``errors`` (the reference's MAE, RMSE, the
@@ -56,7 +60,7 @@ from ..errors import ReferenceFormatError
 
 FORMAT = "gangplank-drift-reference"
 VERSION = 3
-REGRESSION_VERSION = 4
+EXTENDED_VERSION = 4  # a regression model's reference, or one with an input reduction
 READABLE_VERSIONS = (1, 2, 3, 4)
 MAX_UNPACKED_BYTES = 1 << 30
 
@@ -80,14 +84,16 @@ def write(path, reference) -> None:
             "quality_floor": t.quality_floor,
             "min_window_samples": t.min_window_samples,
         },
-        "settings": reference.get_params(),
+        "settings": None if reference.settings is None else reference.settings.as_dict(),
         "categories": None if reference.categories is None else reference.categories.as_header(),
     }
     regression = {}
     if profile.is_regression:
-        header.update(version=REGRESSION_VERSION, task="regression")
+        header.update(version=EXTENDED_VERSION, task="regression")
         header["errors"] = profile.errors.as_header() if profile.errors.rows else None
         regression["prediction_edges"] = profile.prediction_edges
+    if reference.reduction is not None:
+        header.update(version=EXTENDED_VERSION, reduction=reference.reduction.as_header())
     write_arrays(
         path,
         header,
@@ -109,6 +115,7 @@ def write(path, reference) -> None:
 
 def read_reference(path, cls):
     """Read a reference file into ``cls`` (:class:`~gangplank.DriftReference`)."""
+    from ..reduction import from_header as reduction_from_header
     from .binning import FeatureBinner
     from .calibration import FitSettings
     from .categories import Categories
@@ -159,12 +166,20 @@ def read_reference(path, cls):
     fitted = {"accuracy_tolerance": thresholds.accuracy_tolerance, **(header.get("settings") or {})}
     settings = FitSettings(**fitted) if header.get("settings") else None
     categories = Categories.from_header(header["categories"]) if header.get("categories") else None
-    return cls(profile, thresholds, int(header["window_size"]), settings, categories)
+    try:
+        reduction = reduction_from_header(header["reduction"]) if header.get("reduction") else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReferenceFormatError(f"{path} holds an input reduction this gangplank cannot apply: {exc}") from None
+    if reduction is not None and reduction.n_features_out != binner.n_features:
+        raise ReferenceFormatError(
+            f"{path}: its reduction makes {reduction.n_features_out} features, its bins are for {binner.n_features}"
+        )
+    return cls(profile, thresholds, int(header["window_size"]), settings, categories, reduction)
 
 
 def write_arrays(path, header: dict, arrays: dict) -> None:
     """Write ``arrays`` and ``header`` (plus format and version) to ``path``."""
-    header = {"format": FORMAT, "version": VERSION, **header}  # header may say version 4 (regression)
+    header = {"format": FORMAT, "version": VERSION, **header}  # a header may name a later version
     encoded = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez_compressed(handle, header=encoded, **arrays)

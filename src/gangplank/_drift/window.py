@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import Batch
-from .binning import CHUNK_ROWS, FeatureBinner
+from .binning import FeatureBinner, chunk_rows
 from .drift_statistics import entropy
 
 
@@ -79,8 +79,9 @@ class Window:
             x = batch.inputs
             if self.input_stride > 1:  # rows first_row, first_row + 1, ... of the window: keep multiples of the stride
                 x = x[(-first_row) % self.input_stride :: self.input_stride]
-            for start in range(0, x.shape[0], CHUNK_ROWS):
-                self._add_inputs(x[start : start + CHUNK_ROWS])
+            step = chunk_rows(self.binner.n_features)
+            for start in range(0, x.shape[0], step):
+                self._add_inputs(x[start : start + step])
         if batch.shadow is not None:
             self.shadow_rows += batch.rows
             self.shadow_agreed += int(np.count_nonzero(batch.shadow == predicted))

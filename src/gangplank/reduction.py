@@ -139,7 +139,7 @@ class ImagePooling(InputReduction):
         return {"size": list(self.size)}
 
     def _reduce(self, chunk):
-        height, width = self.input_shape[:2]
+        height, width = self._bound_shape()[:2]
         image = chunk.reshape(chunk.shape[0], height, width, -1)
         starts_h, counts_h = _cells(height, self.size[0])
         starts_w, counts_w = _cells(width, self.size[1])

@@ -40,7 +40,7 @@ from .families import Totals
 from .ring import DROPPED, LABELS_DROPPED, SCRAPED, UNMATCHED, SampleRing
 from .settings import MonitorSettings
 from .tracker import WindowTracker
-from .worker import WAKE_SECONDS, DriftWorker, Feedback
+from .worker import PUSH_SECONDS, WAKE_SECONDS, DriftWorker, Feedback
 
 FAMILIES_SECONDS = 1.0  # a scrape of the serving process sees the worker's state at most this late (flush: at once)
 BUSY_SECONDS = 0.005  # while rows keep coming, the ring is looked at this often (few, larger batches)
@@ -76,7 +76,7 @@ def run_child(
 
     try:
         lower_priority()
-        child = _Child(ring, tracker, Publisher(push, job, grouping_key), send)
+        child = _Child(ring, tracker, Publisher(push, job, grouping_key, min_push_interval=PUSH_SECONDS), send)
     except Exception as error:
         send(("failed", f"{type(error).__name__}: {error}"))
         os._exit(1)

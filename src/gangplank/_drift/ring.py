@@ -127,6 +127,10 @@ class SampleRing:
         return int(self._header[word])
 
     # -- the worker process -----------------------------------------------------------
+    def waiting_rows(self) -> int:
+        """Rows written and not taken yet."""
+        return int(self._header[WRITTEN] - self._header[READ])
+
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 

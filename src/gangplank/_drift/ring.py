@@ -35,7 +35,7 @@ from .batch import Batch
 
 # Header words (int64): written by the serving process unless said otherwise.
 WRITTEN = 0  # rows written so far (the next row's stream number)
-READ = 1  # rows the worker process has taken (written by the worker)
+READ = 1  # rows the worker process is done with: their slots are free (written by the worker)
 DROPPED = 2  # samples dropped by the serving process (ring full, closing)
 LABELS_DROPPED = 3  # labels of dropped samples and of dropped feedback
 UNMATCHED = 4  # feedback labels whose id was unknown
@@ -84,6 +84,7 @@ class SampleRing:
         self._words = whole[offsets[0] : offsets[0] + HEADER_WORDS * 8].cast("q")
         self._flag_bytes = whole[offsets[5] : offsets[5] + self.capacity]
         np.frombuffer(self._memory, np.uint8)[:] = 0  # pre-fault every page now, not on a request
+        self._lent = 0  # the worker process's own: rows it has taken (lent or copied) so far
         self._lock = threading.Lock()
 
     # -- the serving process ----------------------------------------------------------
@@ -145,35 +146,51 @@ class SampleRing:
     # -- the worker process -----------------------------------------------------------
     def waiting_rows(self) -> int:
         """Rows written and not taken yet."""
-        return self._words[WRITTEN] - self._words[READ]
+        return self._words[WRITTEN] - self._lent
 
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 
         Their slots are free for the writer once this returns.
         """
-        read = self._words[READ]
+        batches, end = self.lend(upto, copy=True)
+        self.release(end)
+        return batches
+
+    def lend(self, upto: int | None = None, *, copy: bool = False) -> tuple[list[Batch], int]:
+        """Like :meth:`take`, but the batches are views of the ring (no copy of 784 pixels a row): their slots
+        stay the worker's until :meth:`release` of the returned end (the stream row after the last one lent)."""
         written = self._words[WRITTEN] if upto is None else min(upto, self._words[WRITTEN])
         batches: list[Batch] = []
-        position = read
+        position = self._lent
         while position < written:
             start = position % self.capacity
             stop = start + min(written - position, self.capacity - start)
             flags = self._flags[start:stop]
             cuts = np.flatnonzero(flags[1:] != flags[:-1]) + 1
             for begin, end in zip(np.r_[0, cuts], np.r_[cuts, stop - start], strict=True):
-                batches.append(self._batch(start + int(begin), start + int(end), int(flags[begin])))
+                batches.append(self._batch(start + int(begin), start + int(end), int(flags[begin]), copy))
             position += stop - start
-        self._words[READ] = written  # after the copies: the writer may reuse these slots now
-        return batches
+        self._lent = max(self._lent, written)
+        return batches, self._lent
 
-    def _batch(self, start: int, stop: int, flags: int) -> Batch:
+    def release(self, end: int) -> None:
+        """The worker is done with every row before stream row ``end``: the writer may reuse their slots."""
+        if end > self._words[READ]:
+            self._words[READ] = end
+
+    def _batch(self, start: int, stop: int, flags: int, copy: bool) -> Batch:
+        def rows(array: np.ndarray, present: int) -> np.ndarray | None:
+            if present and not flags & present:
+                return None
+            return array[start:stop].copy() if copy else array[start:stop]
+
         return Batch(
-            self._probabilities[start:stop].copy(),
-            self._inputs[start:stop].copy() if flags & HAS_INPUTS else None,
-            self._labels[start:stop].copy() if flags & HAS_LABELS else None,
+            rows(self._probabilities, 0),  # every row has probabilities
+            rows(self._inputs, HAS_INPUTS),
+            rows(self._labels, HAS_LABELS),
             None,
             0,
             False,  # checked by the caller, normalised by the tracker
-            self._shadow[start:stop].copy() if flags & HAS_SHADOW else None,
+            rows(self._shadow, HAS_SHADOW),
         )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -120,11 +121,13 @@ class _Child:
         self._send_families(hurry=True)  # a scrape right after the start sees the empty state
 
     def serve(self, conn, parent: int) -> None:
+        pipe = select.poll()  # conn.poll(t) builds a selector on every call: this loop runs up to 200 times a second
+        pipe.register(conn.fileno(), select.POLLIN)
         while True:
             try:  # TAKE_ROWS waiting are taken at once; fewer every WAKE_SECONDS; nothing: a message or WAKE_SECONDS
                 waiting = self.ring.waiting_rows()
                 wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if waiting or self._lent else WAKE_SECONDS
-                message = conn.recv() if conn.poll(wait) else None
+                message = conn.recv() if pipe.poll(wait * 1000) else None  # end-of-file too: recv raises
             except (EOFError, OSError):
                 message = None
                 parent = -1

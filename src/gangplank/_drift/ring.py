@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import threading
 
@@ -167,9 +168,9 @@ class SampleRing:
             start = position % self.capacity
             stop = start + min(written - position, self.capacity - start)
             flags = self._flags[start:stop]
-            cuts = np.flatnonzero(flags[1:] != flags[:-1]) + 1
-            for begin, end in zip(np.r_[0, cuts], np.r_[cuts, stop - start], strict=True):
-                batches.append(self._batch(start + int(begin), start + int(end), int(flags[begin]), copy))
+            bounds = [0, *(np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist(), stop - start]
+            for begin, end in itertools.pairwise(bounds):
+                batches.append(self._batch(start + begin, start + end, int(flags[begin]), copy))
             position += stop - start
         self._lent = max(self._lent, written)
         return batches, self._lent

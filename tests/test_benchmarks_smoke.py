@@ -138,7 +138,7 @@ def test_pipeline_times_every_stage_at_both_strides(quick_run):
         assert out["windows"] >= 1 and out["exposition_bytes"] > 0
         for stage in (
             "caller: copy into the ring",
-            "worker: take as views",
+            "worker: take the rows",
             "window: binning the inputs",
             "compare",
             "publish: build the families",

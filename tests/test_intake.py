@@ -67,18 +67,3 @@ def test_the_ring_keeps_rows_in_order_across_its_end():
         if labels is not None:
             assert np.array_equal(np.concatenate([b.labels for b in taken]), labels)
     assert ring.written == 16
-
-
-def test_lent_rows_keep_their_slots_until_released():
-    ring = SampleRing(capacity=4, n_features=2, n_classes=2)
-    x = np.arange(6, dtype=np.float32).reshape(3, 2)
-    p = np.full((3, 2), 0.5)
-    assert ring.write(x, p, None, None) == 0
-    batches, end = ring.lend()
-    assert end == 3 and ring.waiting_rows() == 0 and np.shares_memory(batches[0].inputs, ring._inputs)
-    assert ring.write(x[:2], p[:2], None, None) is None  # only one slot is free while the three are lent
-    assert ring.write(x[:1], p[:1], None, None) == 3
-    ring.release(end)
-    assert np.array_equal(batches[0].inputs, x)  # still intact: nothing overwrote them before the release
-    assert ring.write(x, p, None, None) == 4  # wraps over the released slots
-    assert [b.rows for b in ring.take()] == [1, 3]  # the ring's end splits rows 3-6

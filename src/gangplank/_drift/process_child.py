@@ -36,7 +36,6 @@ import select
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
@@ -108,7 +107,6 @@ class _Child:
         self._state_sent = 0.0  # monotonic
         self._taken_at = time.monotonic()
         self._take_rows = max(1, min(TAKE_ROWS, ring.capacity // 4))
-        self._lent: deque[tuple[int, int]] = deque()  # (items queued up to the lent rows, the ring row they end at)
         self.worker = DriftWorker(
             tracker,
             cast(Publisher, _Forwarding(publisher, self)),  # what DriftWorker calls of a Publisher: submit
@@ -126,7 +124,7 @@ class _Child:
         while True:
             try:  # TAKE_ROWS waiting are taken at once; fewer every WAKE_SECONDS; nothing: a message or WAKE_SECONDS
                 waiting = self.ring.waiting_rows()
-                wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if waiting or self._lent else WAKE_SECONDS
+                wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if waiting else WAKE_SECONDS
                 message = conn.recv() if pipe.poll(wait * 1000) else None  # end-of-file too: recv raises
             except (EOFError, OSError):
                 message = None
@@ -139,7 +137,6 @@ class _Child:
                 self._families_due = True  # the first scrape: the families from now on
             if message is not None or self._take_due():
                 self._take(None if message is None else _UPTO[message[0]](message))
-            self._release()
             self._sync_counters()
             if message is None:
                 self._send_state(hurry=False)
@@ -153,7 +150,6 @@ class _Child:
                 _, token, _, timeout = message
                 deadline = time.monotonic() + timeout
                 ok = self.worker.flush(timeout) and self.publisher.flush(max(0.0, deadline - time.monotonic()))
-                self._release()
                 self._send_state(hurry=True)
                 self._send_families(hurry=True)
                 self.send(("flushed", token, ok))
@@ -179,25 +175,13 @@ class _Child:
         return waiting >= self._take_rows or bool(waiting) and time.monotonic() - self._taken_at >= WAKE_SECONDS
 
     def _take(self, upto: int | None) -> int:
-        """Lend the new rows (up to stream row ``upto``) to the worker, as views of the ring; how many there were."""
+        """Hand the new rows (up to stream row ``upto``) to the worker, copied out (their slots are free at once: the
+        ring and the worker's queue are two buffers); how many there were."""
         self._taken_at = time.monotonic()
-        batches, end = self.ring.lend(upto)
+        batches = self.ring.take(upto)
         for batch in batches:
             self.worker.enqueue(batch, batch.rows)
-        if batches:
-            self._lent.append((self.worker.progress[0], end))
         return sum(batch.rows for batch in batches)
-
-    def _release(self) -> None:
-        """Give the ring back the rows the worker has finished with."""
-        if not self._lent:
-            return
-        processed = self.worker.progress[1]
-        end = None
-        while self._lent and self._lent[0][0] <= processed:
-            end = self._lent.popleft()[1]
-        if end is not None:
-            self.ring.release(end)
 
     def _sync_counters(self) -> None:
         """Copy the serving process's drop counters into the worker."""

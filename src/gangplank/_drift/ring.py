@@ -36,7 +36,7 @@ from .batch import Batch
 
 # Header words (int64): written by the serving process unless said otherwise.
 WRITTEN = 0  # rows written so far (the next row's stream number)
-READ = 1  # rows the worker process is done with: their slots are free (written by the worker)
+READ = 1  # rows the worker process has taken (written by the worker)
 DROPPED = 2  # samples dropped by the serving process (ring full, closing)
 LABELS_DROPPED = 3  # labels of dropped samples and of dropped feedback
 UNMATCHED = 4  # feedback labels whose id was unknown
@@ -85,7 +85,6 @@ class SampleRing:
         self._words = whole[offsets[0] : offsets[0] + HEADER_WORDS * 8].cast("q")
         self._flag_bytes = whole[offsets[5] : offsets[5] + self.capacity]
         np.frombuffer(self._memory, np.uint8)[:] = 0  # pre-fault every page now, not on a request
-        self._lent = 0  # the worker process's own: rows it has taken (lent or copied) so far
         self._lock = threading.Lock()
 
     # -- the serving process ----------------------------------------------------------
@@ -147,44 +146,30 @@ class SampleRing:
     # -- the worker process -----------------------------------------------------------
     def waiting_rows(self) -> int:
         """Rows written and not taken yet."""
-        return self._words[WRITTEN] - self._lent
+        return self._words[WRITTEN] - self._words[READ]
 
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 
         Their slots are free for the writer once this returns.
         """
-        batches, end = self.lend(upto, copy=True)
-        self.release(end)
-        return batches
-
-    def lend(self, upto: int | None = None, *, copy: bool = False) -> tuple[list[Batch], int]:
-        """Like :meth:`take`, but the batches are views of the ring (no copy of 784 pixels a row): their slots
-        stay the worker's until :meth:`release` of the returned end (the stream row after the last one lent)."""
         written = self._words[WRITTEN] if upto is None else min(upto, self._words[WRITTEN])
         batches: list[Batch] = []
-        position = self._lent
+        position = self._words[READ]
         while position < written:
             start = position % self.capacity
             stop = start + min(written - position, self.capacity - start)
             flags = self._flags[start:stop]
             bounds = [0, *(np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist(), stop - start]
             for begin, end in itertools.pairwise(bounds):
-                batches.append(self._batch(start + begin, start + end, int(flags[begin]), copy))
+                batches.append(self._batch(start + begin, start + end, int(flags[begin])))
             position += stop - start
-        self._lent = max(self._lent, written)
-        return batches, self._lent
+        self._words[READ] = written  # after the copies: the writer may reuse these slots now
+        return batches
 
-    def release(self, end: int) -> None:
-        """The worker is done with every row before stream row ``end``: the writer may reuse their slots."""
-        if end > self._words[READ]:
-            self._words[READ] = end
-
-    def _batch(self, start: int, stop: int, flags: int, copy: bool) -> Batch:
+    def _batch(self, start: int, stop: int, flags: int) -> Batch:
         def rows(array: np.ndarray, present: int) -> np.ndarray | None:
-            if present and not flags & present:
-                return None
-            return array[start:stop].copy() if copy else array[start:stop]
+            return None if present and not flags & present else array[start:stop].copy()
 
         return Batch(
             rows(self._probabilities, 0),  # every row has probabilities

@@ -132,12 +132,6 @@ class DriftWorker:
         with self._cond:
             return not self._done
 
-    @property
-    def progress(self) -> tuple[int, int]:
-        """Items (batches and labels) queued so far, and how many of them the thread has finished."""
-        with self._cond:
-            return self._received, self._processed
-
     # -- what callers use -------------------------------------------------------------
     def enqueue(self, item: Batch | Feedback, samples: int) -> int | None:
         """Hand ``item`` to the worker: the stream row its first sample is (the worker numbers

@@ -78,7 +78,7 @@ class SampleRing:
             np.ndarray(shape, dtype, buffer=self._memory, offset=offset)
             for (_, dtype, shape), offset in zip(sizes, offsets, strict=True)
         ]
-        self._header, self._inputs, self._probabilities, self._labels, self._shadow, self._flags = arrays
+        _, self._inputs, self._probabilities, self._labels, self._shadow, self._flags = arrays
         # The counters and flags as plain memory too: reading and writing them as Python ints and bytes costs
         # the request path far less than numpy scalars do (right after a model's inference, numpy's code is cold).
         whole = memoryview(self._memory)
@@ -103,31 +103,25 @@ class SampleRing:
         first = min(rows, self.capacity - start)
         flags = (inputs is not None) * HAS_INPUTS | (labels is not None) * HAS_LABELS
         flags |= (shadow is not None) * HAS_SHADOW
-        if first == rows:  # the common case, one piece: no slices of the caller's arrays (each costs a request µs)
-            self._probabilities[start : start + rows] = probabilities
-            if inputs is not None:
-                self._inputs[start : start + rows] = inputs
-            if labels is not None:
-                self._labels[start : start + rows] = labels
-            if shadow is not None:
-                self._shadow[start : start + rows] = shadow
-            self._flag_bytes[start : start + rows] = bytes((flags,)) * rows
-            self._words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
-            return written
-        for begin, stop, offset in ((start, start + first, 0), (0, rows - first, first)):
-            if stop <= begin:
-                continue
-            piece = slice(offset, offset + stop - begin)
-            self._probabilities[begin:stop] = probabilities[piece]
-            if inputs is not None:
-                self._inputs[begin:stop] = inputs[piece]
-            if labels is not None:
-                self._labels[begin:stop] = labels[piece]
-            if shadow is not None:
-                self._shadow[begin:stop] = shadow[piece]
-            self._flag_bytes[begin:stop] = bytes((flags,)) * (stop - begin)
+        if first == rows:  # one piece, the common case: no slices of the caller's arrays (each costs the request µs)
+            self._put(start, inputs, probabilities, labels, shadow, flags)
+        else:
+            for part, at in ((slice(0, first), start), (slice(first, rows), 0)):
+                pieces = [None if a is None else a[part] for a in (inputs, probabilities, labels, shadow)]
+                self._put(at, *pieces, flags)
         self._words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
         return written
+
+    def _put(self, start: int, inputs, probabilities, labels, shadow, flags: int) -> None:
+        stop = start + probabilities.shape[0]
+        self._probabilities[start:stop] = probabilities
+        if inputs is not None:
+            self._inputs[start:stop] = inputs
+        if labels is not None:
+            self._labels[start:stop] = labels
+        if shadow is not None:
+            self._shadow[start:stop] = shadow
+        self._flag_bytes[start:stop] = bytes((flags,)) * (stop - start)
 
     def free_rows(self) -> int:
         return self.capacity - (self._words[WRITTEN] - self._words[READ])

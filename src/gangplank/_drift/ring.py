@@ -107,8 +107,8 @@ class SampleRing:
             self._put(start, inputs, probabilities, labels, shadow, flags)
         else:
             for part, at in ((slice(0, first), start), (slice(first, rows), 0)):
-                pieces = [None if a is None else a[part] for a in (inputs, probabilities, labels, shadow)]
-                self._put(at, *pieces, flags)
+                x, y, s = (None if a is None else a[part] for a in (inputs, labels, shadow))
+                self._put(at, x, probabilities[part], y, s, flags)
         self._words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
         return written
 
@@ -163,10 +163,10 @@ class SampleRing:
 
     def _batch(self, start: int, stop: int, flags: int) -> Batch:
         def rows(array: np.ndarray, present: int) -> np.ndarray | None:
-            return None if present and not flags & present else array[start:stop].copy()
+            return array[start:stop].copy() if flags & present else None
 
         return Batch(
-            rows(self._probabilities, 0),  # every row has probabilities
+            self._probabilities[start:stop].copy(),
             rows(self._inputs, HAS_INPUTS),
             rows(self._labels, HAS_LABELS),
             None,

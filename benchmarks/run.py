@@ -32,6 +32,9 @@ Benchmarks (issue 5), one module each:
 ``serving``    (bench_serving.py) the demo convnet's ``predict_on_batch`` with
                drift monitoring off and on, alternating blocks: latency p50/p99,
                pipeline CPU per sample, the caller's ``observe``, throughput.
+``pipeline``   (bench_pipeline.py) the drift pipeline's CPU per sample, stage
+               by stage (ring copy, take, normalise, predictions, binning,
+               compare, record, families, pickle, push), strides 1 and 4.
 ``estimate``   (bench_estimate.py) the label-free accuracy estimate against
                realised accuracy per window (MAE, bias, firing rate) on five
                MNIST streams and a tabular set, and NannyML's CBPE on the same
@@ -96,6 +99,7 @@ from benchmarks.bench_estimate import bench_estimate, report_estimate  # noqa: E
 from benchmarks.bench_histogram import bench_histogram, report_histogram  # noqa: E402
 from benchmarks.bench_hook import bench_hook, report_hook  # noqa: E402
 from benchmarks.bench_memory import bench_memory, memory_child, report_memory  # noqa: E402
+from benchmarks.bench_pipeline import bench_pipeline, report_pipeline  # noqa: E402
 from benchmarks.bench_serving import bench_serving, report_serving  # noqa: E402
 from benchmarks.bench_wide import bench_wide, report_wide  # noqa: E402
 from benchmarks.common import GP05_VERSION, HERE, load_gp05, loadavg, machine_info  # noqa: E402  (sets env defaults first)
@@ -108,6 +112,7 @@ RUNNERS = {
     "memory": (bench_memory, report_memory),
     "detection": (bench_detection, report_detection),
     "serving": (bench_serving, report_serving),
+    "pipeline": (bench_pipeline, report_pipeline),
     "estimate": (bench_estimate, report_estimate),
     "alerts": (bench_alerts, report_alerts),
     "decisions": (bench_decisions, report_decisions),

@@ -129,6 +129,23 @@ def test_detection_covers_every_scenario_and_rule(quick_run):
             assert 0 <= outcome["alarms_per_100_windows"] <= 100
 
 
+def test_pipeline_times_every_stage_at_both_strides(quick_run):
+    results, stdout = quick_run
+    pipeline = results["pipeline"]
+    assert "### Pipeline: CPU per sample by stage" in stdout
+    assert set(pipeline["strides"]) == {"1", "4"}  # JSON keys
+    for out in pipeline["strides"].values():
+        assert out["windows"] >= 1 and out["exposition_bytes"] > 0
+        for stage in (
+            "caller: copy into the ring",
+            "worker: take the rows",
+            "window: binning the inputs",
+            "compare",
+            "publish: build the families",
+        ):
+            assert positive(out["us_per_sample"][stage]), stage
+
+
 def test_estimate_covers_every_stream_and_window(quick_run):
     results, _ = quick_run
     estimate = results["estimate"]

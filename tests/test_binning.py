@@ -84,6 +84,14 @@ def test_count_matches_a_slow_per_feature_searchsorted_on_random_data():
         )
 
 
+def test_the_finite_fast_path_counts_what_the_slow_per_feature_searchsorted_counts():
+    rng = np.random.default_rng(2)
+    binner = FeatureBinner.fit(mixed_data(rng, 5000))
+    window = away_from_edges(binner, mixed_data(rng, 1000) * rng.uniform(0.5, 1.5, size=6).astype(np.float32))
+    assert np.isfinite(window).all()
+    np.testing.assert_array_equal(binner.count(window, finite=True), slow_count(binner, window))
+
+
 def test_bins_are_monotone_in_the_value():
     rng = np.random.default_rng(2)
     binner = FeatureBinner.fit(mixed_data(rng, 2000))

@@ -125,6 +125,28 @@ def test_scrape_equals_push_and_the_child_runs_at_idle_priority(monitors, stream
     assert value(here, PREFIX + "samples_total", agent="proc") == 1200
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_coalesced_pushes_lose_no_window_flush_and_close_deliver_exact_counts(monitors, stream, pushgateway, kind):
+    """Pushes go at most once a second; a flush and close() still bring every window and sample to the gateway."""
+    x, p, _ = stream
+    monitor = monitors(pushgateway.address, worker=kind, agent=f"coalesce-{kind}")
+    observe_in_pieces(monitor, x[:3050], p[:3050])
+    assert monitor.flush(30)
+    pushed = read_gateway(pushgateway.url)
+    windows = {
+        signal: value(pushed, PREFIX + "drift_signal_windows_total", agent=f"coalesce-{kind}", signal=signal)
+        for signal in monitor.totals.signal_windows
+    }
+    assert value(pushed, PREFIX + "windows_total", agent=f"coalesce-{kind}") == 30
+    assert value(pushed, PREFIX + "samples_total", agent=f"coalesce-{kind}") == 3000
+    assert windows == monitor.totals.signal_windows
+    observe_in_pieces(monitor, x[3050:], p[3050:])
+    monitor.close()
+    pushed = read_gateway(pushgateway.url)
+    assert value(pushed, PREFIX + "windows_total", agent=f"coalesce-{kind}") == monitor.totals.windows == 40
+    assert value(pushed, PREFIX + "samples_total", agent=f"coalesce-{kind}") == len(p)
+
+
 def test_bad_input_raises_in_the_caller_and_records_nothing(monitors, stream):
     x, p, _ = stream
     monitor = monitors(worker="process")

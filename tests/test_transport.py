@@ -164,6 +164,28 @@ def test_close_flushes_stops_the_thread_and_is_final(pushgateway, scrape, make_s
     assert value(scrape(), "gangplank_train_loss") == 1.0 and sender.close(0) is True
 
 
+def test_min_interval_coalesces_pushes_and_flush_and_close_deliver_the_latest(pushgateway, scrape, make_sender):
+    """With a long ``min_interval`` the first state goes at once, later ones wait for it (or a flush, or close)."""
+    calls = []
+    sender = make_sender(pushgateway.address, "coalesce", handler=counting_handler(calls), min_interval=3600)
+    sender.submit("predict", [gauge("gangplank_predict_step", 0)])
+    assert wait_for(lambda: not sender.pending, timeout=10)
+    for step in range(1, 101):
+        sender.submit("predict", [gauge("gangplank_predict_step", step)])
+    assert sender.pending and len(calls) == 1  # held back: the interval has not passed
+    assert value(scrape(), "gangplank_predict_step") == 0
+    assert sender.flush(15)
+    assert len(calls) == 2 and value(scrape(), "gangplank_predict_step") == 100
+    sender.submit("predict", [gauge("gangplank_predict_step", 101)])
+    assert sender.close(15) is True
+    assert len(calls) == 3 and value(scrape(), "gangplank_predict_step") == 101
+
+
+def test_min_interval_refuses_a_negative_value():
+    with pytest.raises(ValueError, match="min_interval"):
+        transport.PushgatewaySender("127.0.0.1:9091", "negative", min_interval=-1)
+
+
 def test_close_on_a_dead_gateway_gives_up_in_time_and_skips_the_exit_flush():
     sender = transport.PushgatewaySender(closed_port_address(), "closed")
     sender.submit("train", [gauge("gangplank_train_loss", 1.0)])

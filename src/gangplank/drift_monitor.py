@@ -30,7 +30,7 @@ from ._drift.settings import MonitorSettings
 from ._drift.tracker import WindowTracker
 from ._drift.validation import as_labels, as_predicted_classes
 from ._drift.window import Window
-from ._drift.worker import DriftWorker, Feedback
+from ._drift.worker import PUSH_SECONDS, DriftWorker, Feedback
 from .reference import DriftReference
 from .transport import DEFAULT_TIMEOUT, Publisher, PushSettings, logger
 
@@ -224,7 +224,7 @@ class DriftMonitor:
             self._plain_shape: tuple[int, int] | None = (reference.n_features, reference.n_classes)
         else:
             self._plain_shape = None
-            self.publisher = Publisher(push, job, group)
+            self.publisher = Publisher(push, job, group, min_push_interval=PUSH_SECONDS)
             self._worker = DriftWorker(
                 self._tracker,
                 self.publisher,

@@ -29,6 +29,7 @@ import atexit
 import base64
 import http.client
 import logging
+import math
 import os
 import re
 import ssl
@@ -245,6 +246,9 @@ class PushgatewaySender:
         ca_file: a CA bundle to verify an ``https://`` gateway's certificate;
             not together with ``handler`` (``TypeError``: a handler does its own TLS).
         store: the :class:`LatestMetrics` to push from (its publisher's); default a store of its own.
+        min_interval: seconds between the starts of two pushes at least (default 0: every new state
+            at once). States submitted meanwhile are coalesced into the next push, which sends the
+            latest; :meth:`flush` and :meth:`close` push at once.
 
     :meth:`close` is final: a closed sender refuses :meth:`submit` with ``RuntimeError``.
     """
@@ -262,6 +266,7 @@ class PushgatewaySender:
         basic_auth: tuple[str, str] | None = None,
         ca_file: str | os.PathLike | None = None,
         store: LatestMetrics | None = None,
+        min_interval: float = 0.0,
     ):
         _check_tls(handler, ca_file)
         if not pgw_addr or not str(pgw_addr).strip():
@@ -286,6 +291,10 @@ class PushgatewaySender:
         self.timeout = float(timeout)
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
+        if not min_interval >= 0:
+            raise ValueError(f"min_interval must be 0 or more seconds, got {min_interval!r}")
+        self.min_interval = float(min_interval)
+        self._last_push = -math.inf  # monotonic start of the latest attempt
 
         self.store = LatestMetrics() if store is None else store
         self._delivered = self.store.version
@@ -448,7 +457,9 @@ class PushgatewaySender:
                     self._cond.wait()
                 if self._closed and not self.pending:
                     return
+                self._wait_for_interval()
                 self._retry_now = False
+                self._last_push = time.monotonic()
             if self._attempt() is None:
                 delay = self.retry_initial
                 continue
@@ -462,6 +473,15 @@ class PushgatewaySender:
                 if self._closed and not self._retry_now:
                     return
             delay = min(delay * 2, self.retry_max)
+
+    def _wait_for_interval(self) -> None:
+        """Hold the next push until ``min_interval`` after the last began (under ``_cond``); flush or close end it."""
+        deadline = self._last_push + self.min_interval
+        while not (self._retry_now or self._closed):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
 
 
 @dataclass(frozen=True)
@@ -517,7 +537,11 @@ class PushSettings:
         return self.pgw_addr is not None
 
     def sender(
-        self, job: str, grouping_key: Mapping[str, str], store: LatestMetrics | None = None
+        self,
+        job: str,
+        grouping_key: Mapping[str, str],
+        store: LatestMetrics | None = None,
+        min_interval: float = 0.0,
     ) -> PushgatewaySender:
         """A :class:`PushgatewaySender` of these settings for the group ``job`` + ``grouping_key``."""
         if self.pgw_addr is None:
@@ -531,6 +555,7 @@ class PushSettings:
             basic_auth=self.basic_auth,
             ca_file=self.ca_file,
             store=store,
+            min_interval=min_interval,
         )
 
 
@@ -554,14 +579,23 @@ class Publisher:
         True
     """
 
-    def __init__(self, settings: PushSettings, job: str, grouping_key: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        settings: PushSettings,
+        job: str,
+        grouping_key: Mapping[str, str] | None = None,
+        *,
+        min_push_interval: float = 0.0,
+    ):
         if not job:
             raise ValueError("job name is empty")
         self.settings = settings
         self.job = str(job)
         self.grouping_key = {str(k): str(v) for k, v in (grouping_key or {}).items()}
         self.store = LatestMetrics()
-        self._sender = settings.sender(self.job, self.grouping_key, self.store) if settings.pushes else None
+        self._sender = (
+            settings.sender(self.job, self.grouping_key, self.store, min_push_interval) if settings.pushes else None
+        )
         self._scrape_labels = {k: v for k, v in self.grouping_key.items() if k != "instance"}
         self._closed = False
 

@@ -21,7 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+# Up to this many probabilities the finite check is a Python sum of their list: right after a model ran,
+# numpy's code is cold and one ufunc call costs 15 us, the sum of 10 values 3 us (of 320 values 10 us).
+LIST_CHECK_VALUES = 512
 
 
 def plain_rows(inputs, probabilities, *, n_features: int, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -35,6 +41,16 @@ def plain_rows(inputs, probabilities, *, n_features: int, n_classes: int) -> tup
         return None
     if inputs.size != rows * n_features:
         return None
-    if not np.isfinite(probabilities).all():
+    if not _all_finite(probabilities):
         return None  # the full path says what is wrong
+    if inputs.ndim == 2:  # (rows, n_features) already: the size check above says so
+        return inputs, probabilities
     return inputs.reshape(rows, n_features), probabilities
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite (``False`` also for finite float64 values whose sum overflows: the full path
+    then takes the batch)."""
+    if values.size <= LIST_CHECK_VALUES:
+        return math.isfinite(sum(values.ravel().tolist()))  # NaN and ±Inf carry through a sum
+    return bool(np.isfinite(values).all())

@@ -7,13 +7,16 @@ serving process leaves idle. It ignores ``SIGINT`` (the serving process
 decides when monitoring ends) and ends when its parent does: its pipe to the
 parent reads end-of-file then, and its parent id changes.
 
-Every ``WAKE_SECONDS`` (or on a message) it takes the new rows of the ring,
-hands them to its :class:`~gangplank._drift.worker.DriftWorker` (a
+When ``TAKE_ROWS`` rows wait in the ring, ``WAKE_SECONDS`` after its last take,
+or on a message, it takes the new rows of the ring (few, large batches: the
+pipeline's cost per sample falls with the batch size), hands them to its
+:class:`~gangplank._drift.worker.DriftWorker` (a
 :class:`~gangplank._drift.tracker.WindowTracker` on a thread, as in the
 serving process with ``worker="thread"``), and copies the serving process's
-drop counters into it. It pushes itself (with a push address), and sends
-every published state to the parent (the pickled families, for scrapes, and
-a snapshot of the totals and the last report).
+drop counters into it. It pushes itself (with a push address, at most once
+a second), and sends the latest published state to the parent at most every
+``FAMILIES_SECONDS``, at once for a flush or the stop: a snapshot of the
+totals, and the pickled families for scrapes.
 
 Messages from the parent (tuples): ``("feedback", upto, labels, predicted, rows)``,
 ``("flush", token, upto, timeout)``, ``("report", token)``,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -40,10 +44,11 @@ from .families import Totals
 from .ring import DROPPED, LABELS_DROPPED, SCRAPED, UNMATCHED, SampleRing
 from .settings import MonitorSettings
 from .tracker import WindowTracker
-from .worker import WAKE_SECONDS, DriftWorker, Feedback
+from .worker import PUSH_SECONDS, WAKE_SECONDS, DriftWorker, Feedback
 
 FAMILIES_SECONDS = 1.0  # a scrape of the serving process sees the worker's state at most this late (flush: at once)
-BUSY_SECONDS = 0.005  # while rows keep coming, the ring is looked at this often (few, larger batches)
+BUSY_SECONDS = 0.005  # while rows wait in the ring, it is looked at this often ...
+TAKE_ROWS = 256  # ... and taken once this many wait (or a quarter of the ring), or WAKE_SECONDS after the last take
 NO_WAIT_LIMIT = 365 * 24 * 3600.0  # the child's own queue never drops: the ring is where drops happen
 
 
@@ -76,7 +81,7 @@ def run_child(
 
     try:
         lower_priority()
-        child = _Child(ring, tracker, Publisher(push, job, grouping_key), send)
+        child = _Child(ring, tracker, Publisher(push, job, grouping_key, min_push_interval=PUSH_SECONDS), send)
     except Exception as error:
         send(("failed", f"{type(error).__name__}: {error}"))
         os._exit(1)
@@ -98,6 +103,10 @@ class _Child:
         tracker.let_callers_in = _nothing  # no request thread shares this process's GIL
         self._families_due = False  # a state was published that the parent has not been sent
         self._families_sent = 0.0  # monotonic
+        self._state_due = False  # a state was published whose snapshot the parent has not been sent
+        self._state_sent = 0.0  # monotonic
+        self._taken_at = time.monotonic()
+        self._take_rows = max(1, min(TAKE_ROWS, ring.capacity // 4))
         self.worker = DriftWorker(
             tracker,
             cast(Publisher, _Forwarding(publisher, self)),  # what DriftWorker calls of a Publisher: submit
@@ -106,14 +115,17 @@ class _Child:
         )
         self.worker.on_publish = self._remember
         self.worker.publish()  # the first state, with the snapshot this time
+        self._send_state(hurry=True)
         self._send_families(hurry=True)  # a scrape right after the start sees the empty state
 
     def serve(self, conn, parent: int) -> None:
-        taken = 0
+        pipe = select.poll()  # conn.poll(t) builds a selector on every call: this loop runs up to 200 times a second
+        pipe.register(conn.fileno(), select.POLLIN)
         while True:
-            try:  # a full ring is taken at once; a trickle every BUSY_SECONDS; nothing: a message or WAKE_SECONDS
-                wait = 0 if taken >= self.ring.capacity // 4 else BUSY_SECONDS if taken else WAKE_SECONDS
-                message = conn.recv() if conn.poll(wait) else None
+            try:  # TAKE_ROWS waiting are taken at once; fewer every WAKE_SECONDS; nothing: a message or WAKE_SECONDS
+                waiting = self.ring.waiting_rows()
+                wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if waiting else WAKE_SECONDS
+                message = conn.recv() if pipe.poll(wait * 1000) else None  # end-of-file too: recv raises
             except (EOFError, OSError):
                 message = None
                 parent = -1
@@ -123,8 +135,11 @@ class _Child:
             if self.pushes and self.ring.counter(SCRAPED) and not self.scraped:
                 self.scraped = True
                 self._families_due = True  # the first scrape: the families from now on
-            taken = self._take(None if message is None else _UPTO[message[0]](message))
+            if message is not None or self._take_due():
+                self._take(None if message is None else _UPTO[message[0]](message))
+            self._sync_counters()
             if message is None:
+                self._send_state(hurry=False)
                 self._send_families(hurry=False)
                 continue
             kind = message[0]
@@ -135,6 +150,7 @@ class _Child:
                 _, token, _, timeout = message
                 deadline = time.monotonic() + timeout
                 ok = self.worker.flush(timeout) and self.publisher.flush(max(0.0, deadline - time.monotonic()))
+                self._send_state(hurry=True)
                 self._send_families(hurry=True)
                 self.send(("flushed", token, ok))
             elif kind == "report":
@@ -144,6 +160,7 @@ class _Child:
                 self.worker.count_error(stage, RuntimeError(text))
             elif kind == "stop":
                 stopped = self._stop(ignore_exceptions=message[2])
+                self._send_state(hurry=True)
                 self._send_families(hurry=True)
                 self.send(("stopped", *stopped, pickle.dumps(self._report())))
                 return
@@ -153,18 +170,27 @@ class _Child:
         """Whether the parent needs the families: it serves scrapes only, or it was scraped."""
         return not self.pushes or self.scraped
 
+    def _take_due(self) -> bool:
+        waiting = self.ring.waiting_rows()
+        return waiting >= self._take_rows or bool(waiting) and time.monotonic() - self._taken_at >= WAKE_SECONDS
+
     def _take(self, upto: int | None) -> int:
-        """Hand the new rows to the worker, copy the drop counters; how many rows there were."""
+        """Hand the new rows (up to stream row ``upto``) to the worker, copied out (their slots are free at once: the
+        ring and the worker's queue are two buffers); how many there were."""
+        self._taken_at = time.monotonic()
         batches = self.ring.take(upto)
         for batch in batches:
             self.worker.enqueue(batch, batch.rows)
+        return sum(batch.rows for batch in batches)
+
+    def _sync_counters(self) -> None:
+        """Copy the serving process's drop counters into the worker."""
         counts = {word: self.ring.counter(word) for word in self._synced}
         new = {word: counts[word] - self._synced[word] for word in counts}
         if any(new.values()):
             self.worker.count_dropped(new[DROPPED], new[LABELS_DROPPED])
             self.worker.count_feedback(new[UNMATCHED], 0)
             self._synced = counts
-        return sum(batch.rows for batch in batches)
 
     def _stop(self, ignore_exceptions: bool) -> tuple:
         died = self.worker.stop()
@@ -185,6 +211,16 @@ class _Child:
     def families_published(self) -> None:
         """The worker published a new state (its families are built when pushed, or when sent here)."""
         self._families_due = self.sends_families
+        self._state_due = True
+
+    def _send_state(self, hurry: bool) -> None:
+        """Send the latest snapshot to the parent: at once for a flush or the stop, else once a FAMILIES_SECONDS."""
+        now = time.monotonic()
+        if not self._state_due or not hurry and now - self._state_sent < FAMILIES_SECONDS:
+            return
+        self._state_due = False  # before reading the snapshot: one published meanwhile is sent next time
+        self._state_sent = now
+        self.send(("state", self._snapshot))
 
     def _send_families(self, hurry: bool) -> None:
         """Send the latest families to the parent: at once for a flush or the stop, else at most every FAMILIES_SECONDS.
@@ -237,4 +273,3 @@ class _Forwarding:
     def submit(self, part: str, metrics) -> None:
         self._publisher.submit(part, metrics)  # a function: built once, when pushed or sent to the parent
         self._child.families_published()
-        self._child.send(("state", self._child._snapshot))

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import threading
 
@@ -77,7 +78,12 @@ class SampleRing:
             np.ndarray(shape, dtype, buffer=self._memory, offset=offset)
             for (_, dtype, shape), offset in zip(sizes, offsets, strict=True)
         ]
-        self._header, self._inputs, self._probabilities, self._labels, self._shadow, self._flags = arrays
+        _, self._inputs, self._probabilities, self._labels, self._shadow, self._flags = arrays
+        # The counters and flags as plain memory too: reading and writing them as Python ints and bytes costs
+        # the request path far less than numpy scalars do (right after a model's inference, numpy's code is cold).
+        whole = memoryview(self._memory)
+        self._words = whole[offsets[0] : offsets[0] + HEADER_WORDS * 8].cast("q")
+        self._flag_bytes = whole[offsets[5] : offsets[5] + self.capacity]
         np.frombuffer(self._memory, np.uint8)[:] = 0  # pre-fault every page now, not on a request
         self._lock = threading.Lock()
 
@@ -90,70 +96,81 @@ class SampleRing:
     def write(self, inputs, probabilities, labels, shadow) -> int | None:
         """Copy one validated batch in (hold :attr:`lock`); its first stream row, or ``None`` if it does not fit."""
         rows = probabilities.shape[0]
-        written, read = int(self._header[WRITTEN]), int(self._header[READ])
+        written, read = self._words[WRITTEN], self._words[READ]
         if rows > self.capacity - (written - read):
             return None
         start = written % self.capacity
         first = min(rows, self.capacity - start)
         flags = (inputs is not None) * HAS_INPUTS | (labels is not None) * HAS_LABELS
         flags |= (shadow is not None) * HAS_SHADOW
-        for begin, stop, offset in ((start, start + first, 0), (0, rows - first, first)):
-            if stop <= begin:
-                continue
-            piece = slice(offset, offset + stop - begin)
-            self._probabilities[begin:stop] = probabilities[piece]
-            if inputs is not None:
-                self._inputs[begin:stop] = inputs[piece]
-            if labels is not None:
-                self._labels[begin:stop] = labels[piece]
-            if shadow is not None:
-                self._shadow[begin:stop] = shadow[piece]
-            self._flags[begin:stop] = flags
-        self._header[WRITTEN] = written + rows  # after the rows: the worker reads up to here
+        if first == rows:  # one piece, the common case: no slices of the caller's arrays (each costs the request µs)
+            self._put(start, inputs, probabilities, labels, shadow, flags)
+        else:
+            for part, at in ((slice(0, first), start), (slice(first, rows), 0)):
+                x, y, s = (None if a is None else a[part] for a in (inputs, labels, shadow))
+                self._put(at, x, probabilities[part], y, s, flags)
+        self._words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
         return written
 
+    def _put(self, start: int, inputs, probabilities, labels, shadow, flags: int) -> None:
+        stop = start + probabilities.shape[0]
+        self._probabilities[start:stop] = probabilities
+        if inputs is not None:
+            self._inputs[start:stop] = inputs
+        if labels is not None:
+            self._labels[start:stop] = labels
+        if shadow is not None:
+            self._shadow[start:stop] = shadow
+        self._flag_bytes[start:stop] = bytes((flags,)) * (stop - start)
+
     def free_rows(self) -> int:
-        return self.capacity - int(self._header[WRITTEN] - self._header[READ])
+        return self.capacity - (self._words[WRITTEN] - self._words[READ])
 
     @property
     def written(self) -> int:
-        return int(self._header[WRITTEN])
+        return self._words[WRITTEN]
 
     def count(self, word: int, amount: int) -> None:
         """Add to a counter of the serving process (hold :attr:`lock`)."""
-        self._header[word] += amount
+        self._words[word] += amount
 
     def counter(self, word: int) -> int:
-        return int(self._header[word])
+        return self._words[word]
 
     # -- the worker process -----------------------------------------------------------
+    def waiting_rows(self) -> int:
+        """Rows written and not taken yet."""
+        return self._words[WRITTEN] - self._words[READ]
+
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 
         Their slots are free for the writer once this returns.
         """
-        read = int(self._header[READ])
-        written = int(self._header[WRITTEN]) if upto is None else min(upto, int(self._header[WRITTEN]))
+        written = self._words[WRITTEN] if upto is None else min(upto, self._words[WRITTEN])
         batches: list[Batch] = []
-        position = read
+        position = self._words[READ]
         while position < written:
             start = position % self.capacity
             stop = start + min(written - position, self.capacity - start)
             flags = self._flags[start:stop]
-            cuts = np.flatnonzero(flags[1:] != flags[:-1]) + 1
-            for begin, end in zip(np.r_[0, cuts], np.r_[cuts, stop - start], strict=True):
-                batches.append(self._batch(start + int(begin), start + int(end), int(flags[begin])))
+            bounds = [0, *(np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist(), stop - start]
+            for begin, end in itertools.pairwise(bounds):
+                batches.append(self._batch(start + begin, start + end, int(flags[begin])))
             position += stop - start
-        self._header[READ] = written  # after the copies: the writer may reuse these slots now
+        self._words[READ] = written  # after the copies: the writer may reuse these slots now
         return batches
 
     def _batch(self, start: int, stop: int, flags: int) -> Batch:
+        def rows(array: np.ndarray, present: int) -> np.ndarray | None:
+            return array[start:stop].copy() if flags & present else None
+
         return Batch(
             self._probabilities[start:stop].copy(),
-            self._inputs[start:stop].copy() if flags & HAS_INPUTS else None,
-            self._labels[start:stop].copy() if flags & HAS_LABELS else None,
+            rows(self._inputs, HAS_INPUTS),
+            rows(self._labels, HAS_LABELS),
             None,
             0,
             False,  # checked by the caller, normalised by the tracker
-            self._shadow[start:stop].copy() if flags & HAS_SHADOW else None,
+            rows(self._shadow, HAS_SHADOW),
         )

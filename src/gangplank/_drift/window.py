@@ -106,13 +106,14 @@ class Window:
 
     def _add_inputs(self, x: np.ndarray) -> None:
         assert self.binner is not None
-        self.input_counts += self.binner.count(x)
-        self.input_rows += x.shape[0]
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(x.sum(dtype=np.float64))
+        finite = bool(np.isfinite(total))  # a finite sum of float32 values in float64: no NaN, no ±Inf among them
+        self.input_counts += self.binner.count(x, finite=finite)
+        self.input_rows += x.shape[0]
         # np.square, not np.dot: a BLAS call would wake OpenBLAS's threads for
         # a tiny product, and their spin-waiting costs more than the work.
-        if np.isfinite(total):
+        if finite:
             self.input_sum += total
             self.input_sum_squares += float(np.square(x, dtype=np.float64).sum())
             self.input_finite_values += x.size

@@ -32,6 +32,10 @@ logger = logging.getLogger("gangplank")
 WAKE_SAMPLES = 256  # the worker wakes when this many samples wait ...
 WAKE_SECONDS = 0.05  # ... or when the oldest has waited this long: few wake-ups, few numpy calls per sample
 COUNTS_SECONDS = 1.0  # counters that changed between windows are published at most this often (flush: at once)
+# The monitor pushes at most this often (flush and close: at once). Prometheus reads the gateway once per
+# scrape interval anyway; counters are cumulative and the recent-window gauges count windows, so a push
+# that carries several windows loses none of them.
+PUSH_SECONDS = 1.0
 JOIN_ROWS = 1024  # the largest batch the worker joins queued ones into: bounds the copy
 
 

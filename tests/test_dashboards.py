@@ -229,7 +229,6 @@ def drifted(local_stack):
     (shifted inputs, wrong answers), replica r1 stays clean. A shadow model (the same logits with their own noise)
     scores every row. Each window is seen by Prometheus before the next."""
     rng = np.random.default_rng(2)
-    url = local_stack.prometheus.url
 
     def batch(n, shift=0.0, skew=0.0):
         x = rng.normal(size=(n, 6)) + shift
@@ -242,36 +241,49 @@ def drifted(local_stack):
 
     x_ref, p_ref, y_ref, s_ref = batch(2000)
     ref = gangplank.DriftReference.fit(x_ref, p_ref, labels=y_ref, window_size=50, shadow=s_ref)
+    plan = {"r0": [(0.0, 0.0)] * 2 + [(2.0, 3.0)] * 4, "r1": [(0.0, 0.0)] * 6}
+
+    def observe(monitor, step):
+        x, p, y, shadow = batch(50, *step)
+        monitor.observe(x, p, labels=y, shadow=shadow)
+
+    run_fleet(
+        local_stack,
+        ("dash-prod", "a1"),
+        ref,
+        plan,
+        observe,
+        (
+            'gangplank:predict_drift_windows:ratio1h{job="dash-prod",agent="a1"}',
+            'gangplank:predict_instance_samples:rate5m{job="dash-prod",agent="a1"}',
+            'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankModelDegraded",instance="r0"}',
+            'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankDataDrift",instance="r0"}',
+        ),
+    )
+    return local_stack
+
+
+def run_fleet(local_stack, job_agent, reference, plan, observe, expected) -> None:
+    """Monitors for replicas r0 and r1 of ``job_agent``: window i of replica r is ``observe(monitor,
+    plan[r][i])``; Prometheus sees each window before the next, then every ``expected`` series."""
+    (job, agent), url = job_agent, local_stack.prometheus.url
     monitors = {
         name: gangplank.DriftMonitor(
-            local_stack.pushgateway.address,
-            "dash-prod",
-            reference=ref,
-            agent="a1",
-            window_size=50,
-            grouping_key={"instance": name},
+            local_stack.pushgateway.address, job, reference=reference, agent=agent, grouping_key={"instance": name}
         )
-        for name in ("r0", "r1")
+        for name in plan
     }
-    plan = {"r0": [(0.0, 0.0)] * 2 + [(2.0, 3.0)] * 4, "r1": [(0.0, 0.0)] * 6}
-    for i in range(6):
+    for i in range(len(plan["r0"])):
         for name, monitor in monitors.items():
-            x, p, y, shadow = batch(50, *plan[name][i])
-            monitor.observe(x, p, labels=y, shadow=shadow)
+            observe(monitor, plan[name][i])
             monitor.flush(timeout=30)
         for name in monitors:  # counters must rise between scrapes for rate() and increase()
-            expr = f'gangplank_predict_windows_total{{job="dash-prod",agent="a1",instance="{name}"}} >= {i + 1}'
+            expr = f'gangplank_predict_windows_total{{job="{job}",agent="{agent}",instance="{name}"}} >= {i + 1}'
             assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
     for monitor in monitors.values():
         monitor.close()
-    for expr in (
-        'gangplank:predict_drift_windows:ratio1h{job="dash-prod",agent="a1"}',
-        'gangplank:predict_instance_samples:rate5m{job="dash-prod",agent="a1"}',
-        'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankModelDegraded",instance="r0"}',
-        'ALERTS{alertstate="firing",job="dash-prod",alertname="GangplankDataDrift",instance="r0"}',
-    ):
+    for expr in expected:
         assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
-    return local_stack
 
 
 def test_production_dashboard_queries_return_data(drifted):
@@ -288,7 +300,6 @@ def regressed(local_stack):
     """A regression fleet, job dash-reg, agent reg: replica r0's model gets noisier after two windows (its
     errors grow), r1 stays as good as the reference. Targets arrive with the predictions."""
     rng = np.random.default_rng(3)
-    url = local_stack.prometheus.url
     weights = np.array([1.0, -2.0, 0.5])
 
     def batch(n, noise=0.0):
@@ -297,31 +308,17 @@ def regressed(local_stack):
         return x, x @ weights + rng.normal(scale=noise, size=n) if noise else x @ weights, y
 
     ref = gangplank.DriftReference.fit(*batch(2000), task="regression", window_size=50, n_simulations=200)
-    monitors = {
-        name: gangplank.DriftMonitor(
-            local_stack.pushgateway.address,
-            "dash-reg",
-            reference=ref,
-            agent="reg",
-            grouping_key={"instance": name},
-        )
-        for name in ("r0", "r1")
-    }
-    plan = {"r0": [0.0] * 2 + [1.5] * 4, "r1": [0.0] * 6}
-    for i in range(6):
-        for name, monitor in monitors.items():
-            monitor.observe(*batch(50, plan[name][i]))
-            monitor.flush(timeout=30)
-        for name in monitors:
-            expr = f'gangplank_predict_windows_total{{job="dash-reg",agent="reg",instance="{name}"}} >= {i + 1}'
-            assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
-    for monitor in monitors.values():
-        monitor.close()
-    for expr in (
-        'gangplank:predict_feedback_mae:rate5m{job="dash-reg",agent="reg"}',
-        'ALERTS{alertstate="firing",job="dash-reg",alertname="GangplankModelDegraded",instance="r0"}',
-    ):
-        assert wait_for_series(url, expr), f"Prometheus never saw {expr}"
+    run_fleet(
+        local_stack,
+        ("dash-reg", "reg"),
+        ref,
+        {"r0": [0.0] * 2 + [1.5] * 4, "r1": [0.0] * 6},
+        lambda monitor, noise: monitor.observe(*batch(50, noise)),
+        (
+            'gangplank:predict_feedback_mae:rate5m{job="dash-reg",agent="reg"}',
+            'ALERTS{alertstate="firing",job="dash-reg",alertname="GangplankModelDegraded",instance="r0"}',
+        ),
+    )
     return local_stack
 
 

@@ -68,13 +68,7 @@ class Batch:
         """
         p, changed = as_probabilities(probabilities, n_classes, normalise, threshold)
         rows = p.shape[0]
-        x = None
-        if inputs is not None:
-            x = as_inputs(inputs, n_features)
-            if x.shape[0] != rows:
-                raise ValueError(f"inputs and probabilities must have the same rows, got {x.shape[0]} and {rows}")
-            if x.base is not None or x is inputs:
-                x = x.copy()  # the caller's buffer may be reused after observe returns
+        x = None if inputs is None else _own_inputs(inputs, n_features, rows, "probabilities")
         y = None if labels is None else as_labels(labels, p.shape[1], rows)
         s = None if shadow is None else as_predicted_classes(shadow, p.shape[1], rows, threshold)
         return cls(p, x, y, as_ids(ids, rows), changed, normalise, s)
@@ -85,13 +79,7 @@ class Batch:
         (see :mod:`gangplank._drift.regression`)."""
         values = as_values(predictions, "predictions")
         rows = values.shape[0]
-        x = None
-        if inputs is not None:
-            x = as_inputs(inputs, n_features)
-            if x.shape[0] != rows:
-                raise ValueError(f"inputs and predictions must have the same rows, got {x.shape[0]} and {rows}")
-            if x.base is not None or x is inputs:
-                x = x.copy()
+        x = None if inputs is None else _own_inputs(inputs, n_features, rows, "predictions")
         y = None if targets is None else as_values(targets, "targets", rows)
         return cls(one_hot(values, edges), x, None, as_ids(ids, rows), predictions=values, targets=y)
 
@@ -160,3 +148,12 @@ def as_ids(ids, rows: int) -> list | None:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise ValueError(f"scoring ids must be strings or integers, got {type(value).__name__} {value!r}")
     return ids
+
+
+def _own_inputs(inputs, n_features: int | None, rows: int, outputs: str) -> np.ndarray:
+    """The inputs as validated (rows, features), in an array of their own: the caller's buffer may be
+    reused once ``observe`` returns."""
+    x = as_inputs(inputs, n_features)
+    if x.shape[0] != rows:
+        raise ValueError(f"inputs and {outputs} must have the same rows, got {x.shape[0]} and {rows}")
+    return x.copy() if x.base is not None or x is inputs else x

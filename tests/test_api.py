@@ -50,8 +50,15 @@ def test_everything_after_job_is_keyword_only(cls, reference):
         cls(None, "j", reference)
 
 
+CALLBACK_ONLY = ["feature_layer"]  # the exporter's parameters a DriftMonitor (which has no model) cannot have
+
+
 def test_the_exporter_has_the_monitors_signature_and_api(reference):
-    assert inspect.signature(ProductionDriftExporter) == inspect.signature(DriftMonitor)
+    monitor = list(inspect.signature(DriftMonitor).parameters.values())
+    exporter = list(inspect.signature(ProductionDriftExporter).parameters.values())
+    assert exporter[: len(monitor)] == monitor
+    assert [p.name for p in exporter[len(monitor) :]] == CALLBACK_ONLY
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is None for p in exporter[len(monitor) :])
     with ProductionDriftExporter(None, "j", reference=reference, agent="api", window_size=50) as exporter:
         x, p, _ = generate(np.random.default_rng(1), 60)
         exporter.observe(x, p, shadow=p)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from ._drift import model_inputs
+from ._drift.comparison import WindowReport
+from ._drift.recent_windows import WINDOWS_PER_MONTH
 from .drift_monitor import DriftMonitor
-from .transport import logger
+from .layer_features import LayerFeatures, layer_features
+from .reference import DriftReference
+from .transport import PushSettings, logger
 
 
 class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     """Watch a deployed classifier's inputs, probabilities and labels; push drift per window.
 
     A :class:`DriftMonitor` that is also a Keras callback: the same
-    constructor (everything after ``job`` keyword-only) and the same API
+    constructor (everything after ``job`` keyword-only) plus the callback's
+    ``feature_layer``, and the same API
     (``observe``, ``feedback``, ``flush``, ``close``, which is final,
     ``retire``, ``last_report``, ``reference``, ``window_size``, …, and
     ``registry.register(exporter)`` for a scrape), all documented on
@@ -31,12 +38,30 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     and kept in :attr:`last_error`; the next batch and the next ``predict`` are
     observed as usual.
 
+    ``feature_layer``, the name of one of the model's layers, monitors that
+    layer's output (an embedding) instead of the raw inputs given by
+    :meth:`with_inputs`: the callback builds, on the first batch, the
+    sub-model of :func:`~gangplank.layer_features` from the model it is
+    attached to (again for another model) and observes its output. Fit the
+    reference on the same layer's output. A name the model does not have is
+    logged when Keras attaches the callback; its batches are then counted as
+    callback failures and observed without inputs (the outputs' signals go on).
+
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
         >>> drift = ProductionDriftExporter("127.0.0.1:9091", "mnist", reference=reference)  # doctest: +SKIP
         >>> with drift:  # doctest: +SKIP
         ...     probabilities = model.predict(drift.with_inputs(images), callbacks=[drift])
         ...     drift.feedback(true_labels, probabilities)  # when labels arrive later
+
+        With an embedding: the reference fitted on the layer's output, the raw images given to ``with_inputs``:
+
+        >>> embed = layer_features(model, "embedding")  # doctest: +SKIP
+        >>> reference = DriftReference.fit(embed(x_valid), model.predict(x_valid))  # doctest: +SKIP
+        >>> drift = ProductionDriftExporter(  # doctest: +SKIP
+        ...     "127.0.0.1:9091", "mnist", reference=reference, feature_layer="embedding"
+        ... )
+        >>> probabilities = model.predict(drift.with_inputs(images), callbacks=[drift])  # doctest: +SKIP
     """
 
     _next_inputs = None  # what with_inputs() handed over for the next predict
@@ -45,6 +70,74 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     _predict_features = None
     _predict_offset = 0
     _told_no_inputs = False
+    _layer_model = None  # the model the feature layer's sub-model was built for
+    _layer_features: LayerFeatures | Exception | None = None  # that sub-model, or why it cannot be built
+
+    def __init__(
+        self,
+        pgw_addr: str | PushSettings | None,
+        job: str,
+        *,
+        reference: DriftReference | str | Path,
+        agent: str = "default",
+        window_size: int | None = None,
+        window_seconds: float | None = None,
+        grouping_key: Mapping[str, str] | None = None,
+        handler: Callable | None = None,
+        ignore_exceptions: bool = True,
+        timeout: float | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: str | os.PathLike | None = None,
+        on_window: Callable[[WindowReport], None] | None = None,
+        accuracy_tolerance: float | None = None,
+        min_feedback: int = 10,
+        quality_floor: float = 0.80,
+        recent_windows: int = 5,
+        sustained_windows: int = 3,
+        feedback_max_ids: int = 100_000,
+        feedback_max_age_seconds: float = 24 * 3600.0,
+        max_pending_samples: int | None = None,
+        max_wait_seconds: float = 1.0,
+        labels_per_window: int | None = None,
+        windows_per_month: float = WINDOWS_PER_MONTH,
+        worker: str = "thread",
+        feature_layer: str | None = None,
+    ):
+        if feature_layer is not None and (not isinstance(feature_layer, str) or not feature_layer):
+            raise ValueError(f"feature_layer must be a layer's name (a non-empty str) or None, got {feature_layer!r}")
+        self._feature_layer = feature_layer
+        super().__init__(
+            pgw_addr,
+            job,
+            reference=reference,
+            agent=agent,
+            window_size=window_size,
+            window_seconds=window_seconds,
+            grouping_key=grouping_key,
+            handler=handler,
+            ignore_exceptions=ignore_exceptions,
+            timeout=timeout,
+            basic_auth=basic_auth,
+            ca_file=ca_file,
+            on_window=on_window,
+            accuracy_tolerance=accuracy_tolerance,
+            min_feedback=min_feedback,
+            quality_floor=quality_floor,
+            recent_windows=recent_windows,
+            sustained_windows=sustained_windows,
+            feedback_max_ids=feedback_max_ids,
+            feedback_max_age_seconds=feedback_max_age_seconds,
+            max_pending_samples=max_pending_samples,
+            max_wait_seconds=max_wait_seconds,
+            labels_per_window=labels_per_window,
+            windows_per_month=windows_per_month,
+            worker=worker,
+        )
+
+    @property
+    def feature_layer(self) -> str | None:
+        """The name of the layer whose output is monitored instead of the raw inputs, or ``None``."""
+        return self._feature_layer
 
     @property
     def monitor(self) -> DriftMonitor:
@@ -68,11 +161,33 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         or an embedding (``features=gangplank.layer_features(model, "embedding")``);
         fit the reference on its output. (Raw inputs of a reference fitted
         with a ``reduction`` need no ``features``: the reduction is applied.)
+        An exporter with a ``feature_layer`` chooses its features already:
+        ``features`` too is a ``ValueError``.
         """
+        if features is not None and self._feature_layer is not None:
+            raise ValueError(
+                f"with_inputs(features=...) and feature_layer={self._feature_layer!r} both choose the features to "
+                "monitor: give one of them"
+            )
         model_inputs.check_sliceable(inputs)
         self._next_inputs = inputs
         self._next_features = features
         return inputs
+
+    def set_model(self, model) -> None:
+        """Keras attaches the callback to ``model``: a ``feature_layer`` it does not have is logged at once."""
+        super().set_model(model)
+        names = [getattr(layer, "name", None) for layer in getattr(model, "layers", None) or ()]
+        if self._feature_layer is not None and names and self._feature_layer not in names:
+            logger.error(
+                "gangplank: ProductionDriftExporter(feature_layer=%r) of agent %r: model %r has no layer named %r "
+                "(its layers are %s); its batches are counted as callback failures and observed without inputs",
+                self._feature_layer,
+                self.agent,
+                getattr(model, "name", None),
+                self._feature_layer,
+                names,
+            )
 
     def on_predict_begin(self, logs=None):
         # with_inputs() is for the next predict only: one that raised midway leaves nothing behind.
@@ -97,12 +212,36 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
                 inputs = model_inputs.rows_of(self._predict_inputs, start, start + outputs.shape[0])
                 if self._predict_features is not None:
                     inputs = self._predict_features(inputs)
+                elif self._feature_layer is not None:
+                    inputs = self._layer_output(inputs, self._feature_layer)
             self.observe(inputs, outputs)
         except Exception as error:  # monitoring never breaks the predict it watches
             self.worker.count_error("callback", error)
 
     def on_predict_end(self, logs=None):
         self._predict_inputs = self._predict_features = None
+
+    def _layer_output(self, inputs, name: str) -> np.ndarray | None:
+        """Layer ``name``'s output for a batch of the model's inputs; ``None``, counted, when it cannot be had."""
+        try:
+            layer = self._layer_of(self.model, name)
+            if isinstance(layer, LayerFeatures):
+                return layer(inputs)
+            error = layer
+        except Exception as caught:
+            error = caught
+        self.worker.count_error("callback", error)
+        return None
+
+    def _layer_of(self, model, name: str) -> LayerFeatures | Exception:
+        """The sub-model of ``model`` to its layer ``name``, built once per model, or why it cannot be built."""
+        if model is not self._layer_model or self._layer_features is None:
+            self._layer_model = model
+            try:
+                self._layer_features = layer_features(model, name)
+            except Exception as error:  # a bad name or an unreadable model: remembered, not retried per batch
+                self._layer_features = error
+        return self._layer_features
 
 
 def _one_output(outputs) -> np.ndarray:

@@ -211,6 +211,7 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
             if self._predict_inputs is not None:
                 inputs = model_inputs.rows_of(self._predict_inputs, start, start + outputs.shape[0])
                 if self._predict_features is not None:
+                    self._sync_jax_variables()
                     inputs = self._predict_features(inputs)
                 elif self._feature_layer is not None:
                     inputs = self._layer_output(inputs, self._feature_layer)
@@ -220,6 +221,13 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
 
     def on_predict_end(self, logs=None):
         self._predict_inputs = self._predict_features = None
+
+    def _sync_jax_variables(self) -> None:
+        """On JAX, ``predict`` keeps the model's variables aside (the model's own are emptied): put them back for a
+        ``features`` function that runs the model's layers, e.g. :func:`~gangplank.layer_features`."""
+        sync = getattr(self._model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
 
     def _layer_output(self, inputs, name: str) -> np.ndarray | None:
         """Layer ``name``'s output for a batch of the model's inputs; ``None``, counted, when it cannot be had."""

@@ -160,6 +160,19 @@ def test_close_is_final_for_every_exporter(reference, make_model, data):
     assert any(m.name == "gangplank_test_loss" for m in exporter.collect())  # a scrape still serves the last
 
 
+@pytest.mark.slow  # a fresh interpreter (imports Keras)
+def test_public_names_stay_what_they_are_whichever_class_loads_first():
+    """A submodule imported by another (gangplank.layer_features by the exporter) must not hide the function."""
+    script = (
+        "import types, gangplank\n"
+        "gangplank.ProductionDriftExporter, gangplank.TrainTestExporter, gangplank.DriftMonitor\n"
+        "modules = [name for name in gangplank.__all__ if isinstance(getattr(gangplank, name), types.ModuleType)]\n"
+        "assert not modules, modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 @pytest.mark.slow  # runs mypy in a fresh process
 def test_the_package_ships_its_types_and_type_checkers_see_the_real_classes(tmp_path):
     assert resources.files("gangplank").joinpath("py.typed").is_file()

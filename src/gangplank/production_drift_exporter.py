@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+# The function through the package: importing the submodule by name would hide it (gangplank.layer_features).
+from . import layer_features
 from ._drift import model_inputs
-from ._drift.comparison import WindowReport
-from ._drift.recent_windows import WINDOWS_PER_MONTH
 from .drift_monitor import DriftMonitor
-from .layer_features import LayerFeatures, layer_features
-from .reference import DriftReference
 from .transport import PushSettings, logger
+
+if TYPE_CHECKING:
+    from .layer_features import LayerFeatures
 
 
 class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
@@ -74,65 +75,13 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     _layer_features: LayerFeatures | Exception | None = None  # that sub-model, or why it cannot be built
 
     def __init__(
-        self,
-        pgw_addr: str | PushSettings | None,
-        job: str,
-        *,
-        reference: DriftReference | str | Path,
-        agent: str = "default",
-        window_size: int | None = None,
-        window_seconds: float | None = None,
-        grouping_key: Mapping[str, str] | None = None,
-        handler: Callable | None = None,
-        ignore_exceptions: bool = True,
-        timeout: float | None = None,
-        basic_auth: tuple[str, str] | None = None,
-        ca_file: str | os.PathLike | None = None,
-        on_window: Callable[[WindowReport], None] | None = None,
-        accuracy_tolerance: float | None = None,
-        min_feedback: int = 10,
-        quality_floor: float = 0.80,
-        recent_windows: int = 5,
-        sustained_windows: int = 3,
-        feedback_max_ids: int = 100_000,
-        feedback_max_age_seconds: float = 24 * 3600.0,
-        max_pending_samples: int | None = None,
-        max_wait_seconds: float = 1.0,
-        labels_per_window: int | None = None,
-        windows_per_month: float = WINDOWS_PER_MONTH,
-        worker: str = "thread",
-        feature_layer: str | None = None,
+        self, pgw_addr: str | PushSettings | None, job: str, *, feature_layer: str | None = None, **monitor: Any
     ):
+        # Its signature (inspect, help()) is DriftMonitor's and then feature_layer: see the end of this module.
         if feature_layer is not None and (not isinstance(feature_layer, str) or not feature_layer):
             raise ValueError(f"feature_layer must be a layer's name (a non-empty str) or None, got {feature_layer!r}")
         self._feature_layer = feature_layer
-        super().__init__(
-            pgw_addr,
-            job,
-            reference=reference,
-            agent=agent,
-            window_size=window_size,
-            window_seconds=window_seconds,
-            grouping_key=grouping_key,
-            handler=handler,
-            ignore_exceptions=ignore_exceptions,
-            timeout=timeout,
-            basic_auth=basic_auth,
-            ca_file=ca_file,
-            on_window=on_window,
-            accuracy_tolerance=accuracy_tolerance,
-            min_feedback=min_feedback,
-            quality_floor=quality_floor,
-            recent_windows=recent_windows,
-            sustained_windows=sustained_windows,
-            feedback_max_ids=feedback_max_ids,
-            feedback_max_age_seconds=feedback_max_age_seconds,
-            max_pending_samples=max_pending_samples,
-            max_wait_seconds=max_wait_seconds,
-            labels_per_window=labels_per_window,
-            windows_per_month=windows_per_month,
-            worker=worker,
-        )
+        super().__init__(pgw_addr, job, **monitor)
 
     @property
     def feature_layer(self) -> str | None:
@@ -233,7 +182,7 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         """Layer ``name``'s output for a batch of the model's inputs; ``None``, counted, when it cannot be had."""
         try:
             layer = self._layer_of(self.model, name)
-            if isinstance(layer, LayerFeatures):
+            if not isinstance(layer, Exception):
                 return layer(inputs)
             error = layer
         except Exception as caught:
@@ -250,6 +199,16 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
             except Exception as error:  # a bad name or an unreadable model: remembered, not retried per batch
                 self._layer_features = error
         return self._layer_features
+
+
+def _signature_with_the_callbacks_parameters() -> inspect.Signature:
+    """DriftMonitor's parameters, then the callback's own: one list of the monitor's, never copied by hand."""
+    monitor = inspect.signature(DriftMonitor.__init__)
+    own = inspect.signature(ProductionDriftExporter.__init__).parameters
+    return monitor.replace(parameters=[*monitor.parameters.values(), own["feature_layer"]])
+
+
+ProductionDriftExporter.__init__.__signature__ = _signature_with_the_callbacks_parameters()  # type: ignore[attr-defined]
 
 
 def _one_output(outputs) -> np.ndarray:

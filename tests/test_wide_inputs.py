@@ -296,6 +296,7 @@ def test_a_bad_feature_layer_is_logged_counted_and_never_breaks_predict(function
         drift.flush()
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         assert drift.worker.errors["callback"] == 8 and drift.window.samples == 400
+        assert caplog.text.count("ProductionDriftExporter(feature_layer='embeding')") == 1  # once, not per predict
     with pytest.raises(ValueError, match="feature_layer must be a layer's name"):
         gangplank.ProductionDriftExporter(None, "layer", reference=reference, feature_layer="")
 

@@ -72,6 +72,7 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     _predict_offset = 0
     _told_no_inputs = False
     _layer_model = None  # the model the feature layer's sub-model was built for
+    _told_no_layer_of = None  # the last model whose missing feature layer was logged
     _layer_features: LayerFeatures | Exception | None = None  # that sub-model, or why it cannot be built
 
     def __init__(
@@ -124,10 +125,14 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         return inputs
 
     def set_model(self, model) -> None:
-        """Keras attaches the callback to ``model``: a ``feature_layer`` it does not have is logged at once."""
+        """Keras attaches the callback to ``model`` (every ``predict``): a ``feature_layer`` it does not have is
+        logged at once, once per model."""
         super().set_model(model)
+        if self._feature_layer is None or model is self._told_no_layer_of:
+            return
         names = [getattr(layer, "name", None) for layer in getattr(model, "layers", None) or ()]
-        if self._feature_layer is not None and names and self._feature_layer not in names:
+        if names and self._feature_layer not in names:
+            self._told_no_layer_of = model
             logger.error(
                 "gangplank: ProductionDriftExporter(feature_layer=%r) of agent %r: model %r has no layer named %r "
                 "(its layers are %s); its batches are counted as callback failures and observed without inputs",

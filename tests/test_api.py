@@ -50,8 +50,15 @@ def test_everything_after_job_is_keyword_only(cls, reference):
         cls(None, "j", reference)
 
 
+CALLBACK_ONLY = ["feature_layer"]  # the exporter's parameters a DriftMonitor (which has no model) cannot have
+
+
 def test_the_exporter_has_the_monitors_signature_and_api(reference):
-    assert inspect.signature(ProductionDriftExporter) == inspect.signature(DriftMonitor)
+    monitor = list(inspect.signature(DriftMonitor).parameters.values())
+    exporter = list(inspect.signature(ProductionDriftExporter).parameters.values())
+    assert exporter[: len(monitor)] == monitor
+    assert [p.name for p in exporter[len(monitor) :]] == CALLBACK_ONLY
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is None for p in exporter[len(monitor) :])
     with ProductionDriftExporter(None, "j", reference=reference, agent="api", window_size=50) as exporter:
         x, p, _ = generate(np.random.default_rng(1), 60)
         exporter.observe(x, p, shadow=p)
@@ -151,6 +158,19 @@ def test_close_is_final_for_every_exporter(reference, make_model, data):
     with pytest.raises(RuntimeError, match="TrainTestExporter is closed"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[exporter])
     assert any(m.name == "gangplank_test_loss" for m in exporter.collect())  # a scrape still serves the last
+
+
+@pytest.mark.slow  # a fresh interpreter (imports Keras)
+def test_public_names_stay_what_they_are_whichever_class_loads_first():
+    """A submodule imported by another (gangplank.layer_features by the exporter) must not hide the function."""
+    script = (
+        "import types, gangplank\n"
+        "gangplank.ProductionDriftExporter, gangplank.TrainTestExporter, gangplank.DriftMonitor\n"
+        "modules = [name for name in gangplank.__all__ if isinstance(getattr(gangplank, name), types.ModuleType)]\n"
+        "assert not modules, modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 @pytest.mark.slow  # runs mypy in a fresh process

@@ -500,6 +500,10 @@ BACKEND_FILES = [
     "tests/test_any_model.py::test_several_outputs_are_counted_not_raised",
     "tests/test_any_model.py::test_dict_inputs_through_the_callback",
     "tests/test_any_model.py::test_list_inputs_and_a_features_function",
+    # a features function that runs the model's layers: on JAX predict keeps the variables aside
+    "tests/test_wide_inputs.py::test_the_exporter_observes_the_layer_through_model_predict",
+    "tests/test_wide_inputs.py::test_feature_layer_on_the_callback_observes_the_layers_output",
+    "tests/test_wide_inputs.py::test_a_bad_feature_layer_is_logged_counted_and_never_breaks_predict",
 ]
 
 

@@ -4,7 +4,8 @@ Each reduction is checked against an independent numpy computation, applied
 identically at fit and on observed batches, saved and loaded, and the
 monitor on a reduction detects a brightness shift of a wide image stream and
 stays quiet without one. layer_features runs a real functional Keras model
-through ``model.predict`` with the exporter as its callback.
+through ``model.predict`` with the exporter as its callback, given as
+``with_inputs(x, features=...)`` or as the exporter's ``feature_layer``.
 """
 
 from __future__ import annotations
@@ -239,6 +240,65 @@ def test_the_exporter_observes_the_layer_through_model_predict(functional_model)
         drift.flush()
         assert drift.worker.errors["callback"] == 4 and isinstance(drift.last_error, ValueError)
         assert drift.window.samples == 400
+
+
+def embedding_reference(model, rng):
+    """A reference fitted on the output of ``model``'s layer "embedding" (as a user fits one for feature_layer)."""
+    x_valid = rng.normal(size=(800, 20)).astype(np.float32)
+    embedded = gangplank.layer_features(model, "embedding")(x_valid)
+    p = model.predict(x_valid, verbose=0)
+    return DriftReference.fit(embedded, p, window_size=200, n_simulations=20, false_alarm_rate=0.01)
+
+
+def test_feature_layer_on_the_callback_observes_the_layers_output(functional_model):
+    """The callback builds the sub-model itself: what it observes is the layer's output, counted by hand."""
+    import keras
+
+    rng = np.random.default_rng(12)
+    reference, x = embedding_reference(functional_model, rng), rng.normal(size=(300, 20)).astype(np.float32)
+    retrained = keras.models.clone_model(functional_model)  # same layer names, other weights: another sub-model
+    with gangplank.ProductionDriftExporter(
+        None, "layer", reference=reference, window_size=1000, feature_layer="embedding"
+    ) as drift:
+        assert drift.feature_layer == "embedding"
+        with pytest.raises(ValueError, match="both choose the features to monitor"):
+            drift.with_inputs(x, features=gangplank.layer_features(functional_model, "embedding"))
+        out = functional_model.predict(drift.with_inputs(x), batch_size=64, verbose=0, callbacks=[drift])
+        drift.flush()
+        embedded = gangplank.layer_features(functional_model, "embedding")(x)
+        np.testing.assert_array_equal(drift.window.input_counts, reference.window_of(embedded, out).input_counts)
+        assert drift.window.input_rows == 300 and not any(drift.worker.errors.values())
+        out_b = retrained.predict(drift.with_inputs(x[:100]), batch_size=64, verbose=0, callbacks=[drift])
+        drift.flush()
+        embedded_b = gangplank.layer_features(retrained, "embedding")(x[:100])
+        by_hand = reference.window_of(np.vstack([embedded, embedded_b]), np.vstack([out, out_b]))
+        np.testing.assert_array_equal(drift.window.input_counts, by_hand.input_counts)
+        stale = reference.window_of(np.vstack([embedded, embedded[:100]]), np.vstack([out, out_b]))
+        assert not np.array_equal(stale.input_counts, by_hand.input_counts)  # the sub-model was rebuilt
+        assert drift.window.input_rows == 400 and not any(drift.worker.errors.values())
+
+
+def test_a_bad_feature_layer_is_logged_counted_and_never_breaks_predict(functional_model, caplog):
+    rng = np.random.default_rng(13)
+    reference, x = embedding_reference(functional_model, rng), rng.normal(size=(200, 20)).astype(np.float32)
+    expected = functional_model.predict(x, batch_size=50, verbose=0)
+    with gangplank.ProductionDriftExporter(
+        None, "layer", reference=reference, window_size=1000, feature_layer="embeding"
+    ) as drift:
+        out = functional_model.predict(drift.with_inputs(x), batch_size=50, verbose=0, callbacks=[drift])
+        drift.flush()
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+        assert "feature_layer='embeding'" in caplog.text and "has no layer named 'embeding'" in caplog.text
+        assert drift.worker.errors["callback"] == 4 and isinstance(drift.last_error, ValueError)
+        assert "no layer named 'embeding'" in str(drift.last_error)
+        assert (drift.window.samples, drift.window.input_rows) == (200, 0)  # the outputs are still observed
+        out = functional_model.predict(drift.with_inputs(x), batch_size=50, verbose=0, callbacks=[drift])
+        drift.flush()
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+        assert drift.worker.errors["callback"] == 8 and drift.window.samples == 400
+        assert caplog.text.count("ProductionDriftExporter(feature_layer='embeding')") == 1  # once, not per predict
+    with pytest.raises(ValueError, match="feature_layer must be a layer's name"):
+        gangplank.ProductionDriftExporter(None, "layer", reference=reference, feature_layer="")
 
 
 @pytest.mark.slow  # forks a worker process

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+# The function through the package: importing the submodule by name would hide it (gangplank.layer_features).
+from . import layer_features
 from ._drift import model_inputs
 from .drift_monitor import DriftMonitor
-from .transport import logger
+from .transport import PushSettings, logger
+
+if TYPE_CHECKING:
+    from .layer_features import LayerFeatures
 
 
 class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     """Watch a deployed classifier's inputs, probabilities and labels; push drift per window.
 
     A :class:`DriftMonitor` that is also a Keras callback: the same
-    constructor (everything after ``job`` keyword-only) and the same API
+    constructor (everything after ``job`` keyword-only) plus the callback's
+    ``feature_layer``, and the same API
     (``observe``, ``feedback``, ``flush``, ``close``, which is final,
     ``retire``, ``last_report``, ``reference``, ``window_size``, …, and
     ``registry.register(exporter)`` for a scrape), all documented on
@@ -31,12 +39,30 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     and kept in :attr:`last_error`; the next batch and the next ``predict`` are
     observed as usual.
 
+    ``feature_layer``, the name of one of the model's layers, monitors that
+    layer's output (an embedding) instead of the raw inputs given by
+    :meth:`with_inputs`: the callback builds, on the first batch, the
+    sub-model of :func:`~gangplank.layer_features` from the model it is
+    attached to (again for another model) and observes its output. Fit the
+    reference on the same layer's output. A name the model does not have is
+    logged when Keras attaches the callback; its batches are then counted as
+    callback failures and observed without inputs (the outputs' signals go on).
+
     Example:
         >>> reference = DriftReference.load("model.drift.npz")  # doctest: +SKIP
         >>> drift = ProductionDriftExporter("127.0.0.1:9091", "mnist", reference=reference)  # doctest: +SKIP
         >>> with drift:  # doctest: +SKIP
         ...     probabilities = model.predict(drift.with_inputs(images), callbacks=[drift])
         ...     drift.feedback(true_labels, probabilities)  # when labels arrive later
+
+        With an embedding: the reference fitted on the layer's output, the raw images given to ``with_inputs``:
+
+        >>> embed = layer_features(model, "embedding")  # doctest: +SKIP
+        >>> reference = DriftReference.fit(embed(x_valid), model.predict(x_valid))  # doctest: +SKIP
+        >>> drift = ProductionDriftExporter(  # doctest: +SKIP
+        ...     "127.0.0.1:9091", "mnist", reference=reference, feature_layer="embedding"
+        ... )
+        >>> probabilities = model.predict(drift.with_inputs(images), callbacks=[drift])  # doctest: +SKIP
     """
 
     _next_inputs = None  # what with_inputs() handed over for the next predict
@@ -45,6 +71,23 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
     _predict_features = None
     _predict_offset = 0
     _told_no_inputs = False
+    _layer_model = None  # the model the feature layer's sub-model was built for
+    _told_no_layer_of = None  # the last model whose missing feature layer was logged
+    _layer_features: LayerFeatures | Exception | None = None  # that sub-model, or why it cannot be built
+
+    def __init__(
+        self, pgw_addr: str | PushSettings | None, job: str, *, feature_layer: str | None = None, **monitor: Any
+    ):
+        # Its signature (inspect, help()) is DriftMonitor's and then feature_layer: see the end of this module.
+        if feature_layer is not None and (not isinstance(feature_layer, str) or not feature_layer):
+            raise ValueError(f"feature_layer must be a layer's name (a non-empty str) or None, got {feature_layer!r}")
+        self._feature_layer = feature_layer
+        super().__init__(pgw_addr, job, **monitor)
+
+    @property
+    def feature_layer(self) -> str | None:
+        """The name of the layer whose output is monitored instead of the raw inputs, or ``None``."""
+        return self._feature_layer
 
     @property
     def monitor(self) -> DriftMonitor:
@@ -68,11 +111,37 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
         or an embedding (``features=gangplank.layer_features(model, "embedding")``);
         fit the reference on its output. (Raw inputs of a reference fitted
         with a ``reduction`` need no ``features``: the reduction is applied.)
+        An exporter with a ``feature_layer`` chooses its features already:
+        ``features`` too is a ``ValueError``.
         """
+        if features is not None and self._feature_layer is not None:
+            raise ValueError(
+                f"with_inputs(features=...) and feature_layer={self._feature_layer!r} both choose the features to "
+                "monitor: give one of them"
+            )
         model_inputs.check_sliceable(inputs)
         self._next_inputs = inputs
         self._next_features = features
         return inputs
+
+    def set_model(self, model) -> None:
+        """Keras attaches the callback to ``model`` (every ``predict``): a ``feature_layer`` it does not have is
+        logged at once, once per model."""
+        super().set_model(model)
+        if self._feature_layer is None or model is self._told_no_layer_of:
+            return
+        names = [getattr(layer, "name", None) for layer in getattr(model, "layers", None) or ()]
+        if names and self._feature_layer not in names:
+            self._told_no_layer_of = model
+            logger.error(
+                "gangplank: ProductionDriftExporter(feature_layer=%r) of agent %r: model %r has no layer named %r "
+                "(its layers are %s); its batches are counted as callback failures and observed without inputs",
+                self._feature_layer,
+                self.agent,
+                getattr(model, "name", None),
+                self._feature_layer,
+                names,
+            )
 
     def on_predict_begin(self, logs=None):
         # with_inputs() is for the next predict only: one that raised midway leaves nothing behind.
@@ -96,13 +165,55 @@ class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):
             if self._predict_inputs is not None:
                 inputs = model_inputs.rows_of(self._predict_inputs, start, start + outputs.shape[0])
                 if self._predict_features is not None:
+                    self._sync_jax_variables()
                     inputs = self._predict_features(inputs)
+                elif self._feature_layer is not None:
+                    inputs = self._layer_output(inputs, self._feature_layer)
             self.observe(inputs, outputs)
         except Exception as error:  # monitoring never breaks the predict it watches
             self.worker.count_error("callback", error)
 
     def on_predict_end(self, logs=None):
         self._predict_inputs = self._predict_features = None
+
+    def _sync_jax_variables(self) -> None:
+        """On JAX, ``predict`` keeps the model's variables aside (the model's own are emptied): put them back for a
+        ``features`` function that runs the model's layers, e.g. :func:`~gangplank.layer_features`."""
+        sync = getattr(self._model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
+
+    def _layer_output(self, inputs, name: str) -> np.ndarray | None:
+        """Layer ``name``'s output for a batch of the model's inputs; ``None``, counted, when it cannot be had."""
+        try:
+            layer = self._layer_of(self.model, name)
+            if not isinstance(layer, Exception):
+                return layer(inputs)
+            error = layer
+        except Exception as caught:
+            error = caught
+        self.worker.count_error("callback", error)
+        return None
+
+    def _layer_of(self, model, name: str) -> LayerFeatures | Exception:
+        """The sub-model of ``model`` to its layer ``name``, built once per model, or why it cannot be built."""
+        if model is not self._layer_model or self._layer_features is None:
+            self._layer_model = model
+            try:
+                self._layer_features = layer_features(model, name)
+            except Exception as error:  # a bad name or an unreadable model: remembered, not retried per batch
+                self._layer_features = error
+        return self._layer_features
+
+
+def _signature_with_the_callbacks_parameters() -> inspect.Signature:
+    """DriftMonitor's parameters, then the callback's own: one list of the monitor's, never copied by hand."""
+    monitor = inspect.signature(DriftMonitor.__init__)
+    own = inspect.signature(ProductionDriftExporter.__init__).parameters
+    return monitor.replace(parameters=[*monitor.parameters.values(), own["feature_layer"]])
+
+
+ProductionDriftExporter.__init__.__signature__ = _signature_with_the_callbacks_parameters()  # type: ignore[attr-defined]
 
 
 def _one_output(outputs) -> np.ndarray:

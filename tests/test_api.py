@@ -162,10 +162,11 @@ def test_close_is_final_for_every_exporter(reference, make_model, data):
 
 @pytest.mark.slow  # a fresh interpreter (imports Keras)
 def test_public_names_stay_what_they_are_whichever_class_loads_first():
-    """A submodule imported by another (gangplank.layer_features by the exporter) must not hide the function."""
+    """A submodule imported by another, or by the user, must not hide a public name of the package."""
     script = (
         "import types, gangplank\n"
         "gangplank.ProductionDriftExporter, gangplank.TrainTestExporter, gangplank.DriftMonitor\n"
+        "import gangplank.layer_output, gangplank.reduction\n"
         "modules = [name for name in gangplank.__all__ if isinstance(getattr(gangplank, name), types.ModuleType)]\n"
         "assert not modules, modules\n"
     )

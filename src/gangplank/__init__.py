@@ -31,14 +31,14 @@ _LAZY = {
     "pool_images": ".reduction",
     "feature_subset": ".reduction",
     "random_projection": ".reduction",
-    "layer_features": ".layer_features",
+    "layer_features": ".layer_output",
 }
 _SUBMODULES = {"metrics"}
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (never imported at run time here)
     from . import metrics as metrics
     from .drift_monitor import DriftMonitor
-    from .layer_features import layer_features
+    from .layer_output import layer_features
     from .metrics import ConfusionMatrix
     from .production_drift_exporter import ProductionDriftExporter
     from .reduction import InputReduction, feature_subset, pool_images, random_projection

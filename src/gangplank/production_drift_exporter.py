@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 
-# The function through the package: importing the submodule by name would hide it (gangplank.layer_features).
-from . import layer_features
 from ._drift import model_inputs
 from .drift_monitor import DriftMonitor
+from .layer_output import LayerFeatures, layer_features
 from .transport import PushSettings, logger
-
-if TYPE_CHECKING:
-    from .layer_features import LayerFeatures
 
 
 class ProductionDriftExporter(DriftMonitor, keras.callbacks.Callback):

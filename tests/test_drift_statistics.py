@@ -111,6 +111,9 @@ def test_psi_against_a_fixed_reference_equals_psi_to_the_last_bit_and_the_hand_c
     psi_against = ds.PsiAgainst.of(layout.shares(reference))
     got = psi_against(layout.cells(window))
     assert np.array_equal(got, ds.psi(window, reference, valid))  # the same arithmetic in the same order
+    rows = np.zeros_like(window)  # every feature with the same total, as binned rows give
+    rows[:, 0], rows[:, 2] = 3, 4
+    assert np.array_equal(psi_against(layout.cells(rows)), ds.psi(rows, reference, valid))
     filled = [0, 2, 3, 4, 5]
     want = [hand_psi(window[f][valid[f]].tolist(), reference[f][valid[f]].tolist()) for f in filled]
     np.testing.assert_allclose(got[filled], want, rtol=1e-12)

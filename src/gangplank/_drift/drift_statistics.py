@@ -136,7 +136,8 @@ class PsiAgainst:
         """PSI of each feature of a window given its :meth:`CellLayout.cells` (counts)."""
         layout, q = self.reference.layout, self.reference
         totals = np.maximum(np.add.reduceat(cells, layout.starts), 1)  # no counts: shares 0, as in shares()
-        p = np.divide(cells, totals[layout.feature], dtype=np.float64)
+        same = totals.min() == totals.max()  # every binned row fills one cell per feature: the usual case
+        p = np.divide(cells, totals[0] if same else totals[layout.feature], dtype=np.float64)
         p += self.smoothing
         p *= self.factor
         log_p = np.log(p)

@@ -92,6 +92,18 @@ def test_the_finite_fast_path_counts_what_the_slow_per_feature_searchsorted_coun
     np.testing.assert_array_equal(binner.count(window, finite=True), slow_count(binner, window))
 
 
+@pytest.mark.parametrize("features", [6, 3_300])  # ids fit uint16 / need int32 (3,300 features x 20 columns)
+def test_counts_are_the_same_whatever_the_lookup_table_s_id_type(features):
+    rng = np.random.default_rng(4)
+    binner = FeatureBinner.fit(np.tile(mixed_data(rng, 400), (1, features // 6)))
+    window = np.tile(mixed_data(rng, 30), (1, features // 6))
+    window[::4, -1] = np.nan
+    table = binner._global_table
+    assert table.dtype == (np.uint16 if binner.n_features * binner.n_columns <= 65_536 else np.int32)
+    wanted = slow_count(binner, away_from_edges(binner, window))
+    np.testing.assert_array_equal(binner.count(away_from_edges(binner, window)), wanted)
+
+
 def test_bins_are_monotone_in_the_value():
     rng = np.random.default_rng(2)
     binner = FeatureBinner.fit(mixed_data(rng, 2000))

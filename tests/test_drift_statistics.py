@@ -101,6 +101,24 @@ def test_psi_with_valid_mask_uses_only_the_feature_s_bins():
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def test_psi_against_a_fixed_reference_equals_psi_to_the_last_bit_and_the_hand_computed_psi():
+    rng = np.random.default_rng(9)
+    window, reference = random_counts(rng), random_counts(rng, high=500)
+    valid = np.ones(window.shape, dtype=bool)
+    valid[0, 3:] = False
+    window[1] = 0  # a feature the window never filled: shares 0, as in psi()
+    layout = ds.CellLayout.of(valid)
+    psi_against = ds.PsiAgainst.of(layout.shares(reference))
+    got = psi_against(layout.cells(window))
+    assert np.array_equal(got, ds.psi(window, reference, valid))  # the same arithmetic in the same order
+    rows = np.zeros_like(window)  # every feature with the same total, as binned rows give
+    rows[:, 0], rows[:, 2] = 3, 4
+    assert np.array_equal(psi_against(layout.cells(rows)), ds.psi(rows, reference, valid))
+    filled = [0, 2, 3, 4, 5]
+    want = [hand_psi(window[f][valid[f]].tolist(), reference[f][valid[f]].tolist()) for f in filled]
+    np.testing.assert_allclose(got[filled], want, rtol=1e-12)
+
+
 def test_psi_of_a_textbook_example():
     # Two bins, 80/20 against 50/50, no smoothing: (0.3 ln 1.6) + (-0.3 ln 0.4)
     got = ds.psi(np.array([[80, 20]]), np.array([[50, 50]]), smoothing=0.0)[0]

@@ -134,7 +134,11 @@ class FeatureBinner:
 
     @property
     def _global_table(self) -> np.ndarray:
-        """Flat table: (feature, cell incl. missing) → feature * n_columns + bin."""
+        """Flat table: (feature, cell incl. missing) → feature * n_columns + bin.
+
+        uint16 where every id fits (up to 3,276 features of 20 bins): half the
+        bytes of int32, and the table is read from cold caches once per batch.
+        """
         cached = self.__dict__.get("_table")
         if cached is None:
             d = self.n_features
@@ -142,6 +146,8 @@ class FeatureBinner:
             local[:, : self.grid] = self.lookup
             local[:, self.grid] = self.missing_column
             cached = (local + (np.arange(d, dtype=np.int32) * self.n_columns)[:, None]).ravel()
+            if d * self.n_columns <= np.iinfo(np.uint16).max + 1:
+                cached = cached.astype(np.uint16)
             object.__setattr__(self, "_table", cached)
         return cached
 

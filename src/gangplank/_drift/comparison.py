@@ -115,9 +115,9 @@ class WindowReport:
     reference_rmse: float = float("nan")
     thresholds: dict = field(default_factory=dict)  # statistic -> threshold applied to this window
     signals: dict = field(default_factory=dict)
-    input_shares: tuple | None = field(
+    input_cells: tuple | None = field(
         default=None, repr=False, compare=False
-    )  # (window, reference) Shares, for the two below
+    )  # (the window's valid cells, the reference's Shares), for the two below
 
     @property
     def drift_detected(self) -> bool:
@@ -135,9 +135,10 @@ class WindowReport:
         return self._per_feature(ds.binned_ks_of)
 
     def _per_feature(self, statistic) -> np.ndarray:
-        if self.input_shares is None:
+        if self.input_cells is None:
             return np.full(self.input_psi.shape, np.nan)
-        return statistic(*self.input_shares)
+        cells, reference = self.input_cells
+        return statistic(reference.layout.shares_of_cells(cells), reference)
 
 
 def compare(
@@ -151,11 +152,11 @@ def compare(
     n = window.samples
     has_inputs = window.input_rows > 0
     if has_inputs:
-        input_shares = (profile.input_layout.shares(window.input_counts), profile.input_shares)
-        input_psi = ds.psi_of(*input_shares)
+        input_cells = (profile.input_layout.cells(window.input_counts), profile.input_shares)  # a copy
+        input_psi = profile.input_psi(input_cells[0])
         ratio = float(np.mean(input_psi > t.feature_psi * ((input_rows or window_size) / window.input_rows)))
     else:
-        input_shares = None
+        input_cells = None
         input_psi = np.full(profile.n_features, np.nan)
         ratio = float("nan")
     finite = window.input_finite_values
@@ -163,9 +164,7 @@ def compare(
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
     if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = float(
-            ds.psi_of(profile.confidence_layout.shares(window.confidence_counts), profile.confidence_shares)[0]
-        )
+        confidence_psi = float(profile.confidence_psi(profile.confidence_layout.cells(window.confidence_counts))[0])
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 
@@ -225,7 +224,7 @@ def compare(
             "estimated_accuracy_p_value": t.estimated_accuracy_p_value,
         },
         signals=signals,
-        input_shares=input_shares,
+        input_cells=input_cells,
     )
 
 

@@ -63,9 +63,17 @@ class CellLayout:
     def full(cls, shape: tuple[int, int]) -> CellLayout:
         return cls.of(np.ones(shape, dtype=bool))
 
+    def cells(self, counts: np.ndarray) -> np.ndarray:
+        """The valid cells of a count matrix of this layout's shape, flat (their dtype kept)."""
+        return np.asarray(counts).reshape(-1)[self.index]
+
     def shares(self, counts: np.ndarray, smoothing: float = SMOOTHING) -> Shares:
         """The shares of a count matrix of this layout's shape (or a 1-D histogram for one feature)."""
-        cells = np.asarray(counts, dtype=np.float64).reshape(-1)[self.index]
+        return self.shares_of_cells(self.cells(counts), smoothing)
+
+    def shares_of_cells(self, cells: np.ndarray, smoothing: float = SMOOTHING) -> Shares:
+        """The shares of a count matrix given its :meth:`cells`."""
+        cells = np.asarray(cells, dtype=np.float64)
         totals = np.add.reduceat(cells, self.starts)
         per_cell = totals[self.feature]
         raw = np.divide(
@@ -96,6 +104,47 @@ class Shares:
         counts = np.atleast_2d(np.asarray(counts))
         layout = CellLayout.full(counts.shape) if valid is None else CellLayout.of(valid)
         return layout.shares(counts, smoothing)
+
+
+@dataclass(frozen=True)
+class PsiAgainst:
+    """PSI of windows against fixed reference shares, with what depends on the reference alone computed once.
+
+    The same arithmetic as ``psi_of(layout.shares(window), reference)``, in
+    the same order (equal to the last bit), without the window's
+    :class:`Shares` (built only if something else asks for them) and
+    without recomputing each cell's smoothing factor per window.
+
+    Example:
+        >>> import numpy as np
+        >>> reference, window = np.array([[50, 30, 20]]), np.array([[5, 0, 5]])
+        >>> psi_against = PsiAgainst.of(Shares.of(reference))
+        >>> bool(psi_against(psi_against.reference.layout.cells(window)) == psi(window, reference))
+        True
+    """
+
+    reference: Shares
+    smoothing: float
+    factor: np.ndarray  # per cell: 1 / (1 + B·ε) of its feature
+
+    @classmethod
+    def of(cls, reference: Shares, smoothing: float = SMOOTHING) -> PsiAgainst:
+        layout = reference.layout
+        return cls(reference, smoothing, (1.0 / (1 + layout.bins * smoothing))[layout.feature])
+
+    def __call__(self, cells: np.ndarray) -> np.ndarray:
+        """PSI of each feature of a window given its :meth:`CellLayout.cells` (counts)."""
+        layout, q = self.reference.layout, self.reference
+        totals = np.maximum(np.add.reduceat(cells, layout.starts), 1)  # no counts: shares 0, as in shares()
+        same = totals.min() == totals.max()  # every binned row fills one cell per feature: the usual case
+        p = np.divide(cells, totals[0] if same else totals[layout.feature], dtype=np.float64)
+        p += self.smoothing
+        p *= self.factor
+        log_p = np.log(p)
+        p -= q.smoothed
+        log_p -= q.log_smoothed
+        p *= log_p
+        return np.add.reduceat(p, layout.starts)
 
 
 def psi_of(p: Shares, q: Shares) -> np.ndarray:

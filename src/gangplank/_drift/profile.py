@@ -185,8 +185,18 @@ class Profile:
         return self.input_layout.shares(self.input_counts)
 
     @functools.cached_property
+    def input_psi(self) -> ds.PsiAgainst:
+        """Each feature's PSI of a window's input cells against :attr:`input_shares` (empty cells precomputed)."""
+        return ds.PsiAgainst.of(self.input_shares)
+
+    @functools.cached_property
     def confidence_shares(self) -> ds.Shares:
         return self.confidence_layout.shares(self.confidence_counts)
+
+    @functools.cached_property
+    def confidence_psi(self) -> ds.PsiAgainst:
+        """The PSI of a window's confidence histogram against :attr:`confidence_shares`."""
+        return ds.PsiAgainst.of(self.confidence_shares)
 
     @functools.cached_property
     def _map_variance(self) -> float:

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -194,7 +195,7 @@ class FeatureSubset(InputReduction):
         flat = chunk.reshape(chunk.shape[0], -1)
         return np.take(flat, self._index_array, axis=1).astype(np.float32, copy=False)
 
-    @property
+    @functools.cached_property
     def _index_array(self) -> np.ndarray:
         return np.asarray(self.indices, dtype=np.intp)
 

@@ -166,8 +166,9 @@ class DriftReference:
         profile = Profile.fit(batch, width_bins, quantile_bins, confidence_bins, grid, categories, edges)
         thresholds = calibrate(profile, batch, settings)
         reference = cls(profile, thresholds, settings.window_size, settings, categories, reduction)
-        logger.info("gangplank: DriftReference.fit: %s", sensitivity.summary(reference.sensitivity()))
-        for sentence in sensitivity.warnings(reference.sensitivity()):
+        limits = reference.sensitivity()
+        logger.info("gangplank: DriftReference.fit: %s", sensitivity.summary(limits))
+        for sentence in sensitivity.warnings(limits):
             logger.warning("gangplank: DriftReference.fit: %s", sentence)
         return reference
 

@@ -118,6 +118,13 @@ class Batch:
         return all((getattr(self, a) is None) == (getattr(other, a) is None) for a in _OPTIONAL)
 
     @property
+    def errors(self) -> np.ndarray | None:
+        """A regression model's errors, target − prediction, for a batch with targets (else ``None``)."""
+        if self.targets is None or self.predictions is None:
+            return None
+        return self.targets - self.predictions
+
+    @property
     def rows(self) -> int:
         return self.probabilities.shape[0]
 

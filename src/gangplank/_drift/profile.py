@@ -81,10 +81,9 @@ class Profile:
         profile = cls.of_window(cls.window(binner, edges, batch))
         if prediction_edges is None:
             return profile
-        errors = ErrorProfile.none()
-        if batch.targets is not None and batch.predictions is not None:
-            errors = ErrorProfile.of(batch.targets - batch.predictions)
-        return profile.replace(prediction_edges=prediction_edges, errors=errors)
+        errors = batch.errors
+        profile_errors = ErrorProfile.none() if errors is None else ErrorProfile.of(errors)
+        return profile.replace(prediction_edges=prediction_edges, errors=profile_errors)
 
     @staticmethod
     def window(binner: FeatureBinner | None, confidence_edges: np.ndarray, batch: Batch) -> Window:

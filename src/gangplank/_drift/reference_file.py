@@ -216,7 +216,7 @@ def read(path) -> tuple[dict, dict]:
 
 
 def _check(header: dict, arrays: dict) -> None:
-    from .regression import ErrorProfile
+    from .regression import ErrorProfile, check_task
 
     for name in ("low", "scale", "class_shares", "confidence_edges", "confidence_counts", "feature_psi"):
         if arrays[name].ndim != 1:
@@ -263,9 +263,7 @@ def _check(header: dict, arrays: dict) -> None:
             raise ValueError(f"{name} must have one value per confidence bin")
     if header.get("shadow_agreement") is not None:
         float(header["shadow_agreement"])
-    if header.get("task", "classification") not in ("classification", "regression"):
-        raise ValueError(f"unknown task {header.get('task')!r}")
-    if header.get("task") == "regression":
+    if check_task(header.get("task", "classification")) == "regression":
         edges = arrays["prediction_edges"]
         if edges.ndim != 1 or edges.size + 1 != arrays["class_shares"].size or not np.all(np.diff(edges) > 0):
             raise ValueError("prediction_edges must be increasing, one fewer than the prediction bins")

@@ -275,8 +275,9 @@ class WindowTracker:
     # -- the figures --------------------------------------------------------------
     def _add_outcomes(self, batch: Batch) -> None:
         """Feed the sequential charts a batch's labels (right or wrong) and shadow predictions (agreed or not)."""
-        if batch.targets is not None and batch.predictions is not None:
-            self._charts.add("error", self.reference.profile.errors.within_cut(batch.targets - batch.predictions))
+        errors = batch.errors
+        if errors is not None:
+            self._charts.add("error", self.reference.profile.errors.within_cut(errors))
         if batch.labels is None and batch.shadow is None:
             return
         predicted = batch.probabilities.argmax(axis=1)

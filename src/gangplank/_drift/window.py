@@ -90,8 +90,9 @@ class Window:
             size = self.confidence_counts.size
             self.confidence_labelled += np.bincount(confidence_bins, minlength=size)
             self.confidence_correct += np.bincount(confidence_bins[batch.labels == predicted], minlength=size)
-        if batch.targets is not None and batch.predictions is not None:
-            self.add_errors(batch.targets - batch.predictions)
+        errors = batch.errors
+        if errors is not None:
+            self.add_errors(errors)
 
     def add_errors(self, errors: np.ndarray) -> None:
         """Add a regression model's errors (target − prediction) for rows with a target."""

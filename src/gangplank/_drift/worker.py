@@ -75,7 +75,7 @@ class DriftWorker:
         self.on_publish: Callable[[Totals, WindowReport | None], None] | None = None  # before each hand-over
         self.last_error: BaseException | None = None  # the latest exception caught (or ended on)
         tracker.on_close = self._window_closed
-        tracker.caught = self._caught
+        tracker.caught = self.count_error
 
         # The worker thread's alone.
         self._published_counts: tuple = ()  # what _counts() was at the last publish
@@ -215,7 +215,7 @@ class DriftWorker:
                 self.on_publish(totals, report)
             self.publisher.submit("predict", functools.partial(self._families, totals, report, self.tracker.status))
         except Exception as error:
-            self._caught("publish", error)
+            self.count_error("publish", error)
 
     # -- the hand-over ------------------------------------------------------------------
     def _refuse_if_stopping(self) -> None:
@@ -283,7 +283,7 @@ class DriftWorker:
                 if stopping and self.tracker.finish():
                     self.publish()
             except Exception as error:  # each step guards itself; this keeps the thread whatever slips through
-                self._caught("process", error)
+                self.count_error("process", error)
             with self._cond:
                 stale = self._counts_stale(hurry=stopping or answering > self._flushes_done)
             if stale:
@@ -326,7 +326,7 @@ class DriftWorker:
             try:
                 self.on_window(report)
             except Exception as error:
-                self._caught("on_window", error)
+                self.count_error("on_window", error)
 
     def _families(self, totals: Totals, report: WindowReport | None, status) -> list:
         """The families of one published state (built on a push or scrape thread).
@@ -340,7 +340,7 @@ class DriftWorker:
             if report is None:
                 raise
             self._unpublishable = report
-            self._caught("publish", error)
+            self.count_error("publish", error)
             return families(totals, None, status)
 
     def _counts(self) -> tuple:
@@ -362,11 +362,8 @@ class DriftWorker:
         return hurry or time.monotonic() - self._published_at >= COUNTS_SECONDS
 
     def count_error(self, stage: str, error: Exception) -> None:
-        """Count and log (once per kind) an exception a caller went on after, e.g. in the Keras callback."""
-        self._caught(stage, error)
-
-    def _caught(self, stage: str, error: Exception) -> None:
-        """Count an exception the worker goes on after; log the first of each kind (stage and type)."""
+        """Count an exception the worker, or a caller such as the Keras callback, went on after; log the first
+        of each kind (stage and type)."""
         with self._cond:
             self._errors[stage] += 1
             first = (stage, type(error)) not in self._error_kinds

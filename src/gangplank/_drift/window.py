@@ -23,6 +23,7 @@ import numpy as np
 from .batch import Batch
 from .binning import FeatureBinner, chunk_rows
 from .drift_statistics import entropy
+from .prediction_kernel import compiled_kernel
 
 
 class Window:
@@ -67,14 +68,8 @@ class Window:
         """Add a validated batch: its predictions, its inputs (if any) and its labels (if any)."""
         p = batch.probabilities
         first_row = self.samples
-        predicted = p.argmax(axis=1)
-        confidence = p.max(axis=1)
         self.samples += batch.rows
-        self.class_counts += np.bincount(predicted, minlength=self.n_classes)
-        confidence_bins = np.searchsorted(self.confidence_edges, confidence, side="right")
-        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
-        self.confidence_sum += float(confidence.sum())
-        self.entropy_sum += float(entropy(p).sum())
+        predicted, confidence_bins = self._add_predictions(p)
         if batch.inputs is not None and self.binner is not None:
             x = batch.inputs
             if self.input_stride > 1:  # rows first_row, first_row + 1, ... of the window: keep multiples of the stride
@@ -93,6 +88,25 @@ class Window:
         errors = batch.errors
         if errors is not None:
             self.add_errors(errors)
+
+    def _add_predictions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the predicted classes, confidences and entropies; return the predicted classes and confidence bins."""
+        kernel = compiled_kernel()
+        if kernel is not None:
+            p = np.ascontiguousarray(p)  # the layout the kernel was compiled for
+            predicted, bins = np.empty(p.shape[0], np.intp), np.empty(p.shape[0], np.intp)
+            sums = kernel(p, self.confidence_edges, self.class_counts, self.confidence_counts, predicted, bins)
+            self.confidence_sum += float(sums[0])
+            self.entropy_sum += float(sums[1])
+            return predicted, bins
+        predicted = p.argmax(axis=1)
+        confidence = p.max(axis=1)
+        self.class_counts += np.bincount(predicted, minlength=self.n_classes)
+        confidence_bins = np.searchsorted(self.confidence_edges, confidence, side="right")
+        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
+        self.confidence_sum += float(confidence.sum())
+        self.entropy_sum += float(entropy(p).sum())
+        return predicted, confidence_bins
 
     def add_errors(self, errors: np.ndarray) -> None:
         """Add a regression model's errors (target − prediction) for rows with a target."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import binning_kernel
 from .batch import Batch
 from .binning import FeatureBinner, chunk_rows
 from .drift_statistics import entropy
@@ -36,6 +37,10 @@ class Window:
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
         self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the window
+        if binner is not None:
+            # Compile (or load from numba's cache) now: the serving process makes its window before it forks
+            # the worker process, which then inherits the compiled kernel instead of compiling it again.
+            binning_kernel.kernel()
         self.reset()
 
     def reset(self) -> None:
@@ -120,6 +125,20 @@ class Window:
         self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
     def _add_inputs(self, x: np.ndarray) -> None:
+        assert self.binner is not None
+        sums = binning_kernel.count_and_sum(self.binner, x, self.input_counts)  # one compiled pass, or None
+        if sums is None:
+            self._add_inputs_numpy(x)
+            return
+        total, squares, finite_values, nonfinite_values = sums
+        self.input_rows += x.shape[0]
+        self.input_sum += total
+        self.input_sum_squares += squares
+        self.input_finite_values += finite_values
+        self.input_nonfinite_values += nonfinite_values
+
+    def _add_inputs_numpy(self, x: np.ndarray) -> None:
+        """:meth:`_add_inputs` without the compiled kernel: the fallback, and the reference in the tests."""
         assert self.binner is not None
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(x.sum(dtype=np.float64))

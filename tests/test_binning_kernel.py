@@ -12,6 +12,7 @@ import pytest
 from gangplank import DriftMonitor, DriftReference
 from gangplank._drift import binning_kernel
 from gangplank._drift.binning import FeatureBinner
+from gangplank._drift.compiled import lazy_kernel
 from gangplank._drift.window import Window
 from tests.test_binning import away_from_edges, mixed_data, slow_count
 from tests.test_drift_quality import generate
@@ -25,8 +26,7 @@ def binner():
 @pytest.fixture
 def without_kernel(monkeypatch):
     """The state of a process where numba could not be imported: :func:`count_and_sum` returns None."""
-    monkeypatch.setattr(binning_kernel, "_kernel", None)
-    monkeypatch.setattr(binning_kernel, "_loaded", True)
+    monkeypatch.setattr(binning_kernel, "kernel", lambda: None)
 
 
 def kernel_counts(binner, x):
@@ -57,7 +57,7 @@ def assert_sums_equal(got, wanted):
 
 
 # -- counts, bit for bit -----------------------------------------------------------------
-@pytest.mark.parametrize("rows", [1, 31, 32, 33, 257])  # the kernel works on 32 rows at a time
+@pytest.mark.parametrize("rows", [1, 31, 32, 33, 257])  # the kernel takes 32 rows at a time
 def test_counts_equal_the_numpy_path_with_nan_inf_and_values_outside_the_range(binner, rows):
     x = hostile(np.random.default_rng(rows), rows)
     counts, sums = kernel_counts(binner, x)
@@ -161,20 +161,15 @@ def test_a_kernel_that_does_not_compile_is_logged_once_and_the_numpy_path_used(m
     def broken(x, low, scale, lookup, counts):
         return undefined_name  # noqa: F821 - numba cannot type it
 
-    monkeypatch.setattr(binning_kernel, "_bin_and_sum", broken)
-    monkeypatch.setattr(binning_kernel, "_loaded", False)
-    monkeypatch.setattr(binning_kernel, "_kernel", None)
-    monkeypatch.setattr(binning_kernel, "_sums", binning_kernel._sums)  # _jit rebinds them: restore them after
-    monkeypatch.setattr(binning_kernel, "_finite_sums", binning_kernel._finite_sums)
+    monkeypatch.setattr(binning_kernel, "kernel", lazy_kernel(broken, "input binning", binning_kernel._warm))
     caplog.set_level(logging.WARNING, logger="gangplank")
-    assert binning_kernel.kernel() is None
-    assert binning_kernel.kernel() is None
-    warnings = [r.getMessage() for r in caplog.records if r.name == "gangplank"]
-    assert len(warnings) == 1 and "did not compile" in warnings[0]
     binner = FeatureBinner.fit(np.arange(10.0).reshape(5, 2))
     window = Window(binner, np.array([0.5]), 2)
-    window._add_inputs(np.array([[1.0, np.nan]], dtype=np.float32))
-    assert window.input_counts.sum() == 2 and window.input_nonfinite_values == 1
+    for _ in range(2):
+        window._add_inputs(np.array([[1.0, np.nan]], dtype=np.float32))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gangplank"]
+    assert len(warnings) == 1 and "input binning kernel did not compile" in warnings[0]
+    assert window.input_counts.sum() == 4 and window.input_nonfinite_values == 2 and window.input_sum == 2.0
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -197,8 +192,7 @@ def last_report(reference):
 def test_a_monitor_reports_the_same_window_with_and_without_the_kernel(reference, monkeypatch):
     compiled = last_report(reference)
     with monkeypatch.context() as patch:
-        patch.setattr(binning_kernel, "_kernel", None)
-        patch.setattr(binning_kernel, "_loaded", True)
+        patch.setattr(binning_kernel, "kernel", lambda: None)
         numpy_path = last_report(reference)
     assert compiled.input_rows == 34 and compiled.input_nonfinite_values > 0
     np.testing.assert_allclose(

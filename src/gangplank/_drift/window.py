@@ -37,9 +37,10 @@ class Window:
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
         self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the window
+        # Compile the kernels (or load them from numba's cache) now: the serving process makes its window before
+        # it forks the worker process, which then inherits them instead of compiling them again.
+        compiled_kernel()
         if binner is not None:
-            # Compile (or load from numba's cache) now: the serving process makes its window before it forks
-            # the worker process, which then inherits the compiled kernel instead of compiling it again.
             binning_kernel.kernel()
         self.reset()
 

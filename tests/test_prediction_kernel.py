@@ -8,7 +8,7 @@ from scipy import special
 
 import gangplank._drift.window as window_module
 from gangplank._drift.batch import Batch
-from gangplank._drift.prediction_kernel import compiled_kernel
+from gangplank._drift.prediction_kernel import compiled_kernel, probability_check
 from gangplank._drift.window import Window
 
 EDGES = np.array([0.3, 0.5, 0.7, 0.9, 0.99])
@@ -65,3 +65,29 @@ def test_a_window_holds_the_same_totals_with_and_without_the_kernel(monkeypatch)
     assert compiled.shadow_agreed == plain.shadow_agreed and compiled.samples == plain.samples == 500
     assert compiled.confidence_sum == pytest.approx(plain.confidence_sum, rel=1e-12)
     assert compiled.entropy_sum == pytest.approx(plain.entropy_sum, rel=1e-12)
+
+
+def test_the_probability_check_takes_what_normalised_leaves_alone(monkeypatch):
+    import gangplank._drift.validation as validation
+
+    kernel = probability_check()
+    assert kernel is not None
+    rng = np.random.default_rng(5)
+    good = rng.dirichlet(np.ones(4), size=50)
+    off_sum = good.copy()
+    off_sum[7] *= 1.002  # off 1 by 2e-3 > SUM_TOLERANCE
+    logits = good.copy()
+    logits[3, 1] = -0.1
+    above = good.copy()
+    above[9, 2] = 1.5
+    within = good.copy()
+    within[0] *= 1.0009
+    for p, expected in ((good, True), (off_sum, False), (logits, False), (above, False), (within, True)):
+        assert kernel(p, validation.SUM_TOLERANCE) is expected
+        assert kernel(p.astype(np.float32), validation.SUM_TOLERANCE) is expected
+        with_kernel = validation.normalised(p.copy())
+        monkeypatch.setattr(validation, "probability_check", lambda: None)
+        without = validation.normalised(p.copy())
+        monkeypatch.undo()
+        assert with_kernel[1] == without[1] == (0 if expected else 1)
+        assert np.array_equal(with_kernel[0], without[0])

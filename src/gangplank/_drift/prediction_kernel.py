@@ -8,6 +8,8 @@ largest value) and its bin among the window's confidence edges (as
 
 :data:`compiled_kernel` gives the compiled kernel, or ``None`` where numba
 is not available (:class:`~gangplank._drift.window.Window` then uses numpy).
+:data:`probability_check` does the same for the check that rows already are
+probabilities (:func:`~gangplank._drift.validation.normalised`'s common case).
 
 Example:
     >>> import numpy as np
@@ -64,3 +66,26 @@ def _warm(kernel) -> None:
 
 
 compiled_kernel = lazy_kernel(_sum_predictions, "prediction totals", warm=_warm)
+
+
+def _are_probabilities(p, tolerance):  # pragma: no cover - compiled
+    """Whether every value is in [0, 1] and every row sums to 1 within ``tolerance`` (stops at the first miss)."""
+    rows, classes = p.shape
+    for i in range(rows):
+        total = 0.0
+        for k in range(classes):
+            value = p[i, k]
+            if not 0 <= value <= 1:
+                return False
+            total += value
+        if abs(total - 1.0) > tolerance:
+            return False
+    return True
+
+
+def _warm_check(kernel) -> None:
+    for dtype in (np.float64, np.float32):
+        kernel(np.full((1, 2), 0.5, dtype), 1e-3)
+
+
+probability_check = lazy_kernel(_are_probabilities, "probability check", warm=_warm_check)

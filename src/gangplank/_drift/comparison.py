@@ -166,7 +166,7 @@ def compare(
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
     if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = float(profile.confidence_psi(profile.confidence_layout.cells(window.confidence_counts))[0])
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])  # one feature, every bin: its cells
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 

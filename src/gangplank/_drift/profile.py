@@ -195,7 +195,7 @@ class Profile:
 
     @functools.cached_property
     def confidence_psi(self) -> ds.PsiAgainst:
-        """The PSI of a window's confidence histogram against :attr:`confidence_shares`."""
+        """The PSI of a window's confidence histogram (its counts are its cells) against :attr:`confidence_shares`."""
         return ds.PsiAgainst.of(self.confidence_shares)
 
     @functools.cached_property

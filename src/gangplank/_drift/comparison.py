@@ -51,6 +51,7 @@ from .profile import Profile
 from .window import Window
 
 SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
+_PER_CLASS_HITS = np.array([[1.0], [1.0], [2.0]])  # hits over: predicted (precision), actual (recall), both (F1)
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,5 @@ def _per_class(confusion: np.ndarray) -> np.ndarray:
     """Precision, recall and F1 of each class (rows; NaN where undefined) from a confusion matrix."""
     predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
     denominators = np.array((predicted, actual, predicted + actual))
-    numerators = np.diagonal(confusion) * _HITS_TWICE_FOR_F1  # hits, hits, 2 x hits (exact)
+    numerators = np.diagonal(confusion) * _PER_CLASS_HITS  # exact: small integers
     return np.where(denominators > 0, numerators / np.maximum(denominators, 1), np.nan)
-
-
-_HITS_TWICE_FOR_F1 = np.array([[1.0], [1.0], [2.0]])

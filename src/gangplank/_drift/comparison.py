@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,7 @@ from .profile import Profile
 from .window import Window
 
 SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
+_PER_CLASS_HITS = np.array([[1.0], [1.0], [2.0]])  # hits over: predicted (precision), actual (recall), both (F1)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def compare(
     if has_inputs:
         input_cells = (profile.input_layout.cells(window.input_counts), profile.input_shares)  # a copy
         input_psi = profile.input_psi(input_cells[0])
-        ratio = float(np.mean(input_psi > t.feature_psi * ((input_rows or window_size) / window.input_rows)))
+        cut = t.feature_psi * ((input_rows or window_size) / window.input_rows)
+        ratio = int(np.count_nonzero(input_psi > cut)) / input_psi.size  # = np.mean of the booleans, exactly
     else:
         input_cells = None
         input_psi = np.full(profile.n_features, np.nan)
@@ -164,15 +167,16 @@ def compare(
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
     if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = float(profile.confidence_psi(profile.confidence_layout.cells(window.confidence_counts))[0])
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])  # one feature, every bin: its cells
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 
-    labelled, correct = window.labelled, window.correct
+    labelled = window.labelled
+    correct = window.correct if labelled else 0
     estimate, standard_error = profile.estimated_accuracy(window.confidence_counts)
     estimate_p = _normal_p_below(estimate, max(profile.accuracy - t.accuracy_tolerance, 0.0), standard_error)
     floor_p = _normal_p_below(estimate, t.quality_floor, standard_error)
-    precision, recall, f1 = _per_class(window.confusion)
+    precision, recall, f1 = _per_class(window.confusion) if labelled else np.full((3, profile.n_classes), np.nan)
 
     decide = n >= t.min_window_samples
     signals = {
@@ -188,7 +192,7 @@ def compare(
         input_psi=input_psi,
         drifted_features_ratio=ratio,
         input_mean=mean,
-        input_std=float(np.sqrt(max(variance, 0.0))) if np.isfinite(variance) else variance,
+        input_std=math.sqrt(max(variance, 0.0)) if math.isfinite(variance) else variance,
         input_nonfinite_values=window.input_nonfinite_values,
         class_shares=window.class_counts / n if n else np.full(profile.n_classes, np.nan),
         class_p_value=class_p,
@@ -230,20 +234,16 @@ def compare(
 
 def _normal_p_below(estimate: float, floor: float, standard_error: float) -> float:
     """P(an estimate this low | true accuracy at ``floor``), normal approximation."""
-    if not np.isfinite(estimate):
+    if not math.isfinite(estimate):
         return float("nan")
     if standard_error > 0:
         return float(special.ndtr((estimate - floor) / standard_error))
     return 0.0 if estimate < floor else 1.0
 
 
-def _per_class(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and F1 of each class (NaN where undefined) from a confusion matrix."""
-    hits = np.diagonal(confusion).astype(np.float64)
+def _per_class(confusion: np.ndarray) -> np.ndarray:
+    """Precision, recall and F1 of each class (rows; NaN where undefined) from a confusion matrix."""
     predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), np.nan)
-        recall = np.where(actual > 0, hits / np.maximum(actual, 1), np.nan)
-        both = predicted + actual
-        f1 = np.where(both > 0, 2 * hits / np.maximum(both, 1), np.nan)
-    return precision, recall, f1
+    denominators = np.array((predicted, actual, predicted + actual))
+    numerators = np.diagonal(confusion) * _PER_CLASS_HITS  # exact: small integers
+    return np.where(denominators > 0, numerators / np.maximum(denominators, 1), np.nan)

@@ -23,12 +23,13 @@ Example:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special, stats
 
 SMOOTHING = 1e-4
+MAX_TABLES = 8  # per PsiAgainst: how many window totals' share tables it keeps
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class PsiAgainst:
     :class:`Shares` (built only if something else asks for them) and
     without recomputing each cell's smoothing factor per window.
 
+    When every feature has the same total ``T`` (binned rows fill one cell
+    per feature: the usual case), a cell's smoothed share and its log depend
+    only on its count (0 … ``T``) and its feature's bin count, so both come
+    from a small table made once per ``T`` (the same operations on the same
+    values: equal to the last bit) instead of a division and a log per cell.
+
     Example:
         >>> import numpy as np
         >>> reference, window = np.array([[50, 30, 20]]), np.array([[5, 0, 5]])
@@ -126,25 +133,49 @@ class PsiAgainst:
     reference: Shares
     smoothing: float
     factor: np.ndarray  # per cell: 1 / (1 + B·ε) of its feature
+    group: np.ndarray  # per cell: which of ``group_factor`` its feature has (features with equal B share one)
+    group_factor: np.ndarray  # 1 / (1 + B·ε) of each distinct bin count B
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)  # T -> (p table, log p table, offsets)
 
     @classmethod
     def of(cls, reference: Shares, smoothing: float = SMOOTHING) -> PsiAgainst:
         layout = reference.layout
-        return cls(reference, smoothing, (1.0 / (1 + layout.bins * smoothing))[layout.feature])
+        bins, feature_group = np.unique(layout.bins, return_inverse=True)
+        group_factor = 1.0 / (1 + bins * smoothing)
+        group = feature_group.reshape(-1)[layout.feature]
+        return cls(reference, smoothing, group_factor[group], group, group_factor)
 
     def __call__(self, cells: np.ndarray) -> np.ndarray:
-        """PSI of each feature of a window given its :meth:`CellLayout.cells` (counts)."""
+        """PSI of each feature of a window given its :meth:`CellLayout.cells` (non-negative counts)."""
         layout, q = self.reference.layout, self.reference
         totals = np.maximum(np.add.reduceat(cells, layout.starts), 1)  # no counts: shares 0, as in shares()
-        same = totals.min() == totals.max()  # every binned row fills one cell per feature: the usual case
-        p = np.divide(cells, totals[0] if same else totals[layout.feature], dtype=np.float64)
-        p += self.smoothing
-        p *= self.factor
-        log_p = np.log(p)
+        total = int(totals[0])
+        if totals.min() == totals.max() and cells.dtype.kind in "iu":
+            p_table, log_table, offsets = self._tables_for(total)
+            index = cells + offsets
+            p, log_p = p_table.take(index), log_table.take(index)
+        else:
+            p = np.divide(cells, totals[layout.feature], dtype=np.float64)
+            p += self.smoothing
+            p *= self.factor
+            log_p = np.log(p)
         p -= q.smoothed
         log_p -= q.log_smoothed
         p *= log_p
         return np.add.reduceat(p, layout.starts)
+
+    def _tables_for(self, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Smoothed shares and their logs of counts 0 … ``total`` for each bin count, flat, and each cell's row."""
+        tables = self._tables.get(total)
+        if tables is None:
+            p = np.divide(np.arange(total + 1), total, dtype=np.float64)  # the cells' arithmetic, in the same order
+            p += self.smoothing
+            p = p * self.group_factor[:, None]
+            tables = (p.reshape(-1), np.log(p).reshape(-1), self.group * (total + 1))
+            if len(self._tables) >= MAX_TABLES:  # windows of many sizes: start over (one atomic step)
+                self._tables.clear()
+            self._tables[total] = tables
+        return tables
 
 
 def psi_of(p: Shares, q: Shares) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,7 +131,7 @@ class Profile:
 
     @property
     def has_labels(self) -> bool:
-        return bool(np.isfinite(self.accuracy))
+        return math.isfinite(self.accuracy)
 
     @property
     def has_shadow(self) -> bool:
@@ -154,9 +155,9 @@ class Profile:
             return float("nan"), float("nan")
         estimate = float(confidence_counts @ self.confidence_accuracy) / n
         weights = confidence_counts / n
-        a = self.confidence_accuracy
-        map_error = float(np.sum(weights**2 * a * (1 - a) / np.maximum(self._labelled_per_bin, 1)))
-        return estimate, float(np.sqrt(self._map_variance / n + map_error))
+        one_minus_a, labelled = self._map_error_terms
+        map_error = float(np.sum(weights**2 * self.confidence_accuracy * one_minus_a / labelled))
+        return estimate, math.sqrt(self._map_variance / n + map_error)
 
     def shadow_estimated_accuracy(self, agreement: float) -> float:
         """Accuracy estimated from a window's agreement with the shadow model (agreement on the line:
@@ -194,8 +195,13 @@ class Profile:
 
     @functools.cached_property
     def confidence_psi(self) -> ds.PsiAgainst:
-        """The PSI of a window's confidence histogram against :attr:`confidence_shares`."""
+        """The PSI of a window's confidence histogram (its counts are its cells) against :attr:`confidence_shares`."""
         return ds.PsiAgainst.of(self.confidence_shares)
+
+    @functools.cached_property
+    def _map_error_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """``1 − accuracy`` and the labelled rows (at least 1) of each confidence bin: the map's own error."""
+        return 1 - self.confidence_accuracy, np.maximum(self._labelled_per_bin, 1)
 
     @functools.cached_property
     def _map_variance(self) -> float:

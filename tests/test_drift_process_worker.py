@@ -124,6 +124,26 @@ def test_plain_batches_in_float32_publish_what_the_thread_worker_publishes(monit
     assert value(process, PREFIX + "samples_dropped_total", agent="plain") == 0
 
 
+def test_at_input_stride_4_the_ring_copies_a_quarter_of_the_inputs_and_publishes_what_the_thread_worker_does(stream):
+    """Only the inputs of rows numbered a multiple of 4 reach the ring on the one-call path; the windows (stream
+    rows 0..99, 100..199, ...) bin exactly those, as the thread worker's do."""
+    x, p, _ = stream
+    x4, p4, _ = generate(np.random.default_rng(0), 6000)
+    reference = DriftReference.fit(x4, p4, window_size=WINDOW, n_simulations=50, input_stride=4)
+    results = []
+    for kind in ("thread", "process"):
+        with DriftMonitor(
+            None, "stride", reference=reference, agent="s4", worker=kind, max_pending_samples=97, max_wait_seconds=60
+        ) as monitor:
+            observe_in_pieces(monitor, x[:2450], p[:2450].astype(np.float32))
+        results.append(comparable(scraped(monitor)))
+    thread, process = results
+    assert process.keys() == thread.keys()
+    assert process == pytest.approx(thread, rel=1e-12, nan_ok=True)
+    assert value(process, PREFIX + "samples_total", agent="s4") == 2450
+    assert value(process, PREFIX + "input_sampling_rate", agent="s4") == 0.25
+
+
 def test_scrape_equals_push_and_the_child_runs_at_idle_priority(monitors, stream, pushgateway):
     x, p, y = stream
     monitor = monitors(pushgateway.address, worker="process")

@@ -377,7 +377,8 @@ def _make_ring(rows: int, tracker: WindowTracker) -> SampleRing:
     try:
         if platform.machine().lower() not in ("x86_64", "amd64"):
             raise OSError(f"the shared ring assumes x86-64's store order, this is {platform.machine()}")
-        return SampleRing(rows, tracker.reference.n_features, tracker.reference.n_classes)
+        reference = tracker.reference
+        return SampleRing(rows, reference.n_features, reference.n_classes, reference.input_stride)
     except (OSError, ValueError, MemoryError, OverflowError) as error:
         raise RuntimeError(
             f"gangplank: the drift worker process of agent {tracker.settings.agent!r} could not start: no shared "

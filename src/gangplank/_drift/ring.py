@@ -61,10 +61,11 @@ class SampleRing:
     page (:attr:`nbytes`); 1,024 MNIST rows take 3.4 MB.
     """
 
-    def __init__(self, capacity: int, n_features: int, n_classes: int):
+    def __init__(self, capacity: int, n_features: int, n_classes: int, input_stride: int = 1):
         if capacity < 1:
             raise ValueError(f"the ring needs room for at least one row, got capacity={capacity}")
         self.capacity = int(capacity)
+        self.input_stride = int(input_stride)  # write_plain copies the inputs of rows numbered a multiple of it only
         self.n_features = int(n_features)
         self.n_classes = int(n_classes)
         sizes = [
@@ -141,6 +142,9 @@ class SampleRing:
         """The request path's one call: copy a common batch in (takes :attr:`lock`); its first stream row, or
         :data:`NOT_WRITTEN`, with nothing recorded, for anything else.
 
+        With an ``input_stride`` n only the inputs of rows whose stream number is a multiple of n are copied (the
+        only ones a window bins); the other rows' inputs in the ring are left as they were, not to be read.
+
         The common batch: numpy arrays, ``inputs`` of shape ``(rows, n_features)`` (or ``(rows, …)`` of as many
         values) and a numeric kind, ``probabilities`` float32 or float64 of shape ``(rows, n_classes)``, all finite,
         at most :data:`SUM_CHECK_VALUES` of them, that fit in the ring without wrapping around, while not
@@ -176,7 +180,13 @@ class SampleRing:
                 self._probabilities[start:stop] = probabilities
             if not math.isfinite(sum(self._values[float32][start * k : stop * k])):  # NaN and ±Inf carry through
                 return NOT_WRITTEN
-            self._inputs[start:stop] = inputs
+            stride = self.input_stride
+            if stride == 1:
+                self._inputs[start:stop] = inputs
+            else:  # only the rows a window bins (see Window.add): the others' slots keep what they held
+                skip = -written % stride
+                if skip < rows:
+                    self._inputs[start + skip : stop : stride] = inputs[skip::stride]
             self._flag_bytes[start:stop] = self._runs[HAS_INPUTS | float32 * HAS_FLOAT32][:rows]
             words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
         return written
@@ -225,7 +235,8 @@ class SampleRing:
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 
-        Their slots are free for the writer once this returns.
+        Their slots are free for the writer once this returns. With an ``input_stride`` n, inputs of rows whose
+        stream number is not a multiple of n are stale (:meth:`write_plain` skips them): a window does not read them.
         """
         written = self._words[WRITTEN] if upto is None else min(upto, self._words[WRITTEN])
         batches: list[Batch] = []

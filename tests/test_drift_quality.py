@@ -239,6 +239,45 @@ def test_recent_windows_count_k_of_m_and_pool_labels():
     assert np.isnan(RecentWindows(labels_needed=30).pooled_feedback()[1])
 
 
+def test_recent_windows_credit_and_pool_like_a_plain_walk_over_every_window(monkeypatch):
+    import gangplank._drift.recent_windows as module
+
+    monkeypatch.setattr(module, "MAX_POOLED_WINDOWS", 40)  # windows fall out of the pool during the run
+    rng = np.random.default_rng(11)
+    recent = RecentWindows(m=5, labels_needed=25)
+    plain: list[list[int]] = []  # [first, end, labelled, correct], every window, written out
+    end = 0
+    for _ in range(120):
+        size, labelled = int(rng.integers(1, 30)), int(rng.integers(0, 4))
+        correct = int(rng.integers(0, labelled + 1))
+        if rng.random() < 0.1:
+            recent.add_feedback(labelled, correct)
+            plain.append([-1, -1, labelled, correct] if labelled else [])
+        else:
+            recent.add({}, labelled, correct, (end, end + size))
+            plain.append([end, end + size, labelled, correct])
+            end += size + int(rng.integers(0, 3))  # gaps: rows of no window
+        if rng.random() < 0.5:
+            rows = rng.integers(max(0, end - 200), end + 5, size=int(rng.integers(1, 12)))
+            right = rng.random(rows.size) < 0.7
+            recent.credit(rows, right)
+            kept = [w for w in plain if w][-40:]
+            for row, ok in zip(rows.tolist(), right.tolist(), strict=True):
+                for w in kept:
+                    if w[0] <= row < w[1]:
+                        w[2] += 1
+                        w[3] += int(ok)
+        kept = [w for w in plain if w][-40:]
+        labelled = correct = 0
+        for w in reversed(kept):
+            labelled, correct = labelled + w[2], correct + w[3]
+            if labelled >= 25:
+                break
+        pooled = recent.pooled_feedback()
+        assert pooled[0] == labelled
+        assert pooled[1] == correct / labelled if labelled >= 25 else np.isnan(pooled[1])
+
+
 def test_sustained_signals_and_settings_reach_the_gateway(monitor, pushgateway, reference):
     rng = np.random.default_rng(5)
     drift = monitor(pushgateway.address, window_size=100, quality_floor=0.7, min_feedback=20, accuracy_tolerance=0.03)

@@ -143,3 +143,28 @@ def test_window_seconds_closing_windows_far_under_the_calibrated_size_is_warned_
     assert len(said) == 1, said
     assert "window_seconds=60 closed a window of 12 samples" in said[0] and "calibrated for 100" in said[0]
     assert "under min_window_samples=20 never alarm" in said[0]
+
+
+def test_queued_batches_join_when_small_and_stay_as_they_are_when_large():
+    from gangplank._drift.batch import Batch
+    from gangplank._drift.worker import JOIN_ROWS, OWN_RUN_ROWS, Feedback, _runs
+
+    def batch(rows: int, first: float) -> Batch:
+        p = np.full((rows, 2), 0.5)
+        p[:, 0] = first + np.arange(rows)  # row numbers, to check order after joining
+        return Batch(p, None, None, None, 0, False)
+
+    sizes = [3, 5, OWN_RUN_ROWS, 7, 1, JOIN_ROWS - 1, 2]
+    items, start = [], 0
+    for size in sizes:
+        items.append(batch(size, start))
+        start += size
+    feedback = Feedback(np.array([1]), np.array([[0.5, 0.5]]), None)
+    items.insert(5, feedback)
+    runs = _runs(items)
+    kinds = [run.rows if isinstance(run, Batch) else "feedback" for run in runs]
+    assert kinds == [8, OWN_RUN_ROWS, 8, "feedback", JOIN_ROWS - 1, 2]  # 3+5 joined; 7+1; the last would overflow
+    assert runs[2].probabilities is not items[3].probabilities
+    assert runs[1].probabilities is items[2].probabilities  # a large batch is not copied
+    joined = np.concatenate([run.probabilities[:, 0] for run in runs if isinstance(run, Batch)])
+    assert joined.tolist() == list(range(start))

@@ -129,6 +129,14 @@ class FeatureBinner:
         return counts.reshape(self.n_features, self.n_columns)
 
     @functools.cached_property
+    def kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``low``, ``scale`` (float32) and ``lookup`` (uint8) as writable C arrays: the types the compiled
+        kernel (:mod:`gangplank._drift.binning_kernel`) is compiled for, whatever a reference file loaded."""
+        low = np.array(self.low, dtype=np.float32, order="C")
+        scale = np.array(self.scale, dtype=np.float32, order="C")
+        return low, scale, np.array(self.lookup, dtype=np.uint8, order="C")
+
+    @functools.cached_property
     def _cell_offsets(self) -> np.ndarray:
         return np.arange(self.n_features, dtype=np.int32) * (self.grid + 1)
 

@@ -42,40 +42,58 @@ def labels_for_floor(reference_accuracy: float, quality_floor: float, min_feedba
 
 
 class RecentWindows:
-    """The signals of the last ``m`` windows, and the labels of as many recent windows as needed."""
+    """The signals of the last ``m`` windows, and the labels of as many recent windows as needed.
+
+    Every call costs what the labels it pools or credits touch, never the
+    whole history (up to :data:`MAX_POOLED_WINDOWS` windows are remembered).
+    """
 
     def __init__(self, m: int = 5, labels_needed: int = 10):
         self.m = m
         self.labels_needed = labels_needed
         self._signals: deque[dict] = deque(maxlen=m)
-        # Per closed window: [first stream row, end row, labelled, correct]
-        self._feedback: deque[list[int]] = deque(maxlen=MAX_POOLED_WINDOWS)
+        # Per closed window, oldest first: [first stream row, end row, labelled, correct] ([-1, -1, ...]: labels of no
+        # known window). The deque's labels are summed in _labelled, so a pool too small is known without a walk.
+        self._feedback: deque[list[int]] = deque()
+        self._labelled = 0
 
     def add(self, signals: dict, labelled: int = 0, correct: int = 0, rows: tuple[int, int] = (-1, -1)) -> None:
         """A closed window: its signals, its labels, and the stream rows ``[first, end)`` it held."""
         self._signals.append(dict(signals))
-        self._feedback.append([rows[0], rows[1], labelled, correct])
+        self._remember([rows[0], rows[1], labelled, correct])
 
     def add_feedback(self, labelled: int, correct: int) -> None:
         """Labels that arrived after the last window closed, for predictions of no known window."""
         if labelled:
-            self._feedback.append([-1, -1, labelled, correct])
+            self._remember([-1, -1, labelled, correct])
+
+    def _remember(self, entry: list[int]) -> None:
+        if len(self._feedback) == MAX_POOLED_WINDOWS:
+            self._labelled -= self._feedback.popleft()[2]
+        self._feedback.append(entry)
+        self._labelled += entry[2]
 
     def credit(self, rows: np.ndarray, correct: np.ndarray) -> None:
         """Labels of predictions in closed windows (by stream row), credited to those windows.
 
         Rows older than every remembered window are left out of the pool (the totals have them).
         """
-        windows = [entry for entry in self._feedback if entry[0] >= 0]
-        if not windows:
+        if not len(rows):
             return
-        ends = np.array([entry[1] for entry in windows])
-        index = np.searchsorted(ends, rows, side="right")
-        for i in np.unique(index[index < len(windows)]):
-            mine = index == i
-            inside = mine & (rows >= windows[i][0])
-            windows[i][2] += int(inside.sum())
-            windows[i][3] += int(correct[inside].sum())
+        order = np.argsort(rows, kind="stable")
+        rows, correct = np.asarray(rows)[order], np.asarray(correct)[order]
+        oldest = int(rows[0])
+        for entry in reversed(self._feedback):  # newest first, as far back as the oldest row
+            first, end = entry[0], entry[1]
+            if first < 0:
+                continue
+            if end <= oldest:
+                break
+            lo, hi = np.searchsorted(rows, (first, end), side="left")
+            if hi > lo:
+                entry[2] += int(hi - lo)
+                entry[3] += int(correct[lo:hi].sum())
+                self._labelled += int(hi - lo)
 
     @property
     def windows(self) -> int:
@@ -94,10 +112,12 @@ class RecentWindows:
         The accuracy is NaN while fewer labels than needed have arrived, so a
         floor rule cannot fire on too few.
         """
+        if self._labelled < self.labels_needed:
+            return self._labelled, float("nan")
         labelled = correct = 0
         for _, _, window_labelled, window_correct in reversed(self._feedback):
             labelled += window_labelled
             correct += window_correct
             if labelled >= self.labels_needed:
-                return labelled, correct / labelled
-        return labelled, float("nan")
+                break
+        return labelled, correct / labelled

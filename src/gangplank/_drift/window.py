@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import binning_kernel
 from .batch import Batch
 from .binning import FeatureBinner, chunk_rows
 from .drift_statistics import entropy
+from .prediction_kernel import compiled_kernel
 
 
 class Window:
@@ -35,6 +37,11 @@ class Window:
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
         self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the stream (see add)
+        # Compile the kernels (or load them from numba's cache) now: the serving process makes its window before
+        # it forks the worker process, which then inherits them instead of compiling them again.
+        compiled_kernel()
+        if binner is not None:
+            binning_kernel.kernel()
         self.reset()
 
     def reset(self) -> None:
@@ -74,14 +81,8 @@ class Window:
         p = batch.probabilities
         if first_row is None:
             first_row = self.samples
-        predicted = p.argmax(axis=1)
-        confidence = p.max(axis=1)
         self.samples += batch.rows
-        self.class_counts += np.bincount(predicted, minlength=self.n_classes)
-        confidence_bins = np.searchsorted(self.confidence_edges, confidence, side="right")
-        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
-        self.confidence_sum += float(confidence.sum())
-        self.entropy_sum += float(entropy(p).sum())
+        predicted, confidence_bins = self._add_predictions(p)
         if batch.inputs is not None and self.binner is not None:
             x = batch.inputs
             if self.input_stride > 1:  # rows first_row, first_row + 1, ...: keep multiples of the stride
@@ -101,6 +102,25 @@ class Window:
         if errors is not None:
             self.add_errors(errors)
 
+    def _add_predictions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the predicted classes, confidences and entropies; return the predicted classes and confidence bins."""
+        kernel = compiled_kernel()
+        if kernel is not None:
+            p = np.ascontiguousarray(p)  # the layout the kernel was compiled for
+            predicted, bins = np.empty(p.shape[0], np.intp), np.empty(p.shape[0], np.intp)
+            sums = kernel(p, self.confidence_edges, self.class_counts, self.confidence_counts, predicted, bins)
+            self.confidence_sum += float(sums[0])
+            self.entropy_sum += float(sums[1])
+            return predicted, bins
+        predicted = p.argmax(axis=1)
+        confidence = p.max(axis=1)
+        self.class_counts += np.bincount(predicted, minlength=self.n_classes)
+        confidence_bins = np.searchsorted(self.confidence_edges, confidence, side="right")
+        self.confidence_counts += np.bincount(confidence_bins, minlength=self.confidence_counts.size)
+        self.confidence_sum += float(confidence.sum())
+        self.entropy_sum += float(entropy(p).sum())
+        return predicted, confidence_bins
+
     def add_errors(self, errors: np.ndarray) -> None:
         """Add a regression model's errors (target − prediction) for rows with a target."""
         self.error_rows += errors.size
@@ -113,6 +133,20 @@ class Window:
         self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
     def _add_inputs(self, x: np.ndarray) -> None:
+        assert self.binner is not None
+        sums = binning_kernel.count_and_sum(self.binner, x, self.input_counts)  # one compiled pass, or None
+        if sums is None:
+            self._add_inputs_numpy(x)
+            return
+        total, squares, finite_values, nonfinite_values = sums
+        self.input_rows += x.shape[0]
+        self.input_sum += total
+        self.input_sum_squares += squares
+        self.input_finite_values += finite_values
+        self.input_nonfinite_values += nonfinite_values
+
+    def _add_inputs_numpy(self, x: np.ndarray) -> None:
+        """:meth:`_add_inputs` without the compiled kernel: the fallback, and the reference in the tests."""
         assert self.binner is not None
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(x.sum(dtype=np.float64))

@@ -37,6 +37,7 @@ COUNTS_SECONDS = 1.0  # counters that changed between windows are published at m
 # that carries several windows loses none of them.
 PUSH_SECONDS = 1.0
 JOIN_ROWS = 1024  # the largest batch the worker joins queued ones into: bounds the copy
+OWN_RUN_ROWS = 128  # a batch this large is processed as it is: joining pays for small batches, not for a copy of these
 
 
 class Feedback(NamedTuple):
@@ -381,18 +382,20 @@ class DriftWorker:
 
 
 def _runs(items: list) -> list:
-    """Queued items with consecutive batches of the same kind joined into one (feedback items in between kept)."""
+    """Queued items with consecutive small batches of the same kind joined into one (feedback items and large
+    batches kept as they are)."""
     runs: list = []
     pending: list[Batch] = []
     for item in items:
-        fits = sum(b.rows for b in pending) + item.rows <= JOIN_ROWS if isinstance(item, Batch) else False
-        if isinstance(item, Batch) and (not pending or (pending[-1].joins(item) and fits)):
+        small = isinstance(item, Batch) and item.rows < OWN_RUN_ROWS
+        fits = small and sum(b.rows for b in pending) + item.rows <= JOIN_ROWS
+        if small and (not pending or (pending[-1].joins(item) and fits)):
             pending.append(item)
             continue
         if pending:
             runs.append(Batch.joined(pending))
             pending = []
-        if isinstance(item, Batch):
+        if small:
             pending.append(item)
         else:
             runs.append(item)

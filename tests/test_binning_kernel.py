@@ -194,7 +194,8 @@ def test_a_monitor_reports_the_same_window_with_and_without_the_kernel(reference
     with monkeypatch.context() as patch:
         patch.setattr(binning_kernel, "kernel", lambda: None)
         numpy_path = last_report(reference)
-    assert compiled.input_rows == 34 and compiled.input_nonfinite_values > 0
+    # The second window, stream rows 100..199: the inputs of rows 102, 105, ..., 198 (multiples of the stride 3).
+    assert compiled.input_rows == 33 and compiled.input_nonfinite_values > 0
     np.testing.assert_allclose(
         [compiled.input_mean, compiled.input_std], [numpy_path.input_mean, numpy_path.input_std], rtol=1e-12
     )

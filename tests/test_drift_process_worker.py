@@ -104,6 +104,46 @@ def test_the_process_worker_publishes_what_the_thread_worker_publishes(monitors,
     assert value(process_closed, PREFIX + "windows_total", agent="same") == -(-len(p) // WINDOW)
 
 
+def test_plain_batches_in_float32_publish_what_the_thread_worker_publishes(monitors, stream):
+    """The request path's one call (no labels, ids or shadow), float32 probabilities and image-shaped inputs, across
+    the ring's end many times (97 rows): the same figures as the thread worker's."""
+    x, p, _ = stream
+    p32 = p.astype(np.float32)
+    images = x.reshape(len(x), -1, 1)
+    results = []
+    for kind in ("thread", "process"):
+        monitor = monitors(worker=kind, agent="plain", max_pending_samples=97, max_wait_seconds=60)
+        observe_in_pieces(monitor, x[:2000], p32[:2000])
+        observe_in_pieces(monitor, images[2000:], p[2000:], seed=5)  # float64
+        monitor.close()
+        results.append(comparable(scraped(monitor)))
+    thread, process = results
+    assert process.keys() == thread.keys()
+    assert process == pytest.approx(thread, rel=1e-12, nan_ok=True)
+    assert value(process, PREFIX + "samples_total", agent="plain") == len(p)
+    assert value(process, PREFIX + "samples_dropped_total", agent="plain") == 0
+
+
+def test_at_input_stride_4_the_ring_copies_a_quarter_of_the_inputs_and_publishes_what_the_thread_worker_does(stream):
+    """Only the inputs of rows numbered a multiple of 4 reach the ring on the one-call path; the windows (stream
+    rows 0..99, 100..199, ...) bin exactly those, as the thread worker's do."""
+    x, p, _ = stream
+    x4, p4, _ = generate(np.random.default_rng(0), 6000)
+    reference = DriftReference.fit(x4, p4, window_size=WINDOW, n_simulations=50, input_stride=4)
+    results = []
+    for kind in ("thread", "process"):
+        with DriftMonitor(
+            None, "stride", reference=reference, agent="s4", worker=kind, max_pending_samples=97, max_wait_seconds=60
+        ) as monitor:
+            observe_in_pieces(monitor, x[:2450], p[:2450].astype(np.float32))
+        results.append(comparable(scraped(monitor)))
+    thread, process = results
+    assert process.keys() == thread.keys()
+    assert process == pytest.approx(thread, rel=1e-12, nan_ok=True)
+    assert value(process, PREFIX + "samples_total", agent="s4") == 2450
+    assert value(process, PREFIX + "input_sampling_rate", agent="s4") == 0.25
+
+
 def test_scrape_equals_push_and_the_child_runs_at_idle_priority(monitors, stream, pushgateway):
     x, p, y = stream
     monitor = monitors(pushgateway.address, worker="process")
@@ -210,6 +250,9 @@ def test_a_stalled_worker_makes_the_request_path_drop_and_count_exactly(monitors
         os.kill(monitor.worker.pid, signal.SIGCONT)
     assert 0 < accepted <= 250
     assert monitor.dropped == 1000 - accepted
+    with pytest.raises(ValueError, match="NaN"):  # checked in the caller, full ring or not
+        monitor.observe(x[:5], np.full_like(p[:5], np.nan))
+    assert monitor.dropped == 1000 - accepted and monitor.worker.ring.written == accepted
     joined = monitor.feedback(y[:1000], ids=ids[:1000])
     assert joined == accepted  # labels of dropped samples are counted apart
     monitor.close()

@@ -25,6 +25,7 @@ from ._drift.intake import plain_rows
 from ._drift.process_worker import ProcessWorker
 from ._drift.recent_windows import WINDOWS_PER_MONTH, RecentWindows
 from ._drift.regression import as_values
+from ._drift.ring import NOT_FINITE, SampleRing
 from ._drift.scoring_ids import DROPPED, ScoringIds, is_dropped
 from ._drift.settings import MonitorSettings
 from ._drift.tracker import WindowTracker
@@ -210,6 +211,7 @@ class DriftMonitor:
         self.scoring_ids = ScoringIds(settings.feedback_max_ids, settings.feedback_max_age_seconds)
         self._tracker = WindowTracker(reference, settings)
         self._worker: DriftWorker | ProcessWorker
+        self._plain_shape = (reference.n_features, reference.n_classes)
         if worker == "process":  # the child pushes; this process serves its families to scrapes
             self.publisher = Publisher(PushSettings(None, timeout=push.timeout), job, group)
             self._worker = ProcessWorker(
@@ -221,9 +223,11 @@ class DriftMonitor:
                 max_pending_samples=self.max_pending_samples,
                 max_wait_seconds=settings.max_wait_seconds,
             )
-            self._plain_shape: tuple[int, int] | None = (reference.n_features, reference.n_classes)
+            self._ring_writer: ProcessWorker | None = self._worker
+            # The common batch's one call, for a reference without a reduction (its inputs are copied as given).
+            self._ring: SampleRing | None = self._worker.ring if reference.reduction is None else None
         else:
-            self._plain_shape = None
+            self._ring_writer = self._ring = None
             self.publisher = Publisher(push, job, group, min_push_interval=PUSH_SECONDS)
             self._worker = DriftWorker(
                 self._tracker,
@@ -363,16 +367,22 @@ class DriftMonitor:
         continuous targets; ids remember the prediction.
         A closed monitor raises ``RuntimeError``.
         """
-        self._raise_known_failure()
+        if not self.ignore_exceptions:
+            self._raise_known_failure()
+        ring = self._ring
+        if ring is not None and labels is None and ids is None and shadow is None:
+            if ring.write_plain(inputs, probabilities) >= 0:  # the common batch, in one call
+                return
         inputs = self.reference.reduce(inputs)  # a reduction runs here, so only its few features are copied
-        plain = None
-        if self._plain_shape is not None and labels is None and shadow is None:  # worker="process": one copy
+        writer, plain = self._ring_writer, None
+        if writer is not None and labels is None and shadow is None:  # worker="process": one copy
             plain = plain_rows(inputs, probabilities, n_features=self._plain_shape[0], n_classes=self._plain_shape[1])
-        if plain is not None and isinstance(self._worker, ProcessWorker):
+        first_row: int | None = NOT_FINITE
+        if writer is not None and plain is not None:
+            ids = as_ids(ids, plain[1].shape[0])
+            first_row = writer.write(plain[0], plain[1], None, None, check_finite=True)
             probabilities = plain[1]
-            ids = as_ids(ids, probabilities.shape[0])
-            first_row = self._worker.write(plain[0], probabilities, None, None)
-        else:
+        if first_row == NOT_FINITE:  # not the plain kind, or not finite: the full path says what is wrong
             batch = self.reference.prepare(
                 inputs, probabilities, labels, ids, normalise=False, shadow=shadow, reduced=True
             )

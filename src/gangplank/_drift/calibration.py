@@ -66,8 +66,10 @@ class FitSettings:
         confidence_bins: bins of the top-class probability (the confidence PSI and the estimate's map) (10).
         grid: resolution of each feature's binning lookup table (256).
         seed: the random seed of the calibration (0).
-        input_stride: bin the inputs of every n-th row of a window only (1: all rows); the input
-            thresholds are calibrated for it (``gangplank_predict_input_sampling_rate`` = 1/n).
+        input_stride: bin the inputs of every n-th row only (1: all rows): rows whose number in the
+            stream is a multiple of n, so a window bins window_size/n of them (one fewer or more when n
+            does not divide window_size, allowed for by the comparison); the input thresholds are
+            calibrated for it (``gangplank_predict_input_sampling_rate`` = 1/n).
         accuracy_tolerance: accuracy loss below the reference that is acceptable (0.02); the
             accuracy charts and the estimate's signals test for more.
         threshold: for a binary classifier with one output (a sigmoid column or a flat vector of
@@ -101,7 +103,7 @@ class FitSettings:
 
     @property
     def input_rows(self) -> int:
-        """Rows of a full window whose inputs are binned."""
+        """Rows of a full window whose inputs are binned (a simulated window's: its rows are numbered from 0)."""
         return -(-self.window_size // self.input_stride)
 
     def check(self, n_rows: int) -> None:

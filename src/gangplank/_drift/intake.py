@@ -1,22 +1,24 @@
-"""The request path's fast check: the common batch (numeric arrays of the right shapes, finite probabilities).
+"""The request path's fast check: the common batch (numeric arrays of the right shapes).
 
 With ``worker="process"`` a request costs what this check and one copy into
 the shared ring cost. :func:`plain_rows` accepts only what
 :meth:`~gangplank._drift.batch.Batch.of` surely accepts in the same way (a
 numeric ``(rows, …)`` input array of the reference's features, float
-``(rows, classes)`` probabilities, all finite), and returns views of the
-caller's arrays, not copies. Anything else (lists, one row given as 1-D,
-NaN probabilities, tensors, labels or a shadow model) returns ``None``: the
-caller then takes the full path, which raises ``ValueError`` on bad input
-with the usual message.
+``(rows, classes)`` probabilities), and returns views of the caller's arrays,
+not copies. Anything else (lists, one row given as 1-D, tensors, labels or a
+shadow model) returns ``None``: the caller then takes the full path, which
+raises ``ValueError`` on bad input with the usual message. Whether the
+probabilities are finite is checked on their copy in the ring, before it
+counts (:meth:`~gangplank._drift.ring.SampleRing.write`), or here by
+:func:`all_finite` when the ring has no room.
 
 Example:
     >>> import numpy as np
     >>> x, p = plain_rows(np.zeros((2, 28, 28), np.uint8), np.full((2, 2), 0.5), n_features=784, n_classes=2)
     >>> x.shape, p.shape
     ((2, 784), (2, 2))
-    >>> plain_rows(np.zeros((2, 3)), np.array([[np.nan, 1.0]] * 2), n_features=3, n_classes=2) is None
-    True
+    >>> all_finite(p), all_finite(np.array([[np.nan, 1.0]]))
+    (True, False)
 """
 
 from __future__ import annotations
@@ -41,14 +43,12 @@ def plain_rows(inputs, probabilities, *, n_features: int, n_classes: int) -> tup
         return None
     if inputs.size != rows * n_features:
         return None
-    if not _all_finite(probabilities):
-        return None  # the full path says what is wrong
     if inputs.ndim == 2:  # (rows, n_features) already: the size check above says so
         return inputs, probabilities
     return inputs.reshape(rows, n_features), probabilities
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite (``False`` also for finite float64 values whose sum overflows: the full path
     then takes the batch)."""
     if values.size <= LIST_CHECK_VALUES:

@@ -47,8 +47,9 @@ from ..transport import Publisher, PushSettings
 from .batch import Batch
 from .comparison import WindowReport
 from .families import Totals
+from .intake import all_finite
 from .process_child import run_child
-from .ring import DROPPED, LABELS_DROPPED, SCRAPED, UNMATCHED, SampleRing
+from .ring import DROPPED, LABELS_DROPPED, NOT_FINITE, SCRAPED, UNMATCHED, SampleRing
 from .tracker import WindowTracker
 from .worker import Feedback
 
@@ -178,16 +179,22 @@ class ProcessWorker:
             return self._send_feedback(item)
         return self.write(item.inputs, item.probabilities, item.labels, item.shadow)
 
-    def write(self, inputs, probabilities, labels, shadow) -> int | None:
-        """Copy checked rows into the ring: their first stream row, or ``None`` if dropped (and counted)."""
+    def write(self, inputs, probabilities, labels, shadow, *, check_finite: bool = False) -> int | None:
+        """Copy checked rows into the ring: their first stream row, or ``None`` if dropped (and counted).
+
+        With ``check_finite``, probabilities with NaN or ±Inf return :data:`~gangplank._drift.ring.NOT_FINITE`
+        and record nothing, whether or not the ring has room.
+        """
         ring = self.ring
-        rows = probabilities.shape[0]
         with ring.lock:
             self._refuse_if_stopping()
             if not self._done:
-                first = ring.write(inputs, probabilities, labels, shadow)
+                first = ring.write(inputs, probabilities, labels, shadow, check_finite=check_finite)
                 if first is not None:
                     return first
+            if check_finite and not all_finite(probabilities):  # no room to check it in: checked where it is
+                return NOT_FINITE
+            rows = probabilities.shape[0]
             if self._done or rows > ring.capacity or not self.max_wait_seconds:
                 self._drop(rows, labels is not None)
                 return None
@@ -235,6 +242,7 @@ class ProcessWorker:
         """Drain, close the last window, push, end the child: (whether it had died, the last push's error)."""
         with self.ring.lock:
             self._stopping = True
+            self.ring.refusing = True  # write_plain leaves every batch to write(), which refuses it
         while True:  # callers still waiting for room drop and count their batch first
             with self.ring.lock:
                 if not self._waiting:
@@ -361,6 +369,7 @@ class ProcessWorker:
         """The child is gone: callers drop and count from now on, waits end."""
         with self._cond:
             self._done = True
+            self.ring.refusing = True  # write_plain leaves every batch to write(), which drops and counts it
             self._cond.notify_all()
 
 
@@ -368,7 +377,8 @@ def _make_ring(rows: int, tracker: WindowTracker) -> SampleRing:
     try:
         if platform.machine().lower() not in ("x86_64", "amd64"):
             raise OSError(f"the shared ring assumes x86-64's store order, this is {platform.machine()}")
-        return SampleRing(rows, tracker.reference.n_features, tracker.reference.n_classes)
+        reference = tracker.reference
+        return SampleRing(rows, reference.n_features, reference.n_classes, reference.input_stride)
     except (OSError, ValueError, MemoryError, OverflowError) as error:
         raise RuntimeError(
             f"gangplank: the drift worker process of agent {tracker.settings.agent!r} could not start: no shared "

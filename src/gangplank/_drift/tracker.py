@@ -148,7 +148,7 @@ class WindowTracker:
                     self._window_first_row = first_row + start
                 stop = start + min(batch.rows - start, self.settings.window_size - self._window.samples)
                 piece = batch[start:stop]
-                self._window.add(piece)
+                self._window.add(piece, first_row + start)  # stream numbers: the ring's, for input_stride
                 self._add_outcomes(piece)
                 self.let_callers_in()
                 if self._window.samples >= self.settings.window_size:

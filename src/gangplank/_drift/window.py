@@ -36,7 +36,7 @@ class Window:
         self.binner = binner
         self.confidence_edges = confidence_edges
         self.n_classes = n_classes
-        self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the window
+        self.input_stride = int(input_stride)  # bin the inputs of every n-th row of the stream (see add)
         # Compile the kernels (or load them from numba's cache) now: the serving process makes its window before
         # it forks the worker process, which then inherits them instead of compiling them again.
         compiled_kernel()
@@ -70,15 +70,22 @@ class Window:
         self.squared_error_sum = 0.0
 
     # -- the one ingestion path --------------------------------------------
-    def add(self, batch: Batch) -> None:
-        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any)."""
+    def add(self, batch: Batch, first_row: int | None = None) -> None:
+        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any).
+
+        ``first_row``: the stream number of the batch's first row (``None``: its position in this window). With an
+        ``input_stride`` n the inputs of rows whose number is a multiple of n are binned, the others are not read
+        (the ring of ``worker="process"`` copies only those); a window of ``window_size`` rows bins
+        ``window_size / n`` of them (±1 when n does not divide ``window_size``), wherever it starts.
+        """
         p = batch.probabilities
-        first_row = self.samples
+        if first_row is None:
+            first_row = self.samples
         self.samples += batch.rows
         predicted, confidence_bins = self._add_predictions(p)
         if batch.inputs is not None and self.binner is not None:
             x = batch.inputs
-            if self.input_stride > 1:  # rows first_row, first_row + 1, ... of the window: keep multiples of the stride
+            if self.input_stride > 1:  # rows first_row, first_row + 1, ...: keep multiples of the stride
                 x = x[(-first_row) % self.input_stride :: self.input_stride]
             step = chunk_rows(self.binner.n_features)
             for start in range(0, x.shape[0], step):

@@ -7,8 +7,10 @@ serving process leaves idle. It ignores ``SIGINT`` (the serving process
 decides when monitoring ends) and ends when its parent does: its pipe to the
 parent reads end-of-file then, and its parent id changes.
 
-When ``TAKE_ROWS`` rows wait in the ring, ``WAKE_SECONDS`` after its last take,
-or on a message, it takes the new rows of the ring (few, large batches: the
+It looks at the ring every ``BUSY_SECONDS`` while rows flow (every
+``WAKE_SECONDS`` when none came for that long: nobody wakes it when the ring
+fills). When ``TAKE_ROWS`` rows wait in the ring, ``WAKE_SECONDS`` after its
+last take, or on a message, it takes the new rows of the ring (few, large batches: the
 pipeline's cost per sample falls with the batch size), hands them to its
 :class:`~gangplank._drift.worker.DriftWorker` (a
 :class:`~gangplank._drift.tracker.WindowTracker` on a thread, as in the
@@ -47,7 +49,7 @@ from .tracker import WindowTracker
 from .worker import PUSH_SECONDS, WAKE_SECONDS, DriftWorker, Feedback
 
 FAMILIES_SECONDS = 1.0  # a scrape of the serving process sees the worker's state at most this late (flush: at once)
-BUSY_SECONDS = 0.005  # while rows wait in the ring, it is looked at this often ...
+BUSY_SECONDS = 0.005  # while rows wait in the ring, or came within WAKE_SECONDS, it is looked at this often ...
 TAKE_ROWS = 256  # ... and taken once this many wait (or a quarter of the ring), or WAKE_SECONDS after the last take
 NO_WAIT_LIMIT = 365 * 24 * 3600.0  # the child's own queue never drops: the ring is where drops happen
 
@@ -105,7 +107,7 @@ class _Child:
         self._families_sent = 0.0  # monotonic
         self._state_due = False  # a state was published whose snapshot the parent has not been sent
         self._state_sent = 0.0  # monotonic
-        self._taken_at = time.monotonic()
+        self._taken_at = self._rows_at = time.monotonic()  # the last take, and the last that had rows
         self._take_rows = max(1, min(TAKE_ROWS, ring.capacity // 4))
         self.worker = DriftWorker(
             tracker,
@@ -124,7 +126,10 @@ class _Child:
         while True:
             try:  # TAKE_ROWS waiting are taken at once; fewer every WAKE_SECONDS; nothing: a message or WAKE_SECONDS
                 waiting = self.ring.waiting_rows()
-                wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if waiting else WAKE_SECONDS
+                # While rows flow, look every BUSY_SECONDS even when none wait: nobody wakes this process when the
+                # ring fills, and a producer faster than the windows would otherwise wait WAKE_SECONDS for room.
+                flowing = waiting or time.monotonic() - self._rows_at < WAKE_SECONDS
+                wait = 0 if waiting >= self._take_rows else BUSY_SECONDS if flowing else WAKE_SECONDS
                 message = conn.recv() if pipe.poll(wait * 1000) else None  # end-of-file too: recv raises
             except (EOFError, OSError):
                 message = None
@@ -181,6 +186,8 @@ class _Child:
         batches = self.ring.take(upto)
         for batch in batches:
             self.worker.enqueue(batch, batch.rows)
+        if batches:
+            self._rows_at = self._taken_at
         return sum(batch.rows for batch in batches)
 
     def _sync_counters(self) -> None:

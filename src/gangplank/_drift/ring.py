@@ -235,8 +235,9 @@ class SampleRing:
     def take(self, upto: int | None = None) -> list[Batch]:
         """The rows written since the last take (up to stream row ``upto``), as batches of one kind each, copied out.
 
-        Their slots are free for the writer once this returns. With an ``input_stride`` n, inputs of rows whose
-        stream number is not a multiple of n are stale (:meth:`write_plain` skips them): a window does not read them.
+        Their slots are free for the writer once this returns. With an ``input_stride`` n, only the inputs of rows
+        whose stream number is a multiple of n are copied out (a window reads no others; :meth:`write_plain` does not
+        even write them): the other rows' inputs are zeros.
         """
         written = self._words[WRITTEN] if upto is None else min(upto, self._words[WRITTEN])
         batches: list[Batch] = []
@@ -247,14 +248,24 @@ class SampleRing:
             flags = self._flags[start:stop]
             bounds = [0, *(np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist(), stop - start]
             for begin, end in itertools.pairwise(bounds):
-                batches.append(self._batch(start + begin, start + end, int(flags[begin])))
+                batches.append(self._batch(start + begin, start + end, int(flags[begin]), position + begin))
             position += stop - start
         self._words[READ] = written  # after the copies: the writer may reuse these slots now
         return batches
 
-    def _batch(self, start: int, stop: int, flags: int) -> Batch:
+    def _batch(self, start: int, stop: int, flags: int, first_row: int) -> Batch:
         def rows(array: np.ndarray, present: int) -> np.ndarray | None:
             return array[start:stop].copy() if flags & present else None
+
+        inputs = None
+        if flags & HAS_INPUTS:
+            stride = self.input_stride
+            if stride == 1:
+                inputs = self._inputs[start:stop].copy()
+            else:
+                skip = -first_row % stride
+                inputs = np.zeros((stop - start, self.n_features), np.float32)
+                inputs[skip::stride] = self._inputs[start + skip : stop : stride]
 
         probabilities = (
             self._probabilities32[start:stop].astype(np.float64)  # exact: what the caller's path would have made
@@ -263,7 +274,7 @@ class SampleRing:
         )
         return Batch(
             probabilities,
-            rows(self._inputs, HAS_INPUTS),
+            inputs,
             rows(self._labels, HAS_LABELS),
             None,
             0,

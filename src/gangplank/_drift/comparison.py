@@ -47,11 +47,13 @@ import numpy as np
 from scipy import special
 
 from . import drift_statistics as ds
+from . import psi_kernel
 from .profile import Profile
 from .window import Window
 
 SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
 _PER_CLASS_HITS = np.array([[1.0], [1.0], [2.0]])  # hits over: predicted (precision), actual (recall), both (F1)
+_NO_CUT = np.full(1, np.inf)  # the confidence PSI's cut is applied by compare, not per feature
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,7 @@ def compare(
     n = window.samples
     has_inputs = window.input_rows > 0
     if has_inputs:
-        input_cells = (profile.input_layout.cells(window.input_counts), profile.input_shares)  # a copy
-        input_psi = profile.input_psi(input_cells[0])
-        cut = t.feature_psi * ((input_rows or window_size) / window.input_rows)
-        ratio = int(np.count_nonzero(input_psi > cut)) / input_psi.size  # = np.mean of the booleans, exactly
+        input_cells, input_psi, ratio = _input_psi(profile, t, window, (input_rows or window_size) / window.input_rows)
     else:
         input_cells = None
         input_psi = np.full(profile.n_features, np.nan)
@@ -167,7 +166,7 @@ def compare(
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
     confidence_psi = float("nan")
     if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])  # one feature, every bin: its cells
+        confidence_psi = _confidence_psi(profile, window.confidence_counts, n)
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
 
@@ -230,6 +229,25 @@ def compare(
         signals=signals,
         input_cells=input_cells,
     )
+
+
+def _input_psi(profile: Profile, t: Thresholds, window: Window, scale: float) -> tuple[tuple, np.ndarray, float]:
+    """(the window's valid cells, the reference's shares), each feature's PSI, and the share of features
+    over their cut scaled by ``scale``: one compiled pass, or numpy (the same figures)."""
+    compiled = psi_kernel.psi_and_over(profile.input_psi, window.input_counts, window.input_rows, t.feature_psi, scale)
+    if compiled is not None:
+        cells, input_psi, over = compiled
+    else:
+        cells = profile.input_layout.cells(window.input_counts)  # a copy
+        input_psi = profile.input_psi(cells)
+        over = int(np.count_nonzero(input_psi > t.feature_psi * scale))
+    return (cells, profile.input_shares), input_psi, over / input_psi.size  # = np.mean of the booleans, exactly
+
+
+def _confidence_psi(profile: Profile, counts: np.ndarray, n: int) -> float:
+    """The PSI of a window's confidence histogram of ``n`` rows (one feature, every bin: its cells)."""
+    compiled = psi_kernel.psi_and_over(profile.confidence_psi, counts, n, _NO_CUT, 1.0)
+    return float((profile.confidence_psi(counts) if compiled is None else compiled[1])[0])
 
 
 def _normal_p_below(estimate: float, floor: float, standard_error: float) -> float:

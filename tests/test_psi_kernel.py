@@ -1,0 +1,123 @@
+"""The compiled PSI kernel gives the numpy path's figures on real MNIST windows, plain and shifted: the
+same cells, each feature's PSI to the last bit where the per-total tables apply (within 1e-12 relative
+where a feature's total differs), the same drifted features; and compare falls back to numpy without it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gangplank._drift import comparison, psi_kernel
+from gangplank._drift import drift_statistics as ds
+from gangplank._drift.batch import Batch
+from gangplank._drift.comparison import Thresholds, compare
+from gangplank._drift.profile import Profile
+from tests.mnist_models import load_mnist
+
+WINDOW = 200
+
+
+def probabilities(x: np.ndarray) -> np.ndarray:
+    """A fixed softmax of a few pixel sums: probabilities that move with the images (no model to train)."""
+    logits = x[:, :780].reshape(len(x), 10, 78).sum(axis=2) / 8.0
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    x_train, _, x_test, _ = load_mnist()
+    reference = x_train[50_000:54_000].reshape(-1, 784)
+    profile = Profile.fit(Batch.of(reference, probabilities(reference)))
+    return profile, x_test[:8000].reshape(-1, 784)
+
+
+def shifted(rows: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
+    """Real rows, unchanged or shifted: brighter, noisy, inverted, or with their top half blanked."""
+    if kind == 1:
+        return np.clip(rows * 1.3, 0, 1)
+    if kind == 2:
+        return np.clip(rows + rng.normal(0, 0.1, rows.shape), 0, 1).astype(np.float32)
+    if kind == 3:
+        return 1.0 - rows
+    if kind == 4:
+        rows = rows.copy()
+        rows[:, :392] = 0.0
+        return rows
+    return rows
+
+
+def windows(profile: Profile, x: np.ndarray, stride: int):
+    rng = np.random.default_rng(stride)
+    for w in range(x.shape[0] // WINDOW):
+        window = profile.new_window(stride)
+        rows = shifted(x[w * WINDOW : (w + 1) * WINDOW], w % 5, rng)
+        window.add(Batch.of(rows, probabilities(rows)))
+        yield window
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_kernel_equals_numpy_on_real_and_shifted_windows(mnist, stride):
+    profile, x = mnist
+    cut = np.quantile(
+        [profile.input_psi(profile.input_layout.cells(w.input_counts)) for w in windows(profile, x[:1000], stride)],
+        0.7,
+        axis=0,
+    )  # a cut some features of plain windows and most of shifted ones cross
+    decisions = []
+    for window in windows(profile, x, stride):
+        scale = (WINDOW // stride) / window.input_rows
+        result = psi_kernel.psi_and_over(profile.input_psi, window.input_counts, window.input_rows, cut, scale)
+        assert result is not None, "the PSI kernel did not compile"
+        cells, psi, over = result
+        numpy_cells = profile.input_layout.cells(window.input_counts)
+        numpy_psi = profile.input_psi(numpy_cells)
+        np.testing.assert_array_equal(cells, numpy_cells)
+        np.testing.assert_array_equal(psi, numpy_psi)  # same tables, same summation order: to the last bit
+        assert over == np.count_nonzero(numpy_psi > cut * scale)
+        decisions.append(over)
+        confidence = psi_kernel.psi_and_over(
+            profile.confidence_psi, window.confidence_counts, window.samples, comparison._NO_CUT, 1.0
+        )
+        np.testing.assert_array_equal(confidence[1], profile.confidence_psi(window.confidence_counts))
+    assert min(decisions) < max(decisions)  # the windows span drifted and quiet ones
+
+
+def test_features_with_another_total_within_1e_12(mnist):
+    """Counts whose features do not all total the window's rows take the division and log per cell."""
+    profile, _ = mnist
+    rng = np.random.default_rng(5)
+    valid = profile.valid_columns
+    for _ in range(20):
+        counts = np.where(valid, rng.integers(0, 30, valid.shape), 0).astype(np.int64)
+        result = psi_kernel.psi_and_over(profile.input_psi, counts, 50, np.zeros(profile.n_features), 1.0)
+        expected = ds.psi(counts, profile.input_counts, valid)  # plain shares, no tables
+        np.testing.assert_allclose(result[1], expected, rtol=1e-12, atol=0)
+        assert result[2] == np.count_nonzero(expected > 0)
+
+
+def test_long_features_are_left_to_numpy():
+    """A feature of more than 129 cells: numpy splits its sum in halves, the kernel declines (None)."""
+    counts = np.arange(200, dtype=np.int64).reshape(1, -1)
+    psi_against = ds.PsiAgainst.of(ds.Shares.of(counts[:, ::-1]))
+    assert psi_kernel.psi_and_over(psi_against, counts, int(counts.sum()), np.zeros(1), 1.0) is None
+    short = ds.PsiAgainst.of(ds.Shares.of(counts[:, :100][:, ::-1]))
+    result = psi_kernel.psi_and_over(short, counts[:, :100], int(counts[:, :100].sum()), np.zeros(1), 1.0)
+    np.testing.assert_array_equal(result[1], ds.psi(counts[:, :100], counts[:, :100][:, ::-1]))
+
+
+def test_compare_without_kernel_gives_the_same_report(mnist, monkeypatch):
+    profile, x = mnist
+    t = dataclasses.replace(Thresholds.never(profile.n_features), feature_psi=np.full(profile.n_features, 0.05))
+    reports = [compare(profile, t, w, WINDOW, WINDOW // 4) for w in windows(profile, x[:1000], 4)]
+    monkeypatch.setattr(psi_kernel, "kernel", lambda: None)
+    for report, window in zip(reports, windows(profile, x[:1000], 4), strict=True):
+        numpy_report = compare(profile, t, window, WINDOW, WINDOW // 4)
+        np.testing.assert_array_equal(report.input_psi, numpy_report.input_psi)
+        np.testing.assert_array_equal(report.input_cells[0], numpy_report.input_cells[0])
+        np.testing.assert_array_equal(report.input_js, numpy_report.input_js)
+        assert report.drifted_features_ratio == numpy_report.drifted_features_ratio
+        assert report.confidence_psi == numpy_report.confidence_psi
+        assert report.signals == numpy_report.signals

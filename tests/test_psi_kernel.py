@@ -1,15 +1,18 @@
 """The compiled PSI kernel gives the numpy path's figures on real MNIST windows, plain and shifted: the
 same cells, each feature's PSI to the last bit where the per-total tables apply (within 1e-12 relative
-where a feature's total differs), the same drifted features; and compare falls back to numpy without it."""
+where a feature's total differs), the same drifted features; the chi-square and map-error sums equal
+numpy's to the last bit; and compare gives the same report on the numpy path, without the kernels."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from gangplank._drift import comparison, psi_kernel
+from gangplank._drift import comparison, count_sums_kernel, psi_kernel
 from gangplank._drift import drift_statistics as ds
 from gangplank._drift.batch import Batch
 from gangplank._drift.comparison import Thresholds, compare
@@ -28,9 +31,9 @@ def probabilities(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mnist():
-    x_train, _, x_test, _ = load_mnist()
+    x_train, y_train, x_test, _ = load_mnist()
     reference = x_train[50_000:54_000].reshape(-1, 784)
-    profile = Profile.fit(Batch.of(reference, probabilities(reference)))
+    profile = Profile.fit(Batch.of(reference, probabilities(reference), y_train[50_000:54_000].astype(np.int64)))
     return profile, x_test[:8000].reshape(-1, 784)
 
 
@@ -113,6 +116,7 @@ def test_compare_without_kernel_gives_the_same_report(mnist, monkeypatch):
     t = dataclasses.replace(Thresholds.never(profile.n_features), feature_psi=np.full(profile.n_features, 0.05))
     reports = [compare(profile, t, w, WINDOW, WINDOW // 4) for w in windows(profile, x[:1000], 4)]
     monkeypatch.setattr(psi_kernel, "kernel", lambda: None)
+    monkeypatch.setattr(count_sums_kernel, "kernel", lambda: None)
     for report, window in zip(reports, windows(profile, x[:1000], 4), strict=True):
         numpy_report = compare(profile, t, window, WINDOW, WINDOW // 4)
         np.testing.assert_array_equal(report.input_psi, numpy_report.input_psi)
@@ -120,4 +124,36 @@ def test_compare_without_kernel_gives_the_same_report(mnist, monkeypatch):
         np.testing.assert_array_equal(report.input_js, numpy_report.input_js)
         assert report.drifted_features_ratio == numpy_report.drifted_features_ratio
         assert report.confidence_psi == numpy_report.confidence_psi
+        assert report.class_p_value == numpy_report.class_p_value
+        assert report.estimated_accuracy == numpy_report.estimated_accuracy
+        assert report.estimated_accuracy_error == numpy_report.estimated_accuracy_error
+        assert math.isfinite(report.estimated_accuracy_error) and math.isfinite(report.class_p_value)
         assert report.signals == numpy_report.signals
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_count_sums_equal_numpy_written_out(seed):
+    """Class and confidence histograms of 2-40 bins (numpy sums fewer than 8 terms in order, more in 8 lanes),
+    some empty: the sums equal numpy's to the last bit."""
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        k, b = rng.integers(2, 41, size=2)
+        classes = rng.integers(0, 300, k) * (rng.random(k) > 0.2) * (rng.random() > 0.05)
+        shares = rng.dirichlet(np.ones(k))
+        confidence = rng.integers(0, 300, b) * (rng.random(b) > 0.3) * (rng.random() > 0.05)
+        accuracy = rng.random(b)
+        labelled = np.maximum(rng.integers(0, 500, b), 1)
+        sums = count_sums_kernel.count_sums(classes, shares, confidence, accuracy, 1 - accuracy, labelled)
+        assert sums is not None, "the count sums kernel did not compile"
+        observed = classes.astype(np.float64)
+        n = observed.sum()
+        expected = shares * n
+        rows = int(confidence.sum())
+        weights = confidence / max(rows, 1)
+        assert sums[0] == n and sums[2] == rows
+        assert sums[1] == (np.sum((observed - expected) ** 2 / expected) if n else 0.0)
+        assert sums[3] == (np.sum(weights**2 * accuracy * (1 - accuracy) / labelled) if rows else 0.0)
+        if n:
+            assert ds.chi_square_p_of(sums[1], sums[0], k) == pytest.approx(
+                stats.chisquare(observed, expected).pvalue, rel=1e-9
+            )

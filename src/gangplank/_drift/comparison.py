@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from . import count_sums_kernel, psi_kernel
 from . import drift_statistics as ds
-from . import psi_kernel
 from .profile import Profile
 from .window import Window
 
@@ -168,11 +168,21 @@ def compare(
     if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
         confidence_psi = _confidence_psi(profile, window.confidence_counts, n)
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
-    class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
+    sums = count_sums_kernel.count_sums(  # one compiled call, or None: numpy below
+        window.class_counts,
+        profile.class_shares,
+        window.confidence_counts,
+        profile.confidence_accuracy,
+        *profile.map_error_terms,
+    )
+    if sums is None:
+        class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
+    else:
+        class_p = ds.chi_square_p_of(sums[1], sums[0], window.class_counts.size)
 
     labelled = window.labelled
     correct = window.correct if labelled else 0
-    estimate, standard_error = profile.estimated_accuracy(window.confidence_counts)
+    estimate, standard_error = profile.estimated_accuracy(window.confidence_counts, None if sums is None else sums[2:])
     estimate_p = _normal_p_below(estimate, max(profile.accuracy - t.accuracy_tolerance, 0.0), standard_error)
     floor_p = _normal_p_below(estimate, t.quality_floor, standard_error)
     precision, recall, f1 = _per_class(window.confusion) if labelled else np.full((3, profile.n_classes), np.nan)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from . import count_sums_kernel, psi_kernel
 from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID, FeatureBinner
@@ -115,6 +116,10 @@ class Profile:
         return Profile.of_window(self.window(self.binner, self.confidence_edges, batch))
 
     def new_window(self, input_stride: int = 1) -> Window:
+        # Compile the comparison's kernels now as well (the window compiles its own): a worker process forked
+        # after the monitor made its window inherits them instead of compiling them at its first closed window.
+        psi_kernel.kernel()
+        count_sums_kernel.kernel()
         return Window(self.binner, self.confidence_edges, self.n_classes, input_stride)
 
     @property

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gangplank._drift import comparison, count_sums_kernel, psi_kernel
+from gangplank._drift import count_sums_kernel, psi_kernel
 from gangplank._drift import drift_statistics as ds
 from gangplank._drift.batch import Batch
 from gangplank._drift.comparison import Thresholds, compare
@@ -72,19 +72,25 @@ def test_kernel_equals_numpy_on_real_and_shifted_windows(mnist, stride):
     decisions = []
     for window in windows(profile, x, stride):
         scale = (WINDOW // stride) / window.input_rows
-        result = psi_kernel.psi_and_over(profile.input_psi, window.input_counts, window.input_rows, cut, scale)
+        result = psi_kernel.psi_and_over(
+            profile.input_psi,
+            window.input_counts,
+            window.input_rows,
+            cut,
+            scale,
+            profile.confidence_psi,
+            window.confidence_counts,
+            window.samples,
+        )
         assert result is not None, "the PSI kernel did not compile"
-        cells, psi, over = result
+        cells, psi, over, confidence_psi = result
         numpy_cells = profile.input_layout.cells(window.input_counts)
         numpy_psi = profile.input_psi(numpy_cells)
         np.testing.assert_array_equal(cells, numpy_cells)
         np.testing.assert_array_equal(psi, numpy_psi)  # same tables, same summation order: to the last bit
         assert over == np.count_nonzero(numpy_psi > cut * scale)
         decisions.append(over)
-        confidence = psi_kernel.psi_and_over(
-            profile.confidence_psi, window.confidence_counts, window.samples, comparison._NO_CUT, 1.0
-        )
-        np.testing.assert_array_equal(confidence[1], profile.confidence_psi(window.confidence_counts))
+        assert confidence_psi == profile.confidence_psi(window.confidence_counts)[0]
     assert min(decisions) < max(decisions)  # the windows span drifted and quiet ones
 
 
@@ -95,19 +101,25 @@ def test_features_with_another_total_within_1e_12(mnist):
     valid = profile.valid_columns
     for _ in range(20):
         counts = np.where(valid, rng.integers(0, 30, valid.shape), 0).astype(np.int64)
-        result = psi_kernel.psi_and_over(profile.input_psi, counts, 50, np.zeros(profile.n_features), 1.0)
+        confidence = rng.integers(0, 30, profile.confidence_counts.size)
+        result = psi_kernel.psi_and_over(
+            profile.input_psi, counts, 50, np.zeros(profile.n_features), 1.0, profile.confidence_psi, confidence, 50
+        )
         expected = ds.psi(counts, profile.input_counts, valid)  # plain shares, no tables
         np.testing.assert_allclose(result[1], expected, rtol=1e-12, atol=0)
         assert result[2] == np.count_nonzero(expected > 0)
+        assert result[3] == pytest.approx(ds.psi(confidence, profile.confidence_counts)[0], rel=1e-12, abs=0)
 
 
 def test_long_features_are_left_to_numpy():
     """A feature of more than 129 cells: numpy splits its sum in halves, the kernel declines (None)."""
     counts = np.arange(200, dtype=np.int64).reshape(1, -1)
     psi_against = ds.PsiAgainst.of(ds.Shares.of(counts[:, ::-1]))
-    assert psi_kernel.psi_and_over(psi_against, counts, int(counts.sum()), np.zeros(1), 1.0) is None
     short = ds.PsiAgainst.of(ds.Shares.of(counts[:, :100][:, ::-1]))
-    result = psi_kernel.psi_and_over(short, counts[:, :100], int(counts[:, :100].sum()), np.zeros(1), 1.0)
+    window = (counts[:, :100], int(counts[:, :100].sum()))
+    assert psi_kernel.psi_and_over(psi_against, counts, int(counts.sum()), np.zeros(1), 1.0, short, *window) is None
+    assert psi_kernel.psi_and_over(short, *window, np.zeros(1), 1.0, psi_against, counts, int(counts.sum())) is None
+    result = psi_kernel.psi_and_over(short, *window, np.zeros(1), 1.0, short, *window)
     np.testing.assert_array_equal(result[1], ds.psi(counts[:, :100], counts[:, :100][:, ::-1]))
 
 

@@ -53,7 +53,6 @@ from .window import Window
 
 SIGNALS = ("input", "prediction", "confidence", "estimated_accuracy", "estimated_floor")
 _PER_CLASS_HITS = np.array([[1.0], [1.0], [2.0]])  # hits over: predicted (precision), actual (recall), both (F1)
-_NO_CUT = np.full(1, np.inf)  # the confidence PSI's cut is applied by compare, not per feature
 
 
 @dataclass(frozen=True)
@@ -155,8 +154,10 @@ def compare(
     """
     n = window.samples
     has_inputs = window.input_rows > 0
+    confidence_psi = float("nan")
     if has_inputs:
-        input_cells, input_psi, ratio = _input_psi(profile, t, window, (input_rows or window_size) / window.input_rows)
+        scale = (input_rows or window_size) / window.input_rows
+        input_cells, input_psi, ratio, confidence_psi = _psi(profile, t, window, scale)
     else:
         input_cells = None
         input_psi = np.full(profile.n_features, np.nan)
@@ -164,9 +165,10 @@ def compare(
     finite = window.input_finite_values
     mean = window.input_sum / finite if finite else float("nan")
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
-    confidence_psi = float("nan")
-    if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = _confidence_psi(profile, window.confidence_counts, n)
+    if profile.is_regression or not n:  # a regression model's one-hot bins have no confidence
+        confidence_psi = float("nan")
+    elif not has_inputs:  # one feature, every bin: the histogram is its cells
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
     sums = count_sums_kernel.count_sums(  # one compiled call, or None: numpy below
         window.class_counts,
@@ -241,23 +243,29 @@ def compare(
     )
 
 
-def _input_psi(profile: Profile, t: Thresholds, window: Window, scale: float) -> tuple[tuple, np.ndarray, float]:
-    """(the window's valid cells, the reference's shares), each feature's PSI, and the share of features
-    over their cut scaled by ``scale``: one compiled pass, or numpy (the same figures)."""
-    compiled = psi_kernel.psi_and_over(profile.input_psi, window.input_counts, window.input_rows, t.feature_psi, scale)
+def _psi(profile: Profile, t: Thresholds, window: Window, scale: float) -> tuple[tuple, np.ndarray, float, float]:
+    """(the window's valid input cells, the reference's shares), each feature's PSI, the share of features
+    over their cut scaled by ``scale``, and the confidence PSI: one compiled pass, or numpy (the same figures)."""
+    n = window.samples
+    compiled = psi_kernel.psi_and_over(
+        profile.input_psi,
+        window.input_counts,
+        window.input_rows,
+        t.feature_psi,
+        scale,
+        profile.confidence_psi,
+        window.confidence_counts,
+        n,
+    )
     if compiled is not None:
-        cells, input_psi, over = compiled
+        cells, input_psi, over, confidence_psi = compiled
     else:
         cells = profile.input_layout.cells(window.input_counts)  # a copy
         input_psi = profile.input_psi(cells)
         over = int(np.count_nonzero(input_psi > t.feature_psi * scale))
-    return (cells, profile.input_shares), input_psi, over / input_psi.size  # = np.mean of the booleans, exactly
-
-
-def _confidence_psi(profile: Profile, counts: np.ndarray, n: int) -> float:
-    """The PSI of a window's confidence histogram of ``n`` rows (one feature, every bin: its cells)."""
-    compiled = psi_kernel.psi_and_over(profile.confidence_psi, counts, n, _NO_CUT, 1.0)
-    return float((profile.confidence_psi(counts) if compiled is None else compiled[1])[0])
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])
+    ratio = over / input_psi.size  # = np.mean of the booleans, exactly
+    return (cells, profile.input_shares), input_psi, ratio, confidence_psi
 
 
 def _normal_p_below(estimate: float, floor: float, standard_error: float) -> float:

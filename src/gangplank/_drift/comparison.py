@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from . import count_sums_kernel, psi_kernel
 from . import drift_statistics as ds
 from .profile import Profile
 from .window import Window
@@ -153,11 +154,10 @@ def compare(
     """
     n = window.samples
     has_inputs = window.input_rows > 0
+    confidence_psi = float("nan")
     if has_inputs:
-        input_cells = (profile.input_layout.cells(window.input_counts), profile.input_shares)  # a copy
-        input_psi = profile.input_psi(input_cells[0])
-        cut = t.feature_psi * ((input_rows or window_size) / window.input_rows)
-        ratio = int(np.count_nonzero(input_psi > cut)) / input_psi.size  # = np.mean of the booleans, exactly
+        scale = (input_rows or window_size) / window.input_rows
+        input_cells, input_psi, ratio, confidence_psi = _psi(profile, t, window, scale)
     else:
         input_cells = None
         input_psi = np.full(profile.n_features, np.nan)
@@ -165,15 +165,26 @@ def compare(
     finite = window.input_finite_values
     mean = window.input_sum / finite if finite else float("nan")
     variance = window.input_sum_squares / finite - mean**2 if finite else float("nan")
-    confidence_psi = float("nan")
-    if n and not profile.is_regression:  # a regression model's one-hot bins have no confidence
-        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])  # one feature, every bin: its cells
+    if profile.is_regression or not n:  # a regression model's one-hot bins have no confidence
+        confidence_psi = float("nan")
+    elif not has_inputs:  # one feature, every bin: the histogram is its cells
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])
     confidence_psi_cut = t.confidence_psi * window_size / max(n, 1)
-    class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
+    sums = count_sums_kernel.count_sums(  # one compiled call, or None: numpy below
+        window.class_counts,
+        profile.class_shares,
+        window.confidence_counts,
+        profile.confidence_accuracy,
+        *profile.map_error_terms,
+    )
+    if sums is None:
+        class_p = ds.chi_square_p_value(window.class_counts, profile.class_shares)
+    else:
+        class_p = ds.chi_square_p_of(sums[1], sums[0], window.class_counts.size)
 
     labelled = window.labelled
     correct = window.correct if labelled else 0
-    estimate, standard_error = profile.estimated_accuracy(window.confidence_counts)
+    estimate, standard_error = profile.estimated_accuracy(window.confidence_counts, None if sums is None else sums[2:])
     estimate_p = _normal_p_below(estimate, max(profile.accuracy - t.accuracy_tolerance, 0.0), standard_error)
     floor_p = _normal_p_below(estimate, t.quality_floor, standard_error)
     precision, recall, f1 = _per_class(window.confusion) if labelled else np.full((3, profile.n_classes), np.nan)
@@ -230,6 +241,31 @@ def compare(
         signals=signals,
         input_cells=input_cells,
     )
+
+
+def _psi(profile: Profile, t: Thresholds, window: Window, scale: float) -> tuple[tuple, np.ndarray, float, float]:
+    """(the window's valid input cells, the reference's shares), each feature's PSI, the share of features
+    over their cut scaled by ``scale``, and the confidence PSI: one compiled pass, or numpy (the same figures)."""
+    n = window.samples
+    compiled = psi_kernel.psi_and_over(
+        profile.input_psi,
+        window.input_counts,
+        window.input_rows,
+        t.feature_psi,
+        scale,
+        profile.confidence_psi,
+        window.confidence_counts,
+        n,
+    )
+    if compiled is not None:
+        cells, input_psi, over, confidence_psi = compiled
+    else:
+        cells = profile.input_layout.cells(window.input_counts)  # a copy
+        input_psi = profile.input_psi(cells)
+        over = int(np.count_nonzero(input_psi > t.feature_psi * scale))
+        confidence_psi = float(profile.confidence_psi(window.confidence_counts)[0])
+    ratio = over / input_psi.size  # = np.mean of the booleans, exactly
+    return (cells, profile.input_shares), input_psi, ratio, confidence_psi
 
 
 def _normal_p_below(estimate: float, floor: float, standard_error: float) -> float:

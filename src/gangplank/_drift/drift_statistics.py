@@ -226,8 +226,14 @@ def chi_square_p_value(observed: np.ndarray, expected_shares: np.ndarray) -> flo
     if n <= 0:
         return float("nan")
     expected = np.asarray(expected_shares, dtype=np.float64) * n
-    statistic = np.sum((observed - expected) ** 2 / expected)
-    return float(special.chdtrc(observed.size - 1, statistic))  # = stats.chi2.sf, without its overhead
+    return chi_square_p_of(np.sum((observed - expected) ** 2 / expected), n, observed.size)
+
+
+def chi_square_p_of(statistic: float, n: float, classes: int) -> float:
+    """p-value of a chi-square ``statistic`` of ``n`` rows in ``classes`` classes (NaN without rows)."""
+    if n <= 0:
+        return float("nan")
+    return float(special.chdtrc(classes - 1, statistic))  # = stats.chi2.sf, without its overhead
 
 
 def entropy(probabilities: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from . import count_sums_kernel, psi_kernel
 from . import drift_statistics as ds
 from .batch import Batch
 from .binning import DEFAULT_GRID, FeatureBinner
@@ -115,6 +116,10 @@ class Profile:
         return Profile.of_window(self.window(self.binner, self.confidence_edges, batch))
 
     def new_window(self, input_stride: int = 1) -> Window:
+        # Compile the comparison's kernels now as well (the window compiles its own): a worker process forked
+        # after the monitor made its window inherits them instead of compiling them at its first closed window.
+        psi_kernel.kernel()
+        count_sums_kernel.kernel()
         return Window(self.binner, self.confidence_edges, self.n_classes, input_stride)
 
     @property
@@ -142,21 +147,28 @@ class Profile:
         """Reference rows that had labels (what the accuracy was measured on)."""
         return int(self._labelled_per_bin.sum()) if self.has_labels else 0
 
-    def estimated_accuracy(self, confidence_counts: np.ndarray) -> tuple[float, float]:
+    def estimated_accuracy(
+        self, confidence_counts: np.ndarray, sums: tuple[int, float] | None = None
+    ) -> tuple[float, float]:
         """The label-free accuracy estimate of a confidence histogram, and its standard error under no drift.
 
         Two errors add up: the window's rows drawn from the reference
         distribution (the spread of the map over reference rows, / n), and
         the map's own, each bin's accuracy measured on that bin's labelled
         reference rows (binomial, weighted by the window's share of the bin).
+        ``sums``: the rows and the map's error, computed already (by
+        :func:`~gangplank._drift.count_sums_kernel.count_sums`).
         """
-        n = int(confidence_counts.sum())
+        n = int(confidence_counts.sum()) if sums is None else sums[0]
         if not n or not self.has_labels:
             return float("nan"), float("nan")
         estimate = float(confidence_counts @ self.confidence_accuracy) / n
-        weights = confidence_counts / n
-        one_minus_a, labelled = self._map_error_terms
-        map_error = float(np.sum(weights**2 * self.confidence_accuracy * one_minus_a / labelled))
+        if sums is None:
+            weights = confidence_counts / n
+            one_minus_a, labelled = self.map_error_terms
+            map_error = float(np.sum(weights**2 * self.confidence_accuracy * one_minus_a / labelled))
+        else:
+            map_error = sums[1]
         return estimate, math.sqrt(self._map_variance / n + map_error)
 
     def shadow_estimated_accuracy(self, agreement: float) -> float:
@@ -199,7 +211,7 @@ class Profile:
         return ds.PsiAgainst.of(self.confidence_shares)
 
     @functools.cached_property
-    def _map_error_terms(self) -> tuple[np.ndarray, np.ndarray]:
+    def map_error_terms(self) -> tuple[np.ndarray, np.ndarray]:
         """``1 − accuracy`` and the labelled rows (at least 1) of each confidence bin: the map's own error."""
         return 1 - self.confidence_accuracy, np.maximum(self._labelled_per_bin, 1)
 

@@ -11,6 +11,7 @@ from scipy import stats
 
 from gangplank import DriftReference
 from gangplank._drift import drift_statistics as ds
+from tests.test_drift_statistics import hand_psi
 
 D, K = 24, 4
 WINDOW = 120
@@ -34,18 +35,6 @@ def generate(rng, rows, shift=0.0):
 def reference(request):
     x, p, y = generate(np.random.default_rng(0), 3000)
     return DriftReference.fit(x, p, y, window_size=WINDOW, n_simulations=20, input_stride=request.param)
-
-
-def hand_psi(window: list, reference: list, smoothing: float = 1e-4) -> float:
-    """PSI written out: shares smoothed as documented, then sum of (p - q) ln(p / q)."""
-    bins = len(window)
-    total_w, total_r = max(sum(window), 1), max(sum(reference), 1)
-    psi = 0.0
-    for w, r in zip(window, reference, strict=True):
-        p = (w / total_w + smoothing) / (1 + bins * smoothing)
-        q = (r / total_r + smoothing) / (1 + bins * smoothing)
-        psi += (p - q) * math.log(p / q)
-    return psi
 
 
 def windows(reference):

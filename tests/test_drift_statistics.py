@@ -25,7 +25,7 @@ def random_counts(rng, features=6, bins=9, zeros=0.3, high=50):
 def hand_psi(window_row, reference_row, epsilon=1e-4):
     """PSI of one feature, as the module documents it: shares smoothed by ε on both sides."""
     bins = len(window_row)
-    w_total, r_total = sum(window_row), sum(reference_row)
+    w_total, r_total = max(sum(window_row), 1), max(sum(reference_row), 1)  # no counts: shares 0
     value = 0.0
     for w, r in zip(window_row, reference_row, strict=False):
         p = (w / w_total + epsilon) / (1 + bins * epsilon)

@@ -54,17 +54,17 @@ def test_finite_values_whose_sum_overflows_take_the_long_way():
     assert ring.write(np.zeros((1, 3)), p, None, None) == 0  # what the long way does once Batch.of accepted it
 
 
-@pytest.mark.parametrize(
-    ("x", "p"),
-    [
-        (np.zeros((2, 3)), np.full((3, 2), 0.5)),  # rows differ
-        (np.zeros((2, 4)), np.full((2, 2), 0.5)),  # features
-        (np.zeros((2, 3)), np.full((2, 3), 1 / 3)),  # classes
-        (np.zeros((2, 3)), np.full((2, 2), 1, np.int64)),  # integer probabilities
-        (np.zeros((2, 3)).tolist(), np.full((2, 2), 0.5)),  # a list
-        (np.zeros(3), np.full((1, 2), 0.5)),  # one row as 1-D
-    ],
-)
+NOT_PLAIN = [  # batches of 3 features and 2 classes that are not the plain kind
+    (np.zeros((2, 3)), np.full((3, 2), 0.5)),  # rows differ
+    (np.zeros((2, 4)), np.full((2, 2), 0.5)),  # features
+    (np.zeros((2, 3)), np.full((2, 3), 1 / 3)),  # classes
+    (np.zeros((2, 3)), np.full((2, 2), 1, np.int64)),  # integer probabilities
+    (np.zeros((2, 3)).tolist(), np.full((2, 2), 0.5)),  # a list
+    (np.zeros(3), np.full((1, 2), 0.5)),  # one row as 1-D
+]
+
+
+@pytest.mark.parametrize(("x", "p"), NOT_PLAIN)
 def test_anything_but_the_plain_batch_takes_the_long_way(x, p):
     assert plain_rows(x, p, n_features=3, n_classes=2) is None
 
@@ -133,14 +133,9 @@ def test_the_one_call_path_takes_image_shaped_and_integer_inputs():
 @pytest.mark.parametrize(
     ("x", "p"),
     [
-        (np.zeros((2, 3)), np.full((3, 2), 0.5)),  # rows differ
-        (np.zeros((2, 4)), np.full((2, 2), 0.5)),  # features
-        (np.zeros((2, 3)), np.full((2, 3), 1 / 3)),  # classes
-        (np.zeros((2, 3)), np.full((2, 2), 1, np.int64)),  # integer probabilities
+        *NOT_PLAIN,
         (np.zeros((2, 3)), np.full((2, 2), 0.5, np.float16)),  # other floats: write() converts them
         (np.zeros((2, 3), bool), np.full((2, 2), 0.5)),  # boolean inputs
-        (np.zeros((2, 3)).tolist(), np.full((2, 2), 0.5)),  # a list
-        (np.zeros(3), np.full((1, 2), 0.5)),  # one row as 1-D
         (np.zeros((0, 3)), np.full((0, 2), 0.5)),  # no rows
         (np.zeros((SUM_CHECK_VALUES, 3)), np.full((SUM_CHECK_VALUES, 2), 0.5)),  # more values than the sum checks
     ],

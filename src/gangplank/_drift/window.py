@@ -42,36 +42,52 @@ class Window:
         compiled_kernel()
         if binner is not None:
             binning_kernel.kernel()
+        self._allocate()
         self.reset()
 
     def reset(self) -> None:
-        n_features = 0 if self.binner is None else self.binner.n_features
-        n_columns = 1 if self.binner is None else self.binner.n_columns
-        k = self.n_classes
+        """Empty the window: its count arrays are zeroed in place (a report holds copies, never these arrays)."""
+        for counts in self._counts:
+            counts.fill(0)
         self.samples = 0
         self.input_rows = 0  # rows whose inputs were binned
-        self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
         self.input_sum = 0.0
         self.input_sum_squares = 0.0
         self.input_finite_values = 0
         self.input_nonfinite_values = 0
-        self.class_counts = np.zeros(k, dtype=np.int64)
-        self.confidence_counts = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
         self.confidence_sum = 0.0
         self.entropy_sum = 0.0
-        self.confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted
-        # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
-        self.confidence_labelled = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
-        self.confidence_correct = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
+        self.labelled = 0  # rows of the confusion matrix's sum, counted as they come (a plain int)
         self.shadow_rows = 0  # rows a shadow model also predicted
         self.shadow_agreed = 0  # ... and predicted the same class
         self.error_rows = 0  # a regression model's rows with a target, and their errors' sums
         self.absolute_error_sum = 0.0
         self.squared_error_sum = 0.0
 
+    def _allocate(self) -> None:
+        n_features = 0 if self.binner is None else self.binner.n_features
+        n_columns = 1 if self.binner is None else self.binner.n_columns
+        k, bins = self.n_classes, self.confidence_edges.size + 1
+        self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
+        self.class_counts = np.zeros(k, dtype=np.int64)
+        self.confidence_counts = np.zeros(bins, dtype=np.int64)
+        self.confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted
+        # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
+        self.confidence_labelled = np.zeros(bins, dtype=np.int64)
+        self.confidence_correct = np.zeros(bins, dtype=np.int64)
+        self._counts = (
+            self.input_counts,
+            self.class_counts,
+            self.confidence_counts,
+            self.confusion,
+            self.confidence_labelled,
+            self.confidence_correct,
+        )
+
     # -- the one ingestion path --------------------------------------------
-    def add(self, batch: Batch, first_row: int | None = None) -> None:
-        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any).
+    def add(self, batch: Batch, first_row: int | None = None) -> np.ndarray:
+        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any); return its
+        predicted classes.
 
         ``first_row``: the stream number of the batch's first row (``None``: its position in this window). With an
         ``input_stride`` n the inputs of rows whose number is a multiple of n are binned, the others are not read
@@ -101,6 +117,7 @@ class Window:
         errors = batch.errors
         if errors is not None:
             self.add_errors(errors)
+        return predicted
 
     def _add_predictions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add the predicted classes, confidences and entropies; return the predicted classes and confidence bins."""
@@ -131,6 +148,7 @@ class Window:
         """Add true ``labels`` for rows whose predicted classes were ``predicted``."""
         k = self.n_classes
         self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+        self.labelled += labels.size
 
     def _add_inputs(self, x: np.ndarray) -> None:
         assert self.binner is not None
@@ -179,10 +197,6 @@ class Window:
     @property
     def rmse(self) -> float:
         return float(np.sqrt(self.squared_error_sum / self.error_rows)) if self.error_rows else float("nan")
-
-    @property
-    def labelled(self) -> int:
-        return int(self.confusion.sum())
 
     @property
     def correct(self) -> int:

@@ -152,7 +152,7 @@ class WindowTracker:
                     self._window_first_row = first_row + start
                 stop = start + min(batch.rows - start, self.settings.window_size - self._window.samples)
                 piece = batch[start:stop]
-                predicted = self._window.add(piece, first_row + start)  # stream rows: the ring's (input_stride)
+                predicted = self._window.add_classified(piece, first_row + start)  # the ring's row numbers
                 self._add_outcomes(piece, predicted)
                 self.let_callers_in()
                 if self._window.samples >= self.settings.window_size:

@@ -85,9 +85,13 @@ class Window:
         )
 
     # -- the one ingestion path --------------------------------------------
-    def add(self, batch: Batch, first_row: int | None = None) -> np.ndarray:
-        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any); return its
-        predicted classes.
+    def add(self, batch: Batch, first_row: int | None = None) -> None:
+        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any); ``first_row``:
+        see :meth:`add_classified`."""
+        self.add_classified(batch, first_row)
+
+    def add_classified(self, batch: Batch, first_row: int | None = None) -> np.ndarray:
+        """:meth:`add`, returning the batch's predicted classes (the tracker's charts need them too).
 
         ``first_row``: the stream number of the batch's first row (``None``: its position in this window). With an
         ``input_stride`` n the inputs of rows whose number is a multiple of n are binned, the others are not read

@@ -75,7 +75,15 @@ def test_a_window_reset_and_refilled_reports_what_a_fresh_window_does(stream):
         assert_reports_equal(report, reference.compare(fresh))
     assert reports[1].signals["input"] and not reports[0].signals["input"]  # two different windows were compared
     assert reused.samples == reused.labelled == reused.input_rows == 0
-    assert not any(counts.any() for counts in (reused.input_counts, reused.confusion, reused.class_counts))
+    counts = (
+        "input_counts",
+        "class_counts",
+        "confidence_counts",
+        "confusion",
+        "confidence_labelled",
+        "confidence_correct",
+    )
+    assert not any(getattr(reused, name).any() for name in counts)
 
 
 def test_the_labelled_count_is_the_confusion_matrix_sum(stream):

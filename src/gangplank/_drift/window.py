@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import binning_kernel
@@ -29,6 +31,14 @@ from .prediction_kernel import compiled_kernel
 
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
+
+    # The counts (made by _allocate): views of one int64 buffer, zeroed together.
+    input_counts: np.ndarray  # (features, columns)
+    class_counts: np.ndarray  # (classes,) predicted classes
+    confidence_counts: np.ndarray  # (confidence bins,)
+    confusion: np.ndarray  # (classes, classes): rows the true class, columns the predicted one
+    confidence_labelled: np.ndarray  # (confidence bins,) labelled rows of batches that came with labels
+    confidence_correct: np.ndarray  # ... of which predicted right
 
     def __init__(
         self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int, input_stride: int = 1
@@ -46,9 +56,8 @@ class Window:
         self.reset()
 
     def reset(self) -> None:
-        """Empty the window: its count arrays are zeroed in place (a report holds copies, never these arrays)."""
-        for counts in self._counts:
-            counts.fill(0)
+        """Empty the window: its counts are zeroed in place (a report holds copies, never these arrays)."""
+        self._counts.fill(0)  # every count array is a view of this one buffer: one call zeroes them all
         self.samples = 0
         self.input_rows = 0  # rows whose inputs were binned
         self.input_sum = 0.0
@@ -68,21 +77,20 @@ class Window:
         n_features = 0 if self.binner is None else self.binner.n_features
         n_columns = 1 if self.binner is None else self.binner.n_columns
         k, bins = self.n_classes, self.confidence_edges.size + 1
-        self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
-        self.class_counts = np.zeros(k, dtype=np.int64)
-        self.confidence_counts = np.zeros(bins, dtype=np.int64)
-        self.confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted
-        # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
-        self.confidence_labelled = np.zeros(bins, dtype=np.int64)
-        self.confidence_correct = np.zeros(bins, dtype=np.int64)
-        self._counts = (
-            self.input_counts,
-            self.class_counts,
-            self.confidence_counts,
-            self.confusion,
-            self.confidence_labelled,
-            self.confidence_correct,
-        )
+        shapes = {
+            "input_counts": (n_features, n_columns),
+            "class_counts": (k,),
+            "confidence_counts": (bins,),
+            "confusion": (k, k),
+            "confidence_labelled": (bins,),
+            "confidence_correct": (bins,),
+        }
+        self._counts = np.zeros(sum(math.prod(shape) for shape in shapes.values()), dtype=np.int64)
+        start = 0
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            setattr(self, name, self._counts[start : start + size].reshape(shape))  # a view: contiguous, in place
+            start += size
 
     # -- the one ingestion path --------------------------------------------
     def add(self, batch: Batch, first_row: int | None = None) -> None:

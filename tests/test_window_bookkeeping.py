@@ -13,6 +13,7 @@ import pytest
 from gangplank import DriftReference
 from gangplank._drift.comparison import SIGNALS, WindowReport
 from gangplank._drift.families import Totals
+from gangplank._drift.recent_windows import RecentWindows
 from gangplank._drift.settings import MonitorSettings
 from gangplank._drift.tracker import WindowTracker
 from tests.test_drift_quality import FakeClock, generate
@@ -220,3 +221,21 @@ def test_a_regression_models_error_sums_match_a_plain_computation():
     assert totals.absolute_error_sum == pytest.approx(np.abs(errors).sum(), rel=1e-6)
     assert totals.squared_error_sum == pytest.approx(np.square(errors).sum(), rel=1e-6)
     assert sum(report.error_rows for report in closed) == 120
+
+
+def test_recent_signal_counts_equal_a_count_over_the_last_m_windows():
+    rng = np.random.default_rng(7)
+    recent, history = RecentWindows(m=4), []
+    for _ in range(40):
+        names = [name for name in SIGNALS if rng.random() < 0.8]  # a window may lack a signal
+        signals = {name: bool(rng.random() < 0.4) for name in names}
+        recent.add(signals)
+        history.append(dict(signals))
+        signals["input"] = True  # a change after add does not reach the counts
+        plain: dict[str, int] = {}
+        for window in history[-4:]:
+            for name, fired in window.items():
+                plain[name] = plain.get(name, 0) + int(fired)
+        assert recent.signal_counts() == plain
+    with pytest.raises(ValueError, match="m >= 1"):
+        RecentWindows(m=0)

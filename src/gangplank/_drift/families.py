@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +59,12 @@ class Totals:
             self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
     def copy(self) -> Totals:
-        return dataclasses.replace(
-            self,
-            signal_windows=dict(self.signal_windows),
-            worker_errors=dict(self.worker_errors),
-            confusion=self.confusion.copy(),
-        )
+        """An independent copy (``confusion`` is shared: no Totals changes it in place, see :meth:`add_feedback`)."""
+        copied = object.__new__(Totals)
+        copied.__dict__.update(self.__dict__)
+        copied.signal_windows = dict(self.signal_windows)
+        copied.worker_errors = dict(self.worker_errors)
+        return copied
 
     def add_window(self, report: WindowReport) -> None:
         self.samples += report.samples
@@ -76,7 +75,8 @@ class Totals:
         self.input_nonfinite += report.input_nonfinite_values
         self.shadow_samples += report.shadow_rows
         self.shadow_agreed += report.shadow_agreed
-        self.add_feedback(report.confusion)
+        if report.labelled:  # the window's confusion matrix sums to report.labelled, its trace is report.correct
+            self._add_confusion(report.confusion, report.labelled, report.correct)
         if report.error_rows:
             self.add_error_sums(report.error_rows, report.mae * report.error_rows, report.rmse**2 * report.error_rows)
 
@@ -86,9 +86,13 @@ class Totals:
         self.squared_error_sum += squared
 
     def add_feedback(self, confusion: np.ndarray) -> None:
-        self.confusion += confusion
-        self.feedback_samples += int(confusion.sum())
-        self.feedback_correct += int(np.trace(confusion))
+        """Add labelled rows, as a (true class × predicted class) count matrix."""
+        self._add_confusion(confusion, int(confusion.sum()), int(np.trace(confusion)))
+
+    def _add_confusion(self, confusion: np.ndarray, labelled: int, correct: int) -> None:
+        self.confusion = self.confusion + confusion  # a new array: copies share the old one
+        self.feedback_samples += labelled
+        self.feedback_correct += correct
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ class WindowTracker:
         self.last_report: WindowReport | None = None
         self._warned_small = False  # a window closed by time far under the calibrated size was warned about
         self.let_callers_in = _let_callers_in  # a tracker alone in its process (no callers) sets a no-op
-        self._status = self._make_status()
+        self._status: Status | None = None  # built when read (see status)
 
     # -- read-only views ------------------------------------------------------
     @property
@@ -131,6 +131,10 @@ class WindowTracker:
 
     @property
     def status(self) -> Status:
+        """What the monitor knows besides the last window, as of the last window closed or labels taken
+        (built on its first read after either: most windows and labels change it before it is read)."""
+        if self._status is None:
+            self._status = self._make_status()
         return self._status
 
     # -- input ------------------------------------------------------------------
@@ -148,8 +152,8 @@ class WindowTracker:
                     self._window_first_row = first_row + start
                 stop = start + min(batch.rows - start, self.settings.window_size - self._window.samples)
                 piece = batch[start:stop]
-                self._window.add(piece, first_row + start)  # stream numbers: the ring's, for input_stride
-                self._add_outcomes(piece)
+                predicted = self._window.add_classified(piece, first_row + start)  # the ring's row numbers
+                self._add_outcomes(piece, predicted)
                 self.let_callers_in()
                 if self._window.samples >= self.settings.window_size:
                     self.close_window()
@@ -178,7 +182,7 @@ class WindowTracker:
                 late_confusion = np.bincount(labels[late] * k + predicted[late], minlength=k * k).reshape(k, k)
                 self._totals.add_feedback(late_confusion)
             self.evidence += labels.size
-            self._status = self._make_status()
+            self._status = None
         except Exception as error:
             self._lose(0, labels.size)
             self.caught("process", error)
@@ -192,7 +196,7 @@ class WindowTracker:
             self._charts.add("error", self.reference.profile.errors.within_cut(errors))
             self._window.add_errors(errors)
             self.evidence += errors.size
-            self._status = self._make_status()
+            self._status = None
         except Exception as error:
             self._lose(0, targets.size)
             self.caught("process", error)
@@ -261,7 +265,7 @@ class WindowTracker:
         if window.error_rows:  # a regression model's targets after its last sample
             self._totals.add_error_sums(window.error_rows, window.absolute_error_sum, window.squared_error_sum)
             window.reset()
-            self._status = self._make_status()
+            self._status = None
             return True
         if not self._window.labelled:
             return False
@@ -269,18 +273,18 @@ class WindowTracker:
         self._totals.add_feedback(confusion)
         self._recent.add_feedback(int(confusion.sum()), int(np.trace(confusion)))
         self._window.reset()
-        self._status = self._make_status()
+        self._status = None
         return True
 
     # -- the figures --------------------------------------------------------------
-    def _add_outcomes(self, batch: Batch) -> None:
-        """Feed the sequential charts a batch's labels (right or wrong) and shadow predictions (agreed or not)."""
+    def _add_outcomes(self, batch: Batch, predicted: np.ndarray) -> None:
+        """Feed the sequential charts a batch's labels (right or wrong) and shadow predictions (agreed or not),
+        given its ``predicted`` classes."""
         errors = batch.errors
         if errors is not None:
             self._charts.add("error", self.reference.profile.errors.within_cut(errors))
         if batch.labels is None and batch.shadow is None:
             return
-        predicted = batch.probabilities.argmax(axis=1)
         if batch.labels is not None:
             self._charts.add("labels", batch.labels == predicted)
         if batch.shadow is not None:
@@ -298,7 +302,7 @@ class WindowTracker:
         self._recent.add(report.signals, report.labelled, report.correct, rows)
         self._window_first_row = rows[1]  # the next window starts there, whenever its first sample comes
         self._closed_at = self.wall_clock()
-        self._status = self._make_status()
+        self._status = None
         self.last_report = report
 
     def _lose(self, samples: int, labels: int) -> None:

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import binning_kernel
@@ -29,6 +31,14 @@ from .prediction_kernel import compiled_kernel
 
 class Window:
     """Running totals of one window; :meth:`reset` starts the next one."""
+
+    # The counts (made by _allocate): views of one int64 buffer, zeroed together.
+    input_counts: np.ndarray  # (features, columns)
+    class_counts: np.ndarray  # (classes,) predicted classes
+    confidence_counts: np.ndarray  # (confidence bins,)
+    confusion: np.ndarray  # (classes, classes): rows the true class, columns the predicted one
+    confidence_labelled: np.ndarray  # (confidence bins,) labelled rows of batches that came with labels
+    confidence_correct: np.ndarray  # ... of which predicted right
 
     def __init__(
         self, binner: FeatureBinner | None, confidence_edges: np.ndarray, n_classes: int, input_stride: int = 1
@@ -42,36 +52,54 @@ class Window:
         compiled_kernel()
         if binner is not None:
             binning_kernel.kernel()
+        self._allocate()
         self.reset()
 
     def reset(self) -> None:
-        n_features = 0 if self.binner is None else self.binner.n_features
-        n_columns = 1 if self.binner is None else self.binner.n_columns
-        k = self.n_classes
+        """Empty the window: its counts are zeroed in place (a report holds copies, never these arrays)."""
+        self._counts.fill(0)  # every count array is a view of this one buffer: one call zeroes them all
         self.samples = 0
         self.input_rows = 0  # rows whose inputs were binned
-        self.input_counts = np.zeros((n_features, n_columns), dtype=np.int64)
         self.input_sum = 0.0
         self.input_sum_squares = 0.0
         self.input_finite_values = 0
         self.input_nonfinite_values = 0
-        self.class_counts = np.zeros(k, dtype=np.int64)
-        self.confidence_counts = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
         self.confidence_sum = 0.0
         self.entropy_sum = 0.0
-        self.confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted
-        # Labelled rows of batches that came with their labels, by confidence bin (the reference's accuracy map).
-        self.confidence_labelled = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
-        self.confidence_correct = np.zeros(self.confidence_edges.size + 1, dtype=np.int64)
+        self.labelled = 0  # rows of the confusion matrix's sum, counted as they come (a plain int)
         self.shadow_rows = 0  # rows a shadow model also predicted
         self.shadow_agreed = 0  # ... and predicted the same class
         self.error_rows = 0  # a regression model's rows with a target, and their errors' sums
         self.absolute_error_sum = 0.0
         self.squared_error_sum = 0.0
 
+    def _allocate(self) -> None:
+        n_features = 0 if self.binner is None else self.binner.n_features
+        n_columns = 1 if self.binner is None else self.binner.n_columns
+        k, bins = self.n_classes, self.confidence_edges.size + 1
+        shapes = {
+            "input_counts": (n_features, n_columns),
+            "class_counts": (k,),
+            "confidence_counts": (bins,),
+            "confusion": (k, k),
+            "confidence_labelled": (bins,),
+            "confidence_correct": (bins,),
+        }
+        self._counts = np.zeros(sum(math.prod(shape) for shape in shapes.values()), dtype=np.int64)
+        start = 0
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            setattr(self, name, self._counts[start : start + size].reshape(shape))  # a view: contiguous, in place
+            start += size
+
     # -- the one ingestion path --------------------------------------------
     def add(self, batch: Batch, first_row: int | None = None) -> None:
-        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any).
+        """Add a validated batch: its predictions, its inputs (if any) and its labels (if any); ``first_row``:
+        see :meth:`add_classified`."""
+        self.add_classified(batch, first_row)
+
+    def add_classified(self, batch: Batch, first_row: int | None = None) -> np.ndarray:
+        """:meth:`add`, returning the batch's predicted classes (the tracker's charts need them too).
 
         ``first_row``: the stream number of the batch's first row (``None``: its position in this window). With an
         ``input_stride`` n the inputs of rows whose number is a multiple of n are binned, the others are not read
@@ -101,6 +129,7 @@ class Window:
         errors = batch.errors
         if errors is not None:
             self.add_errors(errors)
+        return predicted
 
     def _add_predictions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add the predicted classes, confidences and entropies; return the predicted classes and confidence bins."""
@@ -131,6 +160,7 @@ class Window:
         """Add true ``labels`` for rows whose predicted classes were ``predicted``."""
         k = self.n_classes
         self.confusion += np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+        self.labelled += labels.size
 
     def _add_inputs(self, x: np.ndarray) -> None:
         assert self.binner is not None
@@ -179,10 +209,6 @@ class Window:
     @property
     def rmse(self) -> float:
         return float(np.sqrt(self.squared_error_sum / self.error_rows)) if self.error_rows else float("nan")
-
-    @property
-    def labelled(self) -> int:
-        return int(self.confusion.sum())
 
     @property
     def correct(self) -> int:

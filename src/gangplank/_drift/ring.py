@@ -35,6 +35,7 @@ import threading
 import numpy as np
 
 from .batch import Batch
+from .intake import LIST_CHECK_VALUES
 
 # Header words (int64): written by the serving process unless said otherwise.
 WRITTEN = 0  # rows written so far (the next row's stream number)
@@ -48,9 +49,7 @@ HEADER_WORDS = 8
 HAS_INPUTS, HAS_LABELS, HAS_SHADOW, HAS_FLOAT32 = 1, 2, 4, 8  # HAS_FLOAT32: probabilities in the float32 column
 NOT_FINITE = -1  # what write(check_finite=True) returns for probabilities with NaN or ±Inf: nothing was recorded
 NOT_WRITTEN = -1  # what write_plain() returns for anything but the common batch that fits: nothing was recorded
-# Up to this many probabilities the finite check is a Python sum over the ring's memory: right after a model ran,
-# numpy's code is cold and one ufunc call costs 15 us, a sum of 320 values a few.
-SUM_CHECK_VALUES = 512
+SUM_CHECK_VALUES = LIST_CHECK_VALUES  # up to this many probabilities, the finite check is a Python sum (see intake)
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 

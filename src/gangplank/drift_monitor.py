@@ -211,7 +211,6 @@ class DriftMonitor:
         self.scoring_ids = ScoringIds(settings.feedback_max_ids, settings.feedback_max_age_seconds)
         self._tracker = WindowTracker(reference, settings)
         self._worker: DriftWorker | ProcessWorker
-        self._plain_shape = (reference.n_features, reference.n_classes)
         if worker == "process":  # the child pushes; this process serves its families to scrapes
             self.publisher = Publisher(PushSettings(None, timeout=push.timeout), job, group)
             self._worker = ProcessWorker(
@@ -367,8 +366,7 @@ class DriftMonitor:
         continuous targets; ids remember the prediction.
         A closed monitor raises ``RuntimeError``.
         """
-        if not self.ignore_exceptions:
-            self._raise_known_failure()
+        self._raise_known_failure()
         ring = self._ring
         if ring is not None and labels is None and ids is None and shadow is None:
             if ring.write_plain(inputs, probabilities) >= 0:  # the common batch, in one call
@@ -376,7 +374,8 @@ class DriftMonitor:
         inputs = self.reference.reduce(inputs)  # a reduction runs here, so only its few features are copied
         writer, plain = self._ring_writer, None
         if writer is not None and labels is None and shadow is None:  # worker="process": one copy
-            plain = plain_rows(inputs, probabilities, n_features=self._plain_shape[0], n_classes=self._plain_shape[1])
+            reference = self.reference
+            plain = plain_rows(inputs, probabilities, n_features=reference.n_features, n_classes=reference.n_classes)
         first_row: int | None = NOT_FINITE
         if writer is not None and plain is not None:
             ids = as_ids(ids, plain[1].shape[0])

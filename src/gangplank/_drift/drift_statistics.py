@@ -151,7 +151,7 @@ class PsiAgainst:
         totals = np.maximum(np.add.reduceat(cells, layout.starts), 1)  # no counts: shares 0, as in shares()
         total = int(totals[0])
         if totals.min() == totals.max() and cells.dtype.kind in "iu":
-            p_table, log_table, offsets = self._tables_for(total)
+            p_table, log_table, offsets = self.tables_for(total)
             index = cells + offsets
             p, log_p = p_table.take(index), log_table.take(index)
         else:
@@ -164,7 +164,7 @@ class PsiAgainst:
         p *= log_p
         return np.add.reduceat(p, layout.starts)
 
-    def _tables_for(self, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tables_for(self, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Smoothed shares and their logs of counts 0 … ``total`` for each bin count, flat, and each cell's row."""
         tables = self._tables.get(total)
         if tables is None:

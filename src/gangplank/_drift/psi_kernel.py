@@ -120,7 +120,7 @@ def _arguments(psi_against: PsiAgainst, counts: np.ndarray, total: int) -> tuple
     """What the kernel reads of one layout: the counts, the layout, the tables for ``total``, the reference."""
     layout, q = psi_against.reference.layout, psi_against.reference
     total = max(total, 1)
-    p_table, log_table, offsets = psi_against._tables_for(total)
+    p_table, log_table, offsets = psi_against.tables_for(total)
     return (
         np.ascontiguousarray(counts).reshape(-1),
         layout.index,

@@ -54,9 +54,6 @@ class RecentWindows:
         self.m = m
         self.labels_needed = labels_needed
         self._signals: deque[dict] = deque(maxlen=m)
-        # Per signal: windows among the last m that fired it, and that report it (kept as windows come and go).
-        self._fired: dict[str, int] = {}
-        self._reported: dict[str, int] = {}
         # Per closed window, oldest first: [first stream row, end row, labelled, correct] ([-1, -1, ...]: labels of no
         # known window). The deque's labels are summed in _labelled, so a pool too small is known without a walk.
         self._feedback: deque[list[int]] = deque()
@@ -64,17 +61,7 @@ class RecentWindows:
 
     def add(self, signals: dict, labelled: int = 0, correct: int = 0, rows: tuple[int, int] = (-1, -1)) -> None:
         """A closed window: its signals, its labels, and the stream rows ``[first, end)`` it held."""
-        if len(self._signals) == self.m:  # the append below drops the oldest window
-            for name, fired in self._signals[0].items():
-                self._fired[name] -= int(fired)
-                self._reported[name] -= 1
-                if not self._reported[name]:
-                    del self._fired[name], self._reported[name]
-        signals = dict(signals)
-        self._signals.append(signals)
-        for name, fired in signals.items():
-            self._fired[name] = self._fired.get(name, 0) + int(fired)
-            self._reported[name] = self._reported.get(name, 0) + 1
+        self._signals.append(dict(signals))
         self._remember([rows[0], rows[1], labelled, correct])
 
     def add_feedback(self, labelled: int, correct: int) -> None:
@@ -116,7 +103,11 @@ class RecentWindows:
 
     def signal_counts(self) -> dict[str, int]:
         """Per signal reported by any of the last ``m`` windows: in how many of them it fired."""
-        return dict(self._fired)
+        counts: dict[str, int] = {}
+        for signals in self._signals:
+            for name, fired in signals.items():
+                counts[name] = counts.get(name, 0) + int(fired)
+        return counts
 
     def pooled_feedback(self) -> tuple[int, float]:
         """Labels of the most recent windows (at least ``labels_needed``) and their accuracy.

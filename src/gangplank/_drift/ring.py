@@ -125,13 +125,13 @@ class SampleRing:
         flags = (inputs is not None) * HAS_INPUTS | (labels is not None) * HAS_LABELS
         flags |= (shadow is not None) * HAS_SHADOW | float32 * HAS_FLOAT32
         if first == rows:  # one piece, the common case: no slices of the caller's arrays (each costs the request µs)
-            self._put(start, inputs, probabilities, labels, shadow, flags)
+            self._put(start, written, inputs, probabilities, labels, shadow, flags)
             if check_finite and not self._finite(float32, start, start + rows):
                 return NOT_FINITE
         else:
             for part, at in ((slice(0, first), start), (slice(first, rows), 0)):
                 x, y, s = (None if a is None else a[part] for a in (inputs, labels, shadow))
-                self._put(at, x, probabilities[part], y, s, flags)
+                self._put(at, written + part.start, x, probabilities[part], y, s, flags)
                 if check_finite and not self._finite(float32, at, at + (part.stop - part.start)):
                     return NOT_FINITE
         self._words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
@@ -142,7 +142,7 @@ class SampleRing:
         :data:`NOT_WRITTEN`, with nothing recorded, for anything else.
 
         With an ``input_stride`` n only the inputs of rows whose stream number is a multiple of n are copied (the
-        only ones a window bins); the other rows' inputs in the ring are left as they were, not to be read.
+        only ones a window bins), here as in :meth:`write`; the other rows' inputs in the ring are not read.
 
         The common batch: numpy arrays, ``inputs`` of shape ``(rows, n_features)`` (or ``(rows, …)`` of as many
         values) and a numeric kind, ``probabilities`` float32 or float64 of shape ``(rows, n_classes)``, all finite,
@@ -173,31 +173,22 @@ class SampleRing:
             stop = start + rows
             if self.refusing or stop > self.capacity or rows > self.capacity - (written - words[READ]):
                 return NOT_WRITTEN
-            if float32:
-                self._probabilities32[start:stop] = probabilities
-            else:
-                self._probabilities[start:stop] = probabilities
-            if not math.isfinite(sum(self._values[float32][start * k : stop * k])):  # NaN and ±Inf carry through
+            self._put(start, written, inputs, probabilities, None, None, HAS_INPUTS | float32 * HAS_FLOAT32)
+            if not self._finite(float32, start, stop):
                 return NOT_WRITTEN
-            stride = self.input_stride
-            if stride == 1:
-                self._inputs[start:stop] = inputs
-            else:  # only the rows a window bins (see Window.add): the others' slots keep what they held
-                skip = -written % stride
-                if skip < rows:
-                    self._inputs[start + skip : stop : stride] = inputs[skip::stride]
-            self._flag_bytes[start:stop] = self._runs[HAS_INPUTS | float32 * HAS_FLOAT32][:rows]
             words[WRITTEN] = written + rows  # after the rows: the worker reads up to here
         return written
 
-    def _put(self, start: int, inputs, probabilities, labels, shadow, flags: int) -> None:
+    def _put(self, start: int, first_row: int, inputs, probabilities, labels, shadow, flags: int) -> None:
+        """Copy rows into the slots from ``start`` on; ``first_row`` is the first one's stream number."""
         stop = start + probabilities.shape[0]
         if flags & HAS_FLOAT32:
             self._probabilities32[start:stop] = probabilities  # converted to float64 by take(), off the request path
         else:
             self._probabilities[start:stop] = probabilities
-        if inputs is not None:
-            self._inputs[start:stop] = inputs
+        if inputs is not None:  # with an input stride, only the rows a window bins (Window.add): take() reads no other
+            skip = -first_row % self.input_stride
+            self._inputs[start + skip : stop : self.input_stride] = inputs[skip :: self.input_stride]
         if labels is not None:
             self._labels[start:stop] = labels
         if shadow is not None:
